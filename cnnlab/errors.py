@@ -1,0 +1,12 @@
+"""User-facing errors.
+
+Anything a user can cause (a bad path, an unknown name, a corrupt file, a mismatched checkpoint)
+raises :class:`CnnlabError`. The CLI prints its message as one line and exits with status 2, so the
+user sees the problem and the fix instead of a traceback.
+"""
+
+from __future__ import annotations
+
+
+class CnnlabError(Exception):
+    """An error caused by user input; its message names the problem and the fix."""

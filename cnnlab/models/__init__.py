@@ -1,0 +1,32 @@
+"""Model registry and families. Importing a family module registers its variants."""
+
+from __future__ import annotations
+
+
+from cnnlab.models._base import Classifier, ModelMeta, Preprocess
+from cnnlab.registry import Registry
+
+MODELS: Registry = Registry("model")
+register_model = MODELS.register
+
+
+def create_model(name: str, num_classes: int | None = None, in_chans: int | None = None, **kwargs) -> Classifier:
+    """Build a registered architecture, e.g. ``create_model("resnet18", num_classes=10)``."""
+    builder = MODELS.get(name)
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    if in_chans is not None:
+        kwargs["in_chans"] = in_chans
+    model = builder(**kwargs)
+    return model
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Registered model names, sorted; ``pattern`` is a shell glob such as ``"resnet*"``."""
+    return MODELS.names(pattern)
+
+
+# Families register themselves on import; keep this list alphabetical.
+from cnnlab.models import lenet, resnet  # noqa: E402,F401
+
+__all__ = ["Classifier", "ModelMeta", "Preprocess", "MODELS", "register_model", "create_model", "list_models"]

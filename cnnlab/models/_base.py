@@ -1,0 +1,119 @@
+"""The contract every cnnlab classifier follows.
+
+A model carries its own preprocessing (:class:`Preprocess`) so that train, valid, predict and export
+all use one definition, and names its first conv and classifier so fine-tuning is generic (timm's
+``forward_features`` / ``forward_head`` / ``reset_classifier`` contract).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import torch
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How pixels become the network's input; the one definition every command uses.
+
+    Evaluation: resize the shorter side to ``resize`` (``interpolation``), then center-crop to
+    ``input_size`` — padding with zeros where the image is smaller (so 28×28 MNIST digits sit in
+    LeNet-5's 32×32 field, as in the paper). Then ``(x / 255 - mean) / std`` per channel.
+    A "mean pixel" recipe (AlexNet, VGG) is ``mean=<pixel>/255, std=(1/255, …)``.
+    """
+
+    input_size: tuple[int, int, int]  # (C, H, W) the network sees
+    mean: tuple[float, ...]  # per channel, for pixels scaled to [0, 1]
+    std: tuple[float, ...]
+    resize: int  # eval: shorter side resized to this before the center crop
+    interpolation: str = "bilinear"  # bilinear | bicubic | nearest
+
+    @property
+    def channels(self) -> int:
+        return self.input_size[0]
+
+    @property
+    def crop_pct(self) -> float:
+        return self.input_size[1] / self.resize
+
+    def with_channels(self, in_chans: int) -> "Preprocess":
+        """The same recipe for a different channel count (grey ↔ RGB)."""
+        if in_chans == self.channels:
+            return self
+        mean = sum(self.mean) / len(self.mean)
+        std = sum(self.std) / len(self.std)
+        return replace(
+            self,
+            input_size=(in_chans, *self.input_size[1:]),
+            mean=(mean,) * in_chans,
+            std=(std,) * in_chans,
+        )
+
+    def to_dict(self) -> dict:
+        return {
+            "input_size": list(self.input_size),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "resize": self.resize,
+            "interpolation": self.interpolation,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Preprocess":
+        return cls(
+            input_size=tuple(d["input_size"]),
+            mean=tuple(d["mean"]),
+            std=tuple(d["std"]),
+            resize=int(d["resize"]),
+            interpolation=d.get("interpolation", "bilinear"),
+        )
+
+
+@dataclass
+class ModelMeta:
+    """What the rest of cnnlab needs to know about an architecture, kept as data."""
+
+    name: str
+    preprocess: Preprocess
+    first_conv: str  # dotted module name of the first convolution
+    classifier: str  # dotted module name of the final classifier layer
+    paper: str = ""  # citation for the architecture
+    extra: dict = field(default_factory=dict)
+
+
+class Classifier(nn.Module):
+    """Base class: ``forward = forward_head(forward_features(x))``.
+
+    Subclasses implement :meth:`forward_features` (→ the last feature map) and
+    :meth:`forward_head` (→ logits), and set ``self.meta``. :meth:`reset_classifier` replaces the
+    ``nn.Linear`` named by ``meta.classifier``; families with another head override it.
+    """
+
+    meta: ModelMeta
+    num_classes: int
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.get_submodule(self.meta.classifier)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        old = self.get_classifier()
+        if not isinstance(old, nn.Linear):
+            raise NotImplementedError(f"{type(self).__name__} must override reset_classifier")
+        new = nn.Linear(old.in_features, num_classes).to(old.weight.device, old.weight.dtype)
+        parent_name, _, attr = self.meta.classifier.rpartition(".")
+        parent = self.get_submodule(parent_name) if parent_name else self
+        setattr(parent, attr, new)
+        self.num_classes = num_classes
