@@ -1,0 +1,45 @@
+"""What ``valid`` and ``predict`` share: where the model, its classes and preprocessing come from."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from cnnlab.engine import checkpoint as ckpt_mod
+from cnnlab.errors import CnnlabError
+from cnnlab.models import Classifier, Preprocess, create_model
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--checkpoint", help="cnnlab checkpoint (.pt) or run directory (uses its best.pt)")
+    p.add_argument("--model", help="architecture name, with --weights: a plain state_dict (e.g. torchvision's)")
+    p.add_argument("--weights", help="state_dict file for --model")
+    p.add_argument("--labels", help="class names, one per line (with --model/--weights)")
+    p.add_argument("--no-ema", action="store_true", help="use the raw weights even if the run kept an EMA")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default: auto)")
+
+
+def load_model(args: argparse.Namespace, classes_hint: list[str] | None = None) -> tuple[Classifier, list[str], Preprocess, dict]:
+    """(model, class names, preprocessing, checkpoint-or-empty) from the command's arguments."""
+    if args.checkpoint:
+        if args.model or args.weights:
+            raise CnnlabError("give either --checkpoint or --model with --weights, not both")
+        ckpt = ckpt_mod.load(args.checkpoint)
+        model, classes, pre = ckpt_mod.model_from_checkpoint(ckpt, use_ema=not args.no_ema)
+        return model, classes, pre, ckpt
+    if not (args.model and args.weights):
+        raise CnnlabError("which model? pass --checkpoint RUN_DIR_OR_PT, or --model NAME --weights STATE_DICT")
+    if args.labels:
+        path = Path(args.labels)
+        if not path.is_file():
+            raise CnnlabError(f"labels file {path} does not exist")
+        classes = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    elif classes_hint is not None:
+        classes = classes_hint
+    else:
+        raise CnnlabError("--model/--weights need class names: pass --labels FILE (one name per line)")
+    from cnnlab.engine.train import _weights_from
+
+    model = create_model(args.model, num_classes=len(classes))
+    ckpt_mod.load_weights(model, _weights_from(args.weights), args.weights)
+    return model, classes, model.meta.preprocess, {}

@@ -1,0 +1,56 @@
+"""``cnnlab predict IMAGE…``: darknet's output (the time, then the top-5 as ``42.58%: label``)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+
+from cnnlab.commands._inference import add_model_arguments, load_model
+
+NAME = "predict"
+HELP = "classify images with a trained model (same preprocessing as valid)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    add_model_arguments(p)
+    p.add_argument("-t", "--top", type=int, default=5, help="how many classes to print (default: 5)")
+    p.add_argument("--format", choices=("text", "json", "csv"), default="text")
+
+
+def run(args: argparse.Namespace) -> int:
+    from cnnlab.data.sources.base import BadImage
+    from cnnlab.engine.device import pick_device
+    from cnnlab.engine.predict import Predictor, format_darknet
+
+    model, classes, pre, _ = load_model(args)
+    predictor = Predictor(model, classes, pre, pick_device(args.device))
+    results, failed = [], []
+    for path in args.images:
+        try:
+            pred = predictor(path, args.top)
+        except (BadImage, OSError) as e:
+            failed.append(path)
+            print(f"{path}: skipped: {e}", file=sys.stderr)
+            continue
+        results.append(pred)
+        if args.format == "text":
+            print(format_darknet(pred), flush=True)
+    if args.format == "json":
+        doc = [
+            {"path": r.path, "seconds": r.seconds, "top": [{"label": l, "index": i, "probability": p} for l, i, p in r.top]}
+            for r in results
+        ]
+        print(json.dumps(doc, indent=2))
+    elif args.format == "csv":
+        w = csv.writer(sys.stdout)
+        w.writerow(["path", "rank", "label", "index", "probability"])
+        for r in results:
+            for rank, (label, index, prob) in enumerate(r.top, 1):
+                w.writerow([r.path, rank, label, index, f"{prob:.6f}"])
+    if failed:
+        print(f"skipped {len(failed)} of {len(args.images)} image(s) that could not be read", file=sys.stderr)
+        return 1
+    return 0

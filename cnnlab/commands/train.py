@@ -1,0 +1,42 @@
+"""``cnnlab train``: defaults < ``--config`` recipe < command-line flags (one flag per config key)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from cnnlab import config
+
+NAME = "train"
+HELP = "train a model (every config key is a flag; see the defaults below)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="RECIPE", help=f"YAML recipe file, or a bundled one: {', '.join(config.list_recipes())}")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run exactly where it stopped")
+    config.add_arguments(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from cnnlab.engine.train import train
+
+    overrides = config.overrides_from_args(args)
+    if args.resume:
+        saved = Path(args.resume) / "config.yaml"
+        if not saved.is_file():
+            from cnnlab.errors import CnnlabError
+
+            raise CnnlabError(f"{args.resume} is not a run directory (no config.yaml); start a new run without --resume")
+        cfg = config.resolve(config.load_saved(saved), overrides)
+    else:
+        cfg = config.resolve(config.load_recipe(args.config) if args.config else {}, overrides)
+    summary = train(cfg, resume=args.resume)
+    print(
+        f"held-out top-1 {summary['top1']:.2f}%  top-5 {summary['top5']:.2f}%  loss {summary['loss']:.4f}  "
+        f"({summary['val_images']} images; {summary['epochs']} epochs in {summary['train_seconds']:.1f} s, "
+        f"{summary['images_per_second']:.0f} img/s)"
+    )
+    if summary["bad_images"]:
+        print(f"skipped {len(summary['bad_images'])} unreadable image(s); they are listed in {summary['run_dir']}/summary.json")
+    print(f"run directory: {summary['run_dir']}")
+    return 0

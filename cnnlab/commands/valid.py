@@ -1,0 +1,55 @@
+"""``cnnlab valid``: top-1/top-5, loss, confusion matrix, per-class P/R/F1 and Cohen's kappa."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from cnnlab.commands._inference import add_model_arguments, load_model
+from cnnlab.errors import CnnlabError
+
+NAME = "valid"
+HELP = "evaluate a checkpoint on a dataset split"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_model_arguments(p)
+    p.add_argument("--data", help="dataset name or path (default: the one the checkpoint was trained on)")
+    p.add_argument("--split", default="val", help="split to evaluate (default: val)")
+    p.add_argument("--tencrop", action="store_true", help="average the softmax over ten crops (corners, centre, mirrored)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--json", metavar="PATH", help="write the full report here (default: valid.json beside the checkpoint's run, else ./valid.json)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    from cnnlab.data.datasets import open_split
+    from cnnlab.data.loader import BadImageLog, make_loader
+    from cnnlab.data.sources.remap import RemappedSource
+    from cnnlab.data.transforms import DeviceNormalize, eval_transform, tencrop_transform
+    from cnnlab.engine.device import pick_device
+    from cnnlab.engine.evaluate import evaluate
+
+    data = args.data
+    model, classes, pre, ckpt = load_model(args)
+    if data is None:
+        data = (ckpt.get("config") or {}).get("data")
+        if not data:
+            raise CnnlabError("which data? pass --data NAME_OR_PATH")
+    source = RemappedSource.to_classes(open_split(data, args.split), classes)
+    device = pick_device(args.device)
+    model.to(device)
+    tf = tencrop_transform(pre) if args.tencrop else eval_transform(pre)
+    loader = make_loader(source, tf, args.batch_size, shuffle=False, workers=args.workers, pin_memory=device.type == "cuda")
+    bad = BadImageLog(max_fraction=1.0)
+    report = evaluate(model, loader, DeviceNormalize(pre).to(device), device, classes, None, bad, not args.no_progress)
+    print(report.table())
+    if bad.bad:
+        print(bad.report())
+    out = Path(args.json) if args.json else Path("valid.json")
+    doc = report.to_dict() | {"data": data, "split": args.split, "tencrop": args.tencrop, "bad_images": list(bad.bad)}
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+    print(f"report: {out}")
+    return 0

@@ -1,0 +1,204 @@
+"""Training configuration: defaults < YAML recipe < command line.
+
+One flat dataclass, so every key is visible in one place, can be set in a recipe and on the command
+line (``lr`` ↔ ``--lr``, ``warmup_epochs`` ↔ ``--warmup-epochs``), and is saved with the run.
+Unknown keys are errors that suggest the closest valid key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cnnlab.errors import CnnlabError
+
+RECIPES_DIR = Path(__file__).parent / "recipes"
+
+
+@dataclass
+class TrainConfig:
+    # --- what to train on what
+    model: str = "resnet18"
+    data: str = "mnist5k"  # built-in dataset name or a path (class folders, MNIST idx, CIFAR batches)
+    out: str = ""  # run directory; default runs/<model>-<data>[-N], never an existing one
+    init: str = ""  # checkpoint to start from (same classes); see also finetune
+    finetune: str = ""  # checkpoint whose weights (all but the classifier) start a new head
+    model_kwargs: dict = field(default_factory=dict)  # extra builder arguments, e.g. {shortcut: A}
+
+    # --- schedule of the run
+    epochs: int = 10
+    batch_size: int = 64  # images per optimizer step = batch_size × accum_steps
+    accum_steps: int = 1  # gradient accumulation: micro-batches per optimizer step
+    workers: int = 2  # DataLoader worker processes (0 = load in the main process)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+
+    # --- optimizer
+    opt: str = "sgd"  # sgd | adamw
+    lr: float = 0.1  # peak learning rate
+    momentum: float = 0.9  # SGD momentum (AdamW: beta1)
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    no_decay_bn_bias: bool = True  # no weight decay on BatchNorm and bias parameters
+    clip_grad: float = 0.0  # max global grad norm; 0 = off
+    label_smoothing: float = 0.0
+    ema_decay: float = 0.0  # exponential moving average of weights; 0 = off (e.g. 0.999)
+
+    # --- learning-rate schedule (stepped every optimizer step)
+    sched: str = "cosine"  # constant | step | multistep | cosine | onecycle
+    warmup_epochs: float = 0.0  # linear warm-up from warmup_factor × lr
+    warmup_factor: float = 0.01
+    step_size: int = 30  # step: epochs between decays
+    milestones: list[int] = field(default_factory=lambda: [30, 60, 90])  # multistep: epochs
+    gamma: float = 0.1  # step / multistep decay factor
+    min_lr_factor: float = 0.0  # cosine / onecycle: final lr = min_lr_factor × lr
+    pct_start: float = 0.25  # onecycle: fraction of the run spent rising
+
+    # --- speed
+    amp: str = "auto"  # auto (bf16 on CPU, fp16 on CUDA) | off | bf16 | fp16
+    channels_last: bool = True
+    compile: bool = False  # torch.compile the model
+
+    # --- augmentation (train only; evaluation uses the model's resize + center crop)
+    crop: str = "rrc"  # rrc (random resized crop) | center (resize + center crop, as in eval)
+    rrc_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
+    rrc_ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])
+    hflip: float = 0.5  # probability
+    rotation: float = 0.0  # degrees, uniform in ±rotation
+    translate: float = 0.0  # fraction of the size, uniform in ±translate
+    scale: list[float] = field(default_factory=lambda: [1.0, 1.0])  # affine zoom range
+    color_jitter: float = 0.0  # brightness/contrast/saturation strength (0.4 is common)
+    pca_lighting: float = 0.0  # AlexNet PCA lighting noise std (0.1 in the paper)
+
+    # --- bookkeeping
+    ckpt_every: int = 0  # also save last.pt every N optimizer steps (0 = once per epoch)
+    log_every: int = 20  # TensorBoard scalars every N optimizer steps
+    max_bad_fraction: float = 0.01  # stop with an error when more of the images are unreadable
+    preprocess: dict = field(default_factory=dict)  # override the model's Preprocess fields
+    progress: bool = True  # progress bar
+
+
+def _field_types() -> dict[str, Any]:
+    hints = typing.get_type_hints(TrainConfig)
+    return {f.name: hints[f.name] for f in dataclasses.fields(TrainConfig)}
+
+
+def _coerce(key: str, value: Any, typ: Any) -> Any:
+    """Check and convert one value to the field's type (YAML gives ints for floats, etc.)."""
+    origin = typing.get_origin(typ)
+    try:
+        if typ is bool:
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
+        if typ in (int, float, str):
+            if isinstance(value, bool) or (typ is not str and isinstance(value, (list, dict))):
+                raise ValueError
+            if typ is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return typ(value)
+        if origin is list:
+            (item,) = typing.get_args(typ)
+            if isinstance(value, str):
+                value = [v for v in value.replace(",", " ").split()]
+            return [_coerce(key, v, item) for v in value]
+        if typ is dict or origin is dict:
+            if isinstance(value, str):
+                value = yaml.safe_load(value) or {}
+            if not isinstance(value, dict):
+                raise ValueError
+            return dict(value)
+    except (ValueError, TypeError):
+        pass
+    name = getattr(typ, "__name__", str(typ))
+    raise CnnlabError(f"config key {key!r} must be {name}, got {value!r}")
+
+
+def _check_keys(d: dict, where: str) -> None:
+    valid = list(_field_types())
+    for key in d:
+        if key not in valid:
+            close = difflib.get_close_matches(str(key), valid, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise CnnlabError(f"unknown config key {key!r} in {where}{hint}; valid keys are listed by `cnnlab train --help`")
+
+
+def load_recipe(path: str) -> dict:
+    """A YAML recipe: a path, or the name of a bundled recipe in cnnlab/recipes/."""
+    p = Path(path)
+    if not p.exists() and (RECIPES_DIR / f"{path}.yaml").exists():
+        p = RECIPES_DIR / f"{path}.yaml"
+    if not p.exists():
+        raise CnnlabError(f"recipe {path!r} not found; give a YAML file path or one of: {', '.join(list_recipes())}")
+    try:
+        d = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise CnnlabError(f"recipe {p} is not valid YAML: {e}".splitlines()[0]) from None
+    if not isinstance(d, dict):
+        raise CnnlabError(f"recipe {p} must be a mapping of config keys to values")
+    _check_keys(d, str(p))
+    return d
+
+
+def list_recipes() -> list[str]:
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def resolve(recipe: dict | None = None, overrides: dict | None = None) -> TrainConfig:
+    """defaults < recipe < overrides; every value type-checked."""
+    types_ = _field_types()
+    merged: dict[str, Any] = {}
+    for where, d in (("the recipe", recipe or {}), ("the command line", overrides or {})):
+        _check_keys(d, where)
+        for key, value in d.items():
+            merged[key] = _coerce(key, value, types_[key])
+    return TrainConfig(**merged)
+
+
+def to_dict(cfg: TrainConfig) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def save(cfg: TrainConfig, path: Path, extra: dict | None = None) -> None:
+    doc = to_dict(cfg)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False) + (yaml.safe_dump(extra, sort_keys=False) if extra else ""))
+
+
+def load_saved(path: Path) -> dict:
+    """The config keys saved in a run directory's config.yaml (extra provenance keys dropped)."""
+    d = yaml.safe_load(path.read_text()) or {}
+    return {k: v for k, v in d.items() if k in _field_types()}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """One ``--flag`` per config key; unset flags stay out of the overrides."""
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        typ = _field_types()[f.name]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        help_ = f"(default: {default!r})"
+        if typ is bool:
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_)
+        elif typing.get_origin(typ) is list:
+            p.add_argument(flag, dest=f.name, nargs="+", default=None, help=help_)
+        else:
+            p.add_argument(flag, dest=f.name, default=None, help=help_)
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict:
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name, None) is not None}
+
+

@@ -1,0 +1,130 @@
+"""Per-sample transforms (uint8 on the CPU) and the on-device normaliser.
+
+Evaluation is the model's :class:`~cnnlab.models.Preprocess`: resize the shorter side, center-crop
+(zero-padding where the image is smaller), so train/valid/predict/export share one definition.
+Training replaces the crop with random resized crop (or the eval crop) and adds flips, affine
+jitter and colour jitter — all torchvision ``transforms.v2`` on uint8 tensors. Normalisation and
+AlexNet's PCA lighting run on the device, on whole batches (DESIGN: uint8 until the device).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torchvision.transforms import InterpolationMode, v2
+
+from cnnlab.models import Preprocess
+
+INTERPOLATION = {
+    "bilinear": InterpolationMode.BILINEAR,
+    "bicubic": InterpolationMode.BICUBIC,
+    "nearest": InterpolationMode.NEAREST,
+}
+
+# AlexNet (Krizhevsky et al. 2012, section 4.1): eigen-decomposition of the ImageNet RGB covariance,
+# pixels in [0, 1]; the figures every reimplementation uses (fb.resnet.torch, timm).
+IMAGENET_EIGVAL = (0.2175, 0.0188, 0.0045)
+IMAGENET_EIGVEC = (
+    (-0.5675, 0.7192, 0.4009),
+    (-0.5808, -0.0045, -0.8140),
+    (-0.5836, -0.6948, 0.4203),
+)
+
+
+class MatchChannels(nn.Module):
+    """Grey → RGB by repetition, RGB → grey by luma, so any data feeds any model."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.channels = channels
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:  # (C, H, W) uint8
+        if img.shape[0] == self.channels:
+            return img
+        if self.channels == 3:
+            return img.expand(3, -1, -1).contiguous()
+        return v2.functional.rgb_to_grayscale(img)
+
+
+def eval_transform(pre: Preprocess) -> Callable[[torch.Tensor], torch.Tensor]:
+    """uint8 (C, H, W) of any size → uint8 ``pre.input_size``."""
+    _, h, w = pre.input_size
+    return v2.Compose(
+        [
+            MatchChannels(pre.channels),
+            v2.Resize(pre.resize, interpolation=INTERPOLATION[pre.interpolation], antialias=True),
+            v2.CenterCrop((h, w)),  # pads with zeros when the resized image is smaller
+        ]
+    )
+
+
+def tencrop_transform(pre: Preprocess) -> Callable[[torch.Tensor], torch.Tensor]:
+    """uint8 image → (10, C, H, W): the four corners, the centre and their mirror images."""
+    _, h, w = pre.input_size
+    return v2.Compose(
+        [
+            MatchChannels(pre.channels),
+            v2.Resize(pre.resize, interpolation=INTERPOLATION[pre.interpolation], antialias=True),
+            v2.TenCrop((h, w)),
+            v2.Lambda(lambda crops: torch.stack(crops)),
+        ]
+    )
+
+
+def train_transform(
+    pre: Preprocess,
+    crop: str = "rrc",
+    rrc_scale: tuple[float, float] = (0.08, 1.0),
+    rrc_ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    hflip: float = 0.5,
+    rotation: float = 0.0,
+    translate: float = 0.0,
+    scale: tuple[float, float] = (1.0, 1.0),
+    color_jitter: float = 0.0,
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The augmentation pipeline; the randomness comes from torch's global RNG (seeded per sample)."""
+    _, h, w = pre.input_size
+    interp = INTERPOLATION[pre.interpolation]
+    steps: list[Callable] = [MatchChannels(pre.channels)]
+    if crop == "rrc":
+        steps.append(v2.RandomResizedCrop((h, w), scale=tuple(rrc_scale), ratio=tuple(rrc_ratio), interpolation=interp, antialias=True))
+    elif crop == "center":
+        steps += [v2.Resize(pre.resize, interpolation=interp, antialias=True), v2.CenterCrop((h, w))]
+    else:
+        raise ValueError(f"crop must be 'rrc' or 'center', not {crop!r}")
+    if hflip > 0:
+        steps.append(v2.RandomHorizontalFlip(hflip))
+    if rotation > 0 or translate > 0 or tuple(scale) != (1.0, 1.0):
+        steps.append(
+            v2.RandomAffine(degrees=rotation, translate=(translate, translate) if translate > 0 else None, scale=tuple(scale), interpolation=InterpolationMode.BILINEAR)
+        )
+    if color_jitter > 0:
+        saturation = color_jitter if pre.channels == 3 else 0.0
+        steps.append(v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=saturation))
+    return v2.Compose(steps)
+
+
+class DeviceNormalize(nn.Module):
+    """uint8 (B, C, H, W) on the device → normalised float, with optional PCA lighting noise."""
+
+    def __init__(self, pre: Preprocess, pca_lighting: float = 0.0, channels_last: bool = False) -> None:
+        super().__init__()
+        c = pre.channels
+        self.register_buffer("mean", torch.tensor(pre.mean, dtype=torch.float32).view(1, c, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(pre.std, dtype=torch.float32).view(1, c, 1, 1), persistent=False)
+        self.pca_lighting = pca_lighting if c == 3 else 0.0
+        self.register_buffer("eigval", torch.tensor(IMAGENET_EIGVAL), persistent=False)
+        self.register_buffer("eigvec", torch.tensor(IMAGENET_EIGVEC), persistent=False)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        x = x.float().div_(255)  # (B, C, H, W) in [0, 1]
+        if self.pca_lighting > 0 and self.training:
+            # Per image, add Σ_i α_i λ_i p_i with α_i ~ N(0, σ²) to every pixel (AlexNet §4.1).
+            alpha = torch.randn(x.shape[0], 3, generator=generator, device="cpu").to(x.device) * self.pca_lighting
+            rgb = (alpha * self.eigval) @ self.eigvec.T  # (B, 3)
+            x = x + rgb.view(-1, 3, 1, 1)
+        x = (x - self.mean) / self.std
+        return x.contiguous(memory_format=self.memory_format)

@@ -1,0 +1,146 @@
+"""Checkpoints: written atomically, read with ``weights_only=True``, self-describing.
+
+A checkpoint holds the architecture (registry name and builder arguments), the class names and
+the preprocessing, so ``valid`` and ``predict`` need nothing but the file. Training state
+(optimizer, scheduler, EMA, scaler, RNGs, sampler position) rides along for exact resume.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from cnnlab.errors import CnnlabError
+from cnnlab.models import Classifier, Preprocess, create_model
+
+FORMAT = "cnnlab-checkpoint/1"
+
+
+def save_atomic(obj: dict, path: Path) -> None:
+    """Write to a temp file in the same folder, fsync, then rename: a kill never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def resolve_path(path: str | Path) -> Path:
+    """A checkpoint file, or a run directory (→ its best.pt, else last.pt)."""
+    p = Path(path)
+    if p.is_dir():
+        for name in ("checkpoints/best.pt", "checkpoints/last.pt", "best.pt", "last.pt"):
+            if (p / name).is_file():
+                return p / name
+        raise CnnlabError(f"no checkpoint in {p}: expected {p}/checkpoints/best.pt or last.pt")
+    if not p.exists():
+        raise CnnlabError(f"checkpoint {p} does not exist")
+    return p
+
+
+def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    p = resolve_path(path)
+    try:
+        ckpt = torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises many types for a damaged file
+        raise CnnlabError(f"checkpoint {p} is corrupt or not a cnnlab checkpoint ({type(e).__name__}); re-train or pick another file") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CnnlabError(f"{p} is not a cnnlab checkpoint (no '{FORMAT}' marker); plain state_dicts load with --weights")
+    return ckpt
+
+
+def rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        # numpy's state as tensors so that weights_only loading accepts it
+        "numpy": _numpy_state_to_tensors(np.random.get_state()),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_tuplify(state["python"]))
+    np.random.set_state(_numpy_state_from_tensors(state["numpy"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _numpy_state_to_tensors(s: tuple) -> list:
+    return [s[0], torch.from_numpy(s[1].astype(np.int64)), s[2], s[3], s[4]]
+
+
+def _numpy_state_from_tensors(s: list) -> tuple:
+    return (s[0], s[1].numpy().astype(np.uint32), s[2], s[3], s[4])
+
+
+def _tuplify(x: Any) -> Any:
+    return tuple(_tuplify(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def arch_of(model: Classifier, model_kwargs: dict | None = None) -> dict:
+    return {
+        "name": model.meta.name,
+        "num_classes": model.num_classes,
+        "in_chans": model.meta.preprocess.channels,
+        "kwargs": dict(model_kwargs or {}),
+    }
+
+
+def build_model(arch: dict) -> Classifier:
+    return create_model(arch["name"], num_classes=arch["num_classes"], in_chans=arch["in_chans"], **arch.get("kwargs", {}))
+
+
+def load_weights(model: nn.Module, state_dict: dict, source: str) -> None:
+    """Strict load with one clear line when the class count (or anything else) differs."""
+    own = model.state_dict()
+    for key, value in state_dict.items():
+        if key in own and own[key].shape != value.shape:
+            if isinstance(model, Classifier) and key.startswith(model.meta.classifier + "."):
+                raise CnnlabError(
+                    f"{source} was trained for {value.shape[0]} classes but this model has {own[key].shape[0]}; "
+                    f"to fine-tune it on the new classes use --finetune {source} (keeps the features, new classifier)"
+                )
+            raise CnnlabError(f"{source} does not fit this model: {key} is {tuple(value.shape)} there, {tuple(own[key].shape)} here")
+    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    if missing or unexpected:
+        what = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise CnnlabError(f"{source} is for a different architecture ({what}); check --model")
+
+
+def load_features(model: Classifier, state_dict: dict) -> None:
+    """Fine-tuning: every weight but the classifier's."""
+    prefix = model.meta.classifier + "."
+    kept = {k: v for k, v in state_dict.items() if not k.startswith(prefix)}
+    own = model.state_dict()
+    for key, value in kept.items():
+        if key in own and own[key].shape != value.shape:
+            raise CnnlabError(f"checkpoint does not fit this model: {key} is {tuple(value.shape)} there, {tuple(own[key].shape)} here")
+    missing, unexpected = model.load_state_dict(kept, strict=False)
+    missing = [k for k in missing if not k.startswith(prefix)]
+    if missing or unexpected:
+        raise CnnlabError(f"checkpoint is for a different architecture (missing {missing[:3]}, unexpected {unexpected[:3]})")
+
+
+def model_from_checkpoint(ckpt: dict, use_ema: bool = True) -> tuple[Classifier, list[str], Preprocess]:
+    """The model (EMA weights when the run kept them), its class names and preprocessing."""
+    model = build_model(ckpt["arch"])
+    weights = ckpt["ema"] if use_ema and ckpt.get("ema") is not None else ckpt["model"]
+    load_weights(model, weights, "checkpoint")
+    return model, list(ckpt["classes"]), Preprocess.from_dict(ckpt["preprocess"])

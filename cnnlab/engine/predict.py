@@ -1,0 +1,53 @@
+"""Prediction on image files with exactly the preprocessing ``valid`` uses."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from cnnlab.data.sources.base import BadImage
+from cnnlab.data.transforms import DeviceNormalize, eval_transform
+from cnnlab.models import Preprocess
+
+
+@dataclass
+class Prediction:
+    path: str
+    seconds: float  # network time, as darknet reports it
+    top: list[tuple[str, int, float]]  # (label, class index, probability)
+
+
+class Predictor:
+    def __init__(self, model: nn.Module, classes: list[str], pre: Preprocess, device: torch.device) -> None:
+        self.model = model.to(device).eval()
+        self.classes, self.device = classes, device
+        self.transform = eval_transform(pre)
+        self.normalize = DeviceNormalize(pre).to(device).eval()
+
+    @torch.no_grad()
+    def __call__(self, path: str, top: int = 5) -> Prediction:
+        from cnnlab.data.images import decode_image
+
+        image = self.transform(decode_image(Path(path)))  # raises BadImage
+        x = self.normalize(image.unsqueeze(0).to(self.device))  # (1, C, H, W)
+        t0 = time.perf_counter()
+        probs = self.model(x).float().softmax(1)[0]
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        seconds = time.perf_counter() - t0
+        values, indices = probs.topk(min(top, len(self.classes)))
+        return Prediction(path, seconds, [(self.classes[i], i, v) for v, i in zip(values.tolist(), indices.tolist())])
+
+
+def format_darknet(p: Prediction) -> str:
+    """darknet's ``classifier predict`` layout: the time, then ``%5.2f%%: label`` per class."""
+    lines = [f"{p.path}: Predicted in {p.seconds:f} seconds."]
+    lines += [f"{100 * prob:5.2f}%: {label}" for label, _, prob in p.top]
+    return "\n".join(lines)
+
+
+__all__ = ["BadImage", "Prediction", "Predictor", "format_darknet"]
