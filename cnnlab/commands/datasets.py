@@ -1,0 +1,36 @@
+"""``cnnlab datasets``: the built-in datasets that ship inside pip packages (no download)."""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "datasets"
+HELP = "list the built-in datasets (loadable offline) with their classes, splits and sources"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("pattern", nargs="?", help="shell-style glob, e.g. 'mnist*'")
+
+
+def _classes(names: tuple[str, ...]) -> str:
+    shown = ",".join(names) if len(names) <= 4 else f"{','.join(names[:2])},...,{names[-1]}"
+    return f"{len(names)} ({shown})"
+
+
+def run(args: argparse.Namespace) -> int:
+    from cnnlab.data.datasets import get_dataset, list_datasets
+
+    header = ("name", "classes", "train", "val", "image (CxHxW)", "package", "description")
+    rows = [header]
+    for name in list_datasets(args.pattern):
+        d = get_dataset(name)
+        rows.append((
+            d.name, _classes(d.classes), str(d.train_size), str(d.val_size),
+            "x".join(map(str, d.image_shape)), d.package, d.description,
+        ))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
+    for row in rows:
+        cells = [cell.rjust(w) if cell.isdigit() else cell.ljust(w) for cell, w in zip(row, widths)]
+        print("  ".join(cells + [row[-1]]).rstrip())
+    print("Use a NAME, or a folder (class folders, MNIST idx files, CIFAR batches), wherever cnnlab asks for a dataset.")
+    return 0

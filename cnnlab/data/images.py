@@ -1,0 +1,135 @@
+"""Decode one image file to a uint8 ``(C, H, W)`` tensor, the same way for every command.
+
+Decisions, in the order they are applied:
+
+* **By content, not extension.** PIL sniffs the first bytes; a PNG named ``.jpg`` decodes, a text
+  file named ``.jpg`` is ``BadImage("not an image")``.
+* **Size guard before decoding.** The header is read first; more than ``max_pixels()`` pixels
+  (PIL's ``Image.MAX_IMAGE_PIXELS``, about 89 Mpx by default, so one knob controls both) is
+  ``BadImage("too large")`` without allocating the image (decompression bombs).
+* **Full decode.** ``Image.load()`` decodes every byte so a truncated file fails here, in the
+  loader's bad-sample accounting, rather than as grey stripes in a training batch. We never set
+  ``ImageFile.LOAD_TRUNCATED_IMAGES``.
+* **EXIF orientation** is applied (``ImageOps.exif_transpose``) so a phone photo has the shape a
+  person sees. Unreadable orientation metadata leaves the pixels as stored (they are intact).
+* **Channels.** Grayscale sources (modes ``1``, ``L``, ``LA``, ``I;16*``, ``I``, ``F``) give C=1;
+  everything else (RGB, CMYK, YCbCr, palette, RGBA, ...) gives C=3. 16-bit values map to 8 bits
+  by ``round(v / 257)`` (65535 → 255, exact endpoints). ``I`` (32-bit int) is treated as 16-bit
+  data, the only common source of that mode (16-bit PNG/TIFF). ``F`` in ``[0, 1]`` is scaled by
+  255, otherwise clipped to ``[0, 255]``.
+* **Transparency is composited onto white**, not dropped. The colour stored under a fully
+  transparent pixel is arbitrary (often black, sometimes left-over paint) and encoder dependent;
+  what a person labelled is the image as a viewer shows it, which is on a light background.
+  Compositing makes that deterministic. Applies to RGBA, LA, palette images with a transparent
+  index and RGB/L images with a ``tRNS`` colour key.
+* Multi-frame files (GIF, TIFF) use their first frame. ICC profiles are not applied.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from struct import error as struct_error  # some plugins raise struct.error on junk
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from cnnlab.data.sources.base import BadImage
+
+_GRAY_MODES = {"1", "L", "LA", "La", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"}
+_WHITE = 255
+
+
+def max_pixels() -> int:
+    """The decompression-bomb limit in pixels (PIL's, so users raise it in one place)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    return int(limit) if limit else 2**62
+
+
+def _open(data: bytes | str | Path) -> Image.Image:
+    try:
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            return Image.open(io.BytesIO(bytes(data)))
+        return Image.open(Path(data))
+    except UnidentifiedImageError:
+        raise BadImage("not an image") from None
+    except Image.DecompressionBombError:
+        raise BadImage("too large (decompression bomb guard)") from None
+    except FileNotFoundError:
+        raise BadImage("file not found") from None
+    except IsADirectoryError:
+        raise BadImage("is a directory") from None
+    except OSError as e:
+        raise BadImage(f"unreadable: {e}") from None
+
+
+def image_size_and_format(data: bytes | str | Path) -> tuple[int, int, str]:
+    """``(width, height, format)`` from the header only (no pixel decoding); raises BadImage."""
+    with _open(data) as img:
+        return img.width, img.height, str(img.format)
+
+
+def _composite_on_white(img: Image.Image) -> Image.Image:
+    """RGBA/LA → RGB/L over a white background (see the module docstring for why)."""
+    gray = img.mode in ("LA", "La", "L")
+    img = img.convert("LA" if gray else "RGBA")
+    background = Image.new(img.mode, img.size, (_WHITE, 255) if gray else (_WHITE, _WHITE, _WHITE, 255))
+    return Image.alpha_composite(background, img).convert("L" if gray else "RGB")
+
+
+def _gray_to_uint8(img: Image.Image) -> np.ndarray:
+    """A grayscale PIL image of any bit depth → ``(H, W)`` uint8."""
+    if img.mode == "1":
+        img = img.convert("L")
+    arr = np.asarray(img)
+    if arr.dtype == np.uint8:
+        return arr
+    if img.mode.startswith("I"):  # 16-bit (I;16*) or 32-bit int holding 16-bit data
+        wide = np.clip(arr.astype(np.int64), 0, 65535)
+        return ((wide + 128) // 257).astype(np.uint8)  # round(v / 257): 0→0, 65535→255
+    if img.mode == "F":
+        f = np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+        if f.size and f.min() >= 0.0 and f.max() <= 1.0:
+            f = f * 255.0
+        return np.clip(np.rint(f), 0, 255).astype(np.uint8)
+    raise BadImage(f"unsupported grayscale mode {img.mode}")
+
+
+def _to_array(img: Image.Image) -> np.ndarray:
+    """Any decoded PIL image → ``(H, W)`` uint8 (gray) or ``(H, W, 3)`` uint8 (colour)."""
+    has_key = "transparency" in img.info  # palette index or tRNS colour key
+    if img.mode in ("RGBA", "LA", "La", "RGBa", "PA") or (has_key and img.mode in ("P", "RGB", "L")):
+        img = _composite_on_white(img)
+    if img.mode in _GRAY_MODES:
+        return _gray_to_uint8(img)
+    if img.mode != "RGB":
+        try:
+            img = img.convert("RGB")  # CMYK, YCbCr, P, RGBX, HSV, ...
+        except (ValueError, OSError):
+            raise BadImage(f"unsupported colour mode {img.mode}") from None
+    return np.asarray(img)
+
+
+def decode_image(data: bytes | str | Path) -> torch.Tensor:
+    """Decode encoded bytes or a file to uint8 ``(C, H, W)``, C in {1, 3}; raises :class:`BadImage`."""
+    with _open(data) as img:
+        if img.width * img.height > max_pixels():
+            raise BadImage(f"too large ({img.width}x{img.height} pixels)")
+        try:
+            img.load()  # full decode: a truncated or corrupt file fails here
+        except Image.DecompressionBombError:
+            raise BadImage("too large (decompression bomb guard)") from None
+        except (OSError, ValueError, SyntaxError, EOFError, IndexError, struct_error) as e:
+            reason = "truncated" if "truncated" in str(e) else f"corrupt ({e})"
+            raise BadImage(reason) from None
+        try:
+            oriented = ImageOps.exif_transpose(img)
+        except Exception:  # noqa: BLE001 - bad EXIF must not lose intact pixels
+            oriented = img
+        arr = _to_array(oriented if oriented is not None else img)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]  # (H, W) → (H, W, 1)
+    # A writable, contiguous copy: PIL's buffer is read-only and must not outlive the file.
+    return torch.from_numpy(np.array(arr.transpose(2, 0, 1), dtype=np.uint8, order="C"))  # (C, H, W)
+
