@@ -94,7 +94,7 @@ def open_idx(root: Path, split: str) -> ArraySource:
     if len(labels) != len(images):
         raise CnnlabError(f"{labels_path}: {len(labels)} labels for {len(images)} images in {images_path.name}; the files do not match")
     top = int(labels.max()) if len(labels) else 0
-    if "fashion" in str(Path(root).resolve()).lower() and top < len(FASHION_NAMES):
+    if "fashion" in str(directory.resolve()).lower() and top < len(FASHION_NAMES):
         classes = list(FASHION_NAMES)
     else:
         classes = [str(i) for i in range(max(10, top + 1))]
