@@ -39,6 +39,7 @@ from cnnlab.data.sources.base import BadImage
 
 _GRAY_MODES = {"1", "L", "LA", "La", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"}
 _WHITE = 255
+_ORIENTATION = 0x0112  # EXIF tag
 
 
 def max_pixels() -> int:
@@ -111,6 +112,16 @@ def _to_array(img: Image.Image) -> np.ndarray:
     return np.asarray(img)
 
 
+def _oriented(img: Image.Image) -> Image.Image:
+    """Apply EXIF orientation; only when a rotation/flip is needed (exif_transpose copies the image)."""
+    try:
+        if img.getexif().get(_ORIENTATION, 1) in (1, None):
+            return img
+        return ImageOps.exif_transpose(img) or img
+    except Exception:  # noqa: BLE001 - unreadable EXIF must not lose intact pixels
+        return img
+
+
 def decode_image(data: bytes | str | Path) -> torch.Tensor:
     """Decode encoded bytes or a file to uint8 ``(C, H, W)``, C in {1, 3}; raises :class:`BadImage`."""
     with _open(data) as img:
@@ -123,11 +134,7 @@ def decode_image(data: bytes | str | Path) -> torch.Tensor:
         except (OSError, ValueError, SyntaxError, EOFError, IndexError, struct_error) as e:
             reason = "truncated" if "truncated" in str(e) else f"corrupt ({e})"
             raise BadImage(reason) from None
-        try:
-            oriented = ImageOps.exif_transpose(img)
-        except Exception:  # noqa: BLE001 - bad EXIF must not lose intact pixels
-            oriented = img
-        arr = _to_array(oriented if oriented is not None else img)
+        arr = _to_array(_oriented(img))
     if arr.ndim == 2:
         arr = arr[:, :, None]  # (H, W) → (H, W, 1)
     # A writable, contiguous copy: PIL's buffer is read-only and must not outlive the file.

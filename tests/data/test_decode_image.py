@@ -81,12 +81,12 @@ def test_la_gives_one_channel_composited(tmp_path: Path) -> None:
 
 
 def test_16bit_png_scaled_to_8bit(tmp_path: Path) -> None:
-    arr = np.array([[0, 257 * 100, 65535, 257 * 17 + 100]], dtype=np.uint16)
+    arr = np.array([[0, 257 * 100, 65535, 257 * 17 + 200]], dtype=np.uint16)
     path = _save(Image.fromarray(arr), tmp_path / "deep.png")
     assert Image.open(path).mode.startswith("I")  # PIL reads 16-bit gray as I;16 or I
     out = decode_image(path)
     assert out.dtype == torch.uint8 and out.shape == (1, 1, 4)
-    assert out[0, 0].tolist() == [0, 100, 255, 17]  # v/257 rounded; the high byte, not clipping
+    assert out[0, 0].tolist() == [0, 100, 255, 18]  # round(v / 257): not the high byte (17), not clipping
 
 
 def test_float_image_in_unit_range_scaled(tmp_path: Path) -> None:
