@@ -42,6 +42,14 @@ _WHITE = 255
 _ORIENTATION = 0x0112  # EXIF tag
 
 
+# What PIL's plugins raise on malformed data besides OSError (found in their parsers).
+_DECODER_ERRORS = (ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError, struct_error)
+
+
+def _short(reason: str, limit: int = 100) -> str:
+    return reason if len(reason) <= limit else reason[: limit - 3] + "..."
+
+
 def max_pixels() -> int:
     """The decompression-bomb limit in pixels (PIL's, so users raise it in one place)."""
     limit = Image.MAX_IMAGE_PIXELS
@@ -62,7 +70,9 @@ def _open(data: bytes | str | Path) -> Image.Image:
     except IsADirectoryError:
         raise BadImage("is a directory") from None
     except OSError as e:
-        raise BadImage(f"unreadable: {e}") from None
+        raise BadImage(_short(f"unreadable: {e}")) from None
+    except _DECODER_ERRORS as e:  # a plugin choking on a malformed header
+        raise BadImage(_short(f"corrupt header ({e})")) from None
 
 
 def image_size_and_format(data: bytes | str | Path) -> tuple[int, int, str]:
@@ -131,10 +141,12 @@ def decode_image(data: bytes | str | Path) -> torch.Tensor:
             img.load()  # full decode: a truncated or corrupt file fails here
         except Image.DecompressionBombError:
             raise BadImage("too large (decompression bomb guard)") from None
-        except (OSError, ValueError, SyntaxError, EOFError, IndexError, struct_error) as e:
-            reason = "truncated" if "truncated" in str(e) else f"corrupt ({e})"
-            raise BadImage(reason) from None
-        arr = _to_array(_oriented(img))
+        except (OSError, *_DECODER_ERRORS) as e:
+            raise BadImage("truncated" if "truncated" in str(e) else _short(f"corrupt ({e})")) from None
+        try:
+            arr = _to_array(_oriented(img))
+        except (OSError, ValueError) as e:
+            raise BadImage(_short(f"cannot convert mode {img.mode} ({e})")) from None
     if arr.ndim == 2:
         arr = arr[:, :, None]  # (H, W) → (H, W, 1)
     # A writable, contiguous copy: PIL's buffer is read-only and must not outlive the file.
