@@ -28,6 +28,9 @@ def run(args: argparse.Namespace) -> int:
             d.name, _classes(d.classes), str(d.train_size), str(d.val_size),
             "x".join(map(str, d.image_shape)), d.package, d.description,
         ))
+    if len(rows) == 1:
+        print(f"no built-in dataset matches {args.pattern!r}; `cnnlab datasets` lists them all")
+        return 0
     widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
     for row in rows:
         cells = [cell.rjust(w) if cell.isdigit() else cell.ljust(w) for cell, w in zip(row, widths)]

@@ -1,6 +1,7 @@
 """Open any dataset split by name or path: ``open_split("mnist5k", "val")``, ``open_split("~/pets", "train")``.
 
-``spec`` is a built-in name (:data:`DATASETS`, listed by ``cnnlab datasets``) or a folder whose
+``spec`` is a built-in name (:data:`DATASETS`, listed by ``cnnlab datasets``; a built-in name
+wins over a folder of the same name, so write ``./digits`` for the folder) or a folder whose
 layout is detected, in this order:
 
 1. CIFAR-10/100 python batches (``batches.meta``, or ``meta`` + ``train``; or their parent),

@@ -39,6 +39,15 @@ from cnnlab.data.sources.base import BadImage
 
 _GRAY_MODES = {"1", "L", "LA", "La", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"}
 _WHITE = 255
+_ORIENTATION = 0x0112  # EXIF tag
+
+
+# What PIL's plugins raise on malformed data besides OSError (found in their parsers).
+_DECODER_ERRORS = (ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError, struct_error)
+
+
+def _short(reason: str, limit: int = 100) -> str:
+    return reason if len(reason) <= limit else reason[: limit - 3] + "..."
 
 
 def max_pixels() -> int:
@@ -61,7 +70,9 @@ def _open(data: bytes | str | Path) -> Image.Image:
     except IsADirectoryError:
         raise BadImage("is a directory") from None
     except OSError as e:
-        raise BadImage(f"unreadable: {e}") from None
+        raise BadImage(_short(f"unreadable: {e}")) from None
+    except _DECODER_ERRORS as e:  # a plugin choking on a malformed header
+        raise BadImage(_short(f"corrupt header ({e})")) from None
 
 
 def image_size_and_format(data: bytes | str | Path) -> tuple[int, int, str]:
@@ -111,6 +122,16 @@ def _to_array(img: Image.Image) -> np.ndarray:
     return np.asarray(img)
 
 
+def _oriented(img: Image.Image) -> Image.Image:
+    """Apply EXIF orientation; only when a rotation/flip is needed (exif_transpose copies the image)."""
+    try:
+        if img.getexif().get(_ORIENTATION, 1) in (1, None):
+            return img
+        return ImageOps.exif_transpose(img) or img
+    except Exception:  # noqa: BLE001 - unreadable EXIF must not lose intact pixels
+        return img
+
+
 def decode_image(data: bytes | str | Path) -> torch.Tensor:
     """Decode encoded bytes or a file to uint8 ``(C, H, W)``, C in {1, 3}; raises :class:`BadImage`."""
     with _open(data) as img:
@@ -120,14 +141,12 @@ def decode_image(data: bytes | str | Path) -> torch.Tensor:
             img.load()  # full decode: a truncated or corrupt file fails here
         except Image.DecompressionBombError:
             raise BadImage("too large (decompression bomb guard)") from None
-        except (OSError, ValueError, SyntaxError, EOFError, IndexError, struct_error) as e:
-            reason = "truncated" if "truncated" in str(e) else f"corrupt ({e})"
-            raise BadImage(reason) from None
+        except (OSError, *_DECODER_ERRORS) as e:
+            raise BadImage("truncated" if "truncated" in str(e) else _short(f"corrupt ({e})")) from None
         try:
-            oriented = ImageOps.exif_transpose(img)
-        except Exception:  # noqa: BLE001 - bad EXIF must not lose intact pixels
-            oriented = img
-        arr = _to_array(oriented if oriented is not None else img)
+            arr = _to_array(_oriented(img))
+        except (OSError, ValueError) as e:
+            raise BadImage(_short(f"cannot convert mode {img.mode} ({e})")) from None
     if arr.ndim == 2:
         arr = arr[:, :, None]  # (H, W) → (H, W, 1)
     # A writable, contiguous copy: PIL's buffer is read-only and must not outlive the file.

