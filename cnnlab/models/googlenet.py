@@ -18,7 +18,7 @@ from torch import nn
 
 from cnnlab.models import register_model
 from cnnlab.models._base import Classifier, ModelMeta, Preprocess
-from cnnlab.models.layers import AuxHeads, ConvBN
+from cnnlab.models.layers import AuxHeads, ConvBN, trunc_normal_
 
 PAPER = "Szegedy et al. 2014, Going deeper with convolutions"
 BN_PAPER = "Ioffe, Szegedy 2015, Batch normalization: accelerating deep network training (Figure 5)"
@@ -216,7 +216,7 @@ class BNInception(Classifier):
 def _init_truncnormal(model: nn.Module, std: float) -> None:
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
-            nn.init.trunc_normal_(m.weight, 0.0, std, -2, 2)
+            trunc_normal_(m.weight, std, bound=2 / std)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm2d):

@@ -14,7 +14,7 @@ from torch import nn
 
 from cnnlab.models import register_model
 from cnnlab.models._base import Classifier, ModelMeta, Preprocess
-from cnnlab.models.layers import AuxHeads, ConvBN
+from cnnlab.models.layers import AuxHeads, ConvBN, trunc_normal_
 
 V3_PAPER = "Szegedy et al. 2015, Rethinking the Inception architecture for computer vision"
 V4_PAPER = "Szegedy et al. 2016, Inception-v4, Inception-ResNet and the impact of residual connections on learning"
@@ -396,7 +396,7 @@ def _init_truncnormal(model: nn.Module, std: float = 0.1) -> None:
     # TF-style truncated-normal init (torchvision's Inception-v3 uses std 0.1); BN scale 1, shift 0.
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
-            nn.init.trunc_normal_(m.weight, 0.0, std, -2 * std, 2 * std)
+            trunc_normal_(m.weight, std)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm2d):

@@ -11,6 +11,8 @@ sum, the paper's section 3.3 remedy for unstable training.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import nn
 
@@ -18,6 +20,9 @@ from cnnlab.models import register_model
 from cnnlab.models._base import Classifier, ModelMeta
 from cnnlab.models.inception import PREPROCESS, V4_PAPER, _avg_proj, _init_truncnormal
 from cnnlab.models.layers import ConvBN
+
+# timm's inception_resnet_v2 recipe crops 0.8975 of the resized image: 299 / 0.8975 ≈ 333.
+V2_PREPROCESS = replace(PREPROCESS, resize=333)
 
 
 def _cat(*xs: torch.Tensor) -> torch.Tensor:
@@ -138,7 +143,7 @@ class InceptionResNetV2(Classifier):
         _init_truncnormal(self)
         self.meta = ModelMeta(
             name="inception_resnet_v2",
-            preprocess=PREPROCESS.with_channels(in_chans),
+            preprocess=V2_PREPROCESS.with_channels(in_chans),
             first_conv="conv2d_1a.conv",
             classifier="classif",
             paper=V4_PAPER,

@@ -7,6 +7,9 @@ and builds each (up to 144 M parameters) once.
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -14,9 +17,8 @@ from torch import nn
 from cnnlab.models import Classifier, create_model, list_models
 from cnnlab.models.layers import aux_loss
 from cnnlab.models.summary import summarize
-from tests.models.conftest import documented_param_counts
 
-DOCUMENTED = documented_param_counts()
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "models.md"
 
 
 @pytest.fixture(scope="module", params=list_models())
@@ -29,12 +31,22 @@ def _input(m: Classifier, batch: int) -> torch.Tensor:
     return torch.randn(batch, *m.meta.preprocess.input_size)
 
 
-def test_every_model_is_documented() -> None:
-    assert sorted(DOCUMENTED) == list_models()
+def test_preprocessing_table_in_docs_matches_meta() -> None:
+    text = DOCS.read_text()
+    rows = re.findall(r"^\| `(\w+)` \| (\d+)×(\d+)×(\d+) \| (\d+) \| [^|]+\| [^|]+\| (\w+) \|$", text, re.MULTILINE)
+    assert sorted(r[0] for r in rows) == list_models()
+    for name, c, h, w, resize, interpolation in rows:
+        with torch.device("meta"):  # only the metadata is needed
+            p = create_model(name).meta.preprocess
+        assert (p.input_size, p.resize, p.interpolation) == ((int(c), int(h), int(w)), int(resize), interpolation), name
 
 
-def test_parameter_count_matches_docs(model: Classifier) -> None:
-    assert sum(p.numel() for p in model.parameters()) == DOCUMENTED[model.meta.name]
+def test_every_model_is_documented(documented_counts: dict[str, int]) -> None:
+    assert sorted(documented_counts) == list_models()
+
+
+def test_parameter_count_matches_docs(model: Classifier, documented_counts: dict[str, int]) -> None:
+    assert sum(p.numel() for p in model.parameters()) == documented_counts[model.meta.name]
 
 
 def test_meta_names_real_layers(model: Classifier) -> None:
@@ -78,9 +90,9 @@ def test_backward_reaches_every_parameter(model: Classifier) -> None:
     model.zero_grad(set_to_none=True)
 
 
-def test_summary_covers_the_model(model: Classifier) -> None:
+def test_summary_covers_the_model(model: Classifier, documented_counts: dict[str, int]) -> None:
     s = summarize(model, model.meta.preprocess.input_size)
-    assert s.params == DOCUMENTED[model.meta.name]
+    assert s.params == documented_counts[model.meta.name]
     assert s.rows[0].kind == "conv" and s.rows[-1].kind == "softmax"
     assert s.rows[-1].out_shape == (model.num_classes,)
     # Every convolution outside the auxiliary heads (which eval skips) is a row.

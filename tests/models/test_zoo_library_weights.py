@@ -12,7 +12,6 @@ import torchvision.models as tvm
 from torch import nn
 
 from cnnlab.models import create_model
-from tests.models.conftest import documented_param_counts
 
 TORCHVISION: dict[str, Callable[[], nn.Module]] = {
     "alexnet_owt": tvm.alexnet,
@@ -58,7 +57,7 @@ def test_library_state_dict_loads_strictly_and_outputs_match(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(TORCHVISION))
-def test_documented_count_is_torchvisions_published_figure(name: str) -> None:
+def test_documented_count_is_torchvisions_published_figure(name: str, documented_counts: dict[str, int]) -> None:
     tv_name = "alexnet" if name == "alexnet_owt" else name
     weights = tvm.get_model_weights(tv_name).DEFAULT
     figure = weights.meta["num_params"]
@@ -66,4 +65,4 @@ def test_documented_count_is_torchvisions_published_figure(name: str) -> None:
         ours = create_model(name, aux_logits=False)
         assert sum(p.numel() for p in ours.parameters()) == figure
     else:
-        assert documented_param_counts()[name] == figure
+        assert documented_counts[name] == figure
