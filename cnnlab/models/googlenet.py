@@ -6,6 +6,10 @@ Table 1 widths and its two auxiliary classifiers (on 4a and 4d, loss weight 0.3,
 and skipped at inference), but — like the TensorFlow port behind torchvision's weights — batch norm
 after every convolution instead of LRN, and a 3×3 convolution where the paper's "5×5" branch is.
 
+``googlenet_paper`` is the network of the paper itself: no batch norm (biases instead), LRN after
+the stem's first pool and third convolution, true 5×5 branches, dropout 0.4; it has no public
+PyTorch weights.
+
 ``bn_inception`` is Figure 5 of the batch-norm paper: GoogLeNet with each 5×5 replaced by two 3×3,
 average pooling in most pool branches, stride-2 "pass-through" modules (3c, 4e) instead of max-pool
 layers, batch norm everywhere and no dropout or auxiliary heads.
@@ -18,27 +22,38 @@ from torch import nn
 
 from cnnlab.models import register_model
 from cnnlab.models._base import Classifier, ModelMeta, Preprocess
-from cnnlab.models.layers import AuxHeads, ConvBN, trunc_normal_
+from cnnlab.models.layers import AuxHeads, ConvBN, ConvReLU, trunc_normal_
 
 PAPER = "Szegedy et al. 2014, Going deeper with convolutions"
 BN_PAPER = "Ioffe, Szegedy 2015, Batch normalization: accelerating deep network training (Figure 5)"
 # torchvision's GoogLeNet weights come from TensorFlow: inputs scaled to [-1, 1].
 PREPROCESS = Preprocess(input_size=(3, 224, 224), mean=(0.5,) * 3, std=(0.5,) * 3, resize=256)
 # The Caffe BN-Inception recipe: subtract the mean pixel (RGB 128, 117, 104) on the 0-255 scale.
+# bvlc_googlenet's recipe for the paper network: subtract the mean pixel (RGB 123, 117, 104).
+PAPER_PREPROCESS = Preprocess(
+    input_size=(3, 224, 224), mean=(123 / 255, 117 / 255, 104 / 255), std=(1 / 255,) * 3, resize=256
+)
 BN_PREPROCESS = Preprocess(
     input_size=(3, 224, 224), mean=(128 / 255, 117 / 255, 104 / 255), std=(1 / 255,) * 3, resize=256
 )
 
 
-class InceptionV1Block(nn.Module):
-    """Four parallel branches concatenated: 1×1 | 1×1→3×3 | 1×1→3×3 (paper: 5×5) | pool→1×1."""
+ConvFactory = type[ConvBN] | type[ConvReLU]
 
-    def __init__(self, in_ch: int, c1: int, c3r: int, c3: int, c5r: int, c5: int, pool_proj: int) -> None:
+
+class InceptionV1Block(nn.Module):
+    """Four parallel branches concatenated: 1×1 | 1×1→3×3 | 1×1→k×k | pool→1×1, where k is the
+    paper's 5 or torchvision's 3."""
+
+    def __init__(
+        self, in_ch: int, c1: int, c3r: int, c3: int, c5r: int, c5: int, pool_proj: int,
+        conv: ConvFactory = ConvBN, k5: int = 3,
+    ) -> None:  # fmt: skip
         super().__init__()
-        self.branch1 = ConvBN(in_ch, c1, 1)
-        self.branch2 = nn.Sequential(ConvBN(in_ch, c3r, 1), ConvBN(c3r, c3, 3, padding=1))
-        self.branch3 = nn.Sequential(ConvBN(in_ch, c5r, 1), ConvBN(c5r, c5, 3, padding=1))
-        self.branch4 = nn.Sequential(nn.MaxPool2d(3, 1, 1, ceil_mode=True), ConvBN(in_ch, pool_proj, 1))
+        self.branch1 = conv(in_ch, c1, 1)
+        self.branch2 = nn.Sequential(conv(in_ch, c3r, 1), conv(c3r, c3, 3, padding=1))
+        self.branch3 = nn.Sequential(conv(in_ch, c5r, 1), conv(c5r, c5, k5, padding=k5 // 2))
+        self.branch4 = nn.Sequential(nn.MaxPool2d(3, 1, 1, ceil_mode=True), conv(in_ch, pool_proj, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], 1)
@@ -48,10 +63,10 @@ class AuxV1(nn.Module):
     """Auxiliary classifier: pool to 4×4 (the paper's 5×5/3 average pool at 14×14), 1×1 conv 128,
     fc 1024, dropout 0.7, fc."""
 
-    def __init__(self, in_ch: int, num_classes: int) -> None:
+    def __init__(self, in_ch: int, num_classes: int, conv: ConvFactory = ConvBN) -> None:
         super().__init__()
         self.pool = nn.AdaptiveAvgPool2d((4, 4))
-        self.conv = ConvBN(in_ch, 128, 1)
+        self.conv = conv(in_ch, 128, 1)
         self.fc1 = nn.Linear(128 * 4 * 4, 1024)
         self.relu = nn.ReLU(inplace=True)
         self.dropout = nn.Dropout(0.7)
@@ -78,29 +93,42 @@ AUX_WEIGHT = 0.3  # section 5: auxiliary losses are added with weight 0.3
 
 
 class GoogLeNet(AuxHeads, Classifier):
+    """``paper=False``: torchvision's layout (BN, 3×3 "5×5" branch); ``paper=True``: Table 1 as printed."""
+
     def __init__(
-        self, num_classes: int = 1000, in_chans: int = 3, aux_logits: bool = True, dropout: float = 0.2
+        self, num_classes: int = 1000, in_chans: int = 3, aux_logits: bool = True, paper: bool = False
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
-        self.conv1 = ConvBN(in_chans, 64, 7, 2, 3)
+        conv: ConvFactory = ConvReLU if paper else ConvBN
+        # bvlc_googlenet's LRN (size 5, α 1e-4, β 0.75); PyTorch divides α by n exactly as Caffe does.
+        lrn = (lambda: nn.LocalResponseNorm(5, 1e-4, 0.75, 1.0)) if paper else nn.Identity
+        self.conv1 = conv(in_chans, 64, 7, 2, 3)
         self.maxpool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
-        self.conv2 = ConvBN(64, 64, 1)
-        self.conv3 = ConvBN(64, 192, 3, padding=1)
+        self.lrn1 = lrn()
+        self.conv2 = conv(64, 64, 1)
+        self.conv3 = conv(64, 192, 3, padding=1)
+        self.lrn2 = lrn()
         self.maxpool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
         for name, cfg in V1_BLOCKS.items():
-            setattr(self, name, InceptionV1Block(*cfg))
+            setattr(self, name, InceptionV1Block(*cfg, conv=conv, k5=5 if paper else 3))
         self.maxpool3 = nn.MaxPool2d(3, 2, ceil_mode=True)
         self.maxpool4 = nn.MaxPool2d(2, 2, ceil_mode=True)
-        self.aux1 = AuxV1(512, num_classes) if aux_logits else None
-        self.aux2 = AuxV1(528, num_classes) if aux_logits else None
+        self.aux1 = AuxV1(512, num_classes, conv) if aux_logits else None
+        self.aux2 = AuxV1(528, num_classes, conv) if aux_logits else None
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = nn.Dropout(0.4 if paper else 0.2)
         self.fc = nn.Linear(1024, num_classes)
-        _init_truncnormal(self, 0.01)
+        if paper:  # Xavier init as in bvlc_googlenet: plain ReLU nets without BN need the scale right
+            for m in self.modules():
+                if isinstance(m, (nn.Conv2d, nn.Linear)):
+                    nn.init.xavier_uniform_(m.weight)
+                    nn.init.constant_(m.bias, 0.2 if isinstance(m, nn.Conv2d) else 0.0)
+        else:
+            _init_truncnormal(self, 0.01)
         self.meta = ModelMeta(
-            name="googlenet",
-            preprocess=PREPROCESS.with_channels(in_chans),
+            name="googlenet_paper" if paper else "googlenet",
+            preprocess=(PAPER_PREPROCESS if paper else PREPROCESS).with_channels(in_chans),
             first_conv="conv1.conv",
             classifier="fc",
             paper=PAPER,
@@ -110,8 +138,8 @@ class GoogLeNet(AuxHeads, Classifier):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         self._reset_aux()
         train_aux = self.training and self.aux1 is not None
-        x = self.maxpool1(self.conv1(x))  # (B, 64, 56, 56)
-        x = self.maxpool2(self.conv3(self.conv2(x)))  # (B, 192, 28, 28)
+        x = self.lrn1(self.maxpool1(self.conv1(x)))  # (B, 64, 56, 56)
+        x = self.maxpool2(self.lrn2(self.conv3(self.conv2(x))))  # (B, 192, 28, 28)
         x = self.maxpool3(self.inception3b(self.inception3a(x)))  # (B, 480, 14, 14)
         x = self.inception4a(x)  # (B, 512, 14, 14)
         if train_aux:
@@ -227,6 +255,11 @@ def _init_truncnormal(model: nn.Module, std: float) -> None:
 @register_model()
 def googlenet(num_classes: int = 1000, in_chans: int = 3, aux_logits: bool = True) -> GoogLeNet:
     return GoogLeNet(num_classes, in_chans, aux_logits)
+
+
+@register_model()
+def googlenet_paper(num_classes: int = 1000, in_chans: int = 3, aux_logits: bool = True) -> GoogLeNet:
+    return GoogLeNet(num_classes, in_chans, aux_logits, paper=True)
 
 
 @register_model()

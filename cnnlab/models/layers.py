@@ -28,6 +28,18 @@ class ConvBN(nn.Sequential):
         self.act = nn.ReLU(inplace=True)
 
 
+class ConvReLU(nn.Sequential):
+    """Conv (with bias) → ReLU: the pre-batch-norm block (the GoogLeNet paper), same child names."""
+
+    def __init__(
+        self, in_ch: int, out_ch: int, kernel_size: int | tuple[int, int], stride: int = 1,
+        padding: int | tuple[int, int] = 0,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        self.conv = nn.Conv2d(in_ch, out_ch, kernel_size, stride, padding)
+        self.act = nn.ReLU(inplace=True)
+
+
 class AuxHeads:
     """Mixin for networks with auxiliary classifiers (GoogLeNet, Inception-v3).
 

@@ -68,3 +68,15 @@ def test_resnet_shortcut_options() -> None:
     model = create_model("resnet34", shortcut="A").eval()
     with torch.no_grad():
         assert model(torch.randn(1, 3, 224, 224)).shape == (1, 1000)
+
+
+def test_googlenet_paper_is_table_1() -> None:
+    from cnnlab.models.summary import summarize
+
+    model = create_model("googlenet_paper")
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert sum(isinstance(m, nn.LocalResponseNorm) for m in model.modules()) == 2
+    five = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (5, 5)]
+    assert len(five) == 9  # one 5×5 branch per inception module
+    s = summarize(model, (3, 224, 224))
+    assert s.macs / 1e9 == pytest.approx(1.5, abs=0.1)  # section 5: "1.5 billion multiply-adds"
