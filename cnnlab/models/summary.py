@@ -120,8 +120,9 @@ def describe(module: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> LayerIn
         size = (in_shape[1] - (out_shape[1] - 1) * stride[0], in_shape[2] - (out_shape[2] - 1) * stride[1])
         return LayerInfo(kind, in_shape, out_shape, size=size, stride=stride)
     if isinstance(module, nn.Linear):
-        macs = module.in_features * module.out_features
-        return LayerInfo("connected", in_shape, out_shape, module.out_features, macs=macs * inp[0].numel() // module.in_features)
+        vectors = inp[0].numel() // module.in_features  # 1 unless applied per position
+        macs = module.in_features * module.out_features * vectors
+        return LayerInfo("connected", in_shape, out_shape, module.out_features, macs=macs)
     if isinstance(module, nn.Dropout):
         return LayerInfo("dropout", in_shape, out_shape, p=module.p)
     return None

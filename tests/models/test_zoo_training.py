@@ -11,7 +11,9 @@ from cnnlab.models import create_model
 from cnnlab.models.layers import aux_loss
 
 # The smallest variant of each family file (lenet5_paper too: its layers are all custom).
-SMALLEST = ["lenet5", "lenet5_paper", "alexnet", "vgg11", "googlenet", "inception_v3", "inception_resnet_v1", "resnet20"]
+SMALLEST = [
+    "lenet5", "lenet5_paper", "alexnet", "vgg11", "googlenet", "inception_v3", "inception_resnet_v1", "resnet20",
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("name", SMALLEST)
