@@ -28,11 +28,11 @@ PAPER = "Szegedy et al. 2014, Going deeper with convolutions"
 BN_PAPER = "Ioffe, Szegedy 2015, Batch normalization: accelerating deep network training (Figure 5)"
 # torchvision's GoogLeNet weights come from TensorFlow: inputs scaled to [-1, 1].
 PREPROCESS = Preprocess(input_size=(3, 224, 224), mean=(0.5,) * 3, std=(0.5,) * 3, resize=256)
-# The Caffe BN-Inception recipe: subtract the mean pixel (RGB 128, 117, 104) on the 0-255 scale.
 # bvlc_googlenet's recipe for the paper network: subtract the mean pixel (RGB 123, 117, 104).
 PAPER_PREPROCESS = Preprocess(
     input_size=(3, 224, 224), mean=(123 / 255, 117 / 255, 104 / 255), std=(1 / 255,) * 3, resize=256
 )
+# The Caffe BN-Inception recipe: subtract the mean pixel (RGB 128, 117, 104) on the 0-255 scale.
 BN_PREPROCESS = Preprocess(
     input_size=(3, 224, 224), mean=(128 / 255, 117 / 255, 104 / 255), std=(1 / 255,) * 3, resize=256
 )
