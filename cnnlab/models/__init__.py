@@ -27,6 +27,6 @@ def list_models(pattern: str | None = None) -> list[str]:
 
 
 # Families register themselves on import; keep this list alphabetical.
-from cnnlab.models import lenet, resnet  # noqa: E402,F401
+from cnnlab.models import alexnet, googlenet, inception, inception_resnet, lenet, resnet, vgg  # noqa: E402,F401
 
 __all__ = ["Classifier", "ModelMeta", "Preprocess", "MODELS", "register_model", "create_model", "list_models"]

@@ -1,0 +1,46 @@
+"""``cnnlab summary MODEL [--input CxHxW]``: the darknet-style layer table of a model."""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+from cnnlab.errors import CnnlabError
+
+NAME = "summary"
+HELP = "print a model's layers (darknet-style), BFLOPs, parameters and multiply-adds"
+
+
+def parse_input_size(text: str) -> tuple[int, int, int]:
+    """``"3x224x224"`` (or with ``×`` / ``,``) → ``(3, 224, 224)``."""
+    parts = re.split(r"\s*[x×X,]\s*", text.strip())
+    if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise CnnlabError(f"--input {text!r} is not C×H×W; write it like 3x224x224")
+    c, h, w = (int(p) for p in parts)
+    return c, h, w
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="registered model name (see `cnnlab models`)")
+    p.add_argument("--input", metavar="CxHxW", help="input size; default: the model's own, e.g. 3x224x224")
+
+
+def run(args: argparse.Namespace) -> int:
+    from cnnlab.models import create_model
+    from cnnlab.models.summary import summarize
+
+    size = parse_input_size(args.input) if args.input else None
+    kwargs = {"in_chans": size[0]} if size else {}
+    model = create_model(args.model, **kwargs)
+    size = size or model.meta.preprocess.input_size
+    try:
+        table = summarize(model, size).table()
+    except RuntimeError as e:  # e.g. a map shrinking below a kernel at a too-small input
+        first = str(e).strip().splitlines()[0]
+        raise CnnlabError(
+            f"{args.model} cannot take a {'x'.join(map(str, size))} input ({first}); "
+            f"try its own size {'x'.join(map(str, model.meta.preprocess.input_size))}"
+        ) from None
+    print(f"{args.model}: input {'x'.join(map(str, size))}")
+    print(table)
+    return 0
