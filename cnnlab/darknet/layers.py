@@ -398,7 +398,7 @@ class Reorg(DarknetLayer):
         return y.reshape(n, *self.out_shape)
 
     def describe(self, flavor: str) -> str:
-        return f"reorg              / {self.s:2d}  {_shape_str(self.in_shape)}   ->  {_shape_str(self.out_shape)}"
+        return f"reorg              /{self.s:2d}  {_shape_str(self.in_shape)}   ->  {_shape_str(self.out_shape)}"
 
 
 class Upsample(DarknetLayer):
@@ -424,7 +424,7 @@ class Upsample(DarknetLayer):
 
     def describe(self, flavor: str) -> str:
         word = "downsample" if self.down else "upsample"
-        return f"{word}          {self.s:2d}x  {_shape_str(self.in_shape)}   ->  {_shape_str(self.out_shape)}"
+        return f"{word}{' ' * (19 - len(word))}{self.s:2d}x  {_shape_str(self.in_shape)}   ->  {_shape_str(self.out_shape)}"
 
 
 # --------------------------------------------------------------------------------------------

@@ -140,10 +140,35 @@ class DarknetNet(nn.Module):
 
     def layer_table(self) -> str:
         """The table darknet prints on stderr while parsing the cfg."""
-        lines = ["layer     filters    size              input                output"]
+        lines = _defaults_used(self.sections[0], _NET_DEFAULTS)
+        lines.append("layer     filters    size              input                output")
         for i, layer in enumerate(self.layers):
             lines.append(f"{i:5d} {layer.describe(self.flavor)}")
+            if layer.kind == "crop":  # parse_crop reads shift= after the layer printed its line
+                lines += _defaults_used(self.sections[i + 1], [("shift", 0.0)])
         return "\n".join(lines)
+
+
+# [net] options pjreddie reads with the non-quiet option_find_*, in its order; a missing one prints a note
+_NET_DEFAULTS: list[tuple[str, int | float | str]] = [
+    ("batch", 1),
+    ("learning_rate", 0.001),
+    ("momentum", 0.9),
+    ("decay", 0.0001),
+    ("subdivisions", 1),
+    ("policy", "constant"),
+    ("max_batches", 0),
+]
+
+
+def _defaults_used(sec: Section, keys: list[tuple[str, int | float | str]]) -> list[str]:
+    """darknet's "key: Using default '...'" lines for options missing from ``sec``."""
+    lines = []
+    for key, default in keys:
+        if not sec.has(key):
+            shown = f"{default:f}" if isinstance(default, float) else str(default)
+            lines.append(f"{key}: Using default '{shown}'")
+    return lines
 
 
 def load_darknet(
