@@ -85,9 +85,10 @@ def classifier_predict(
     top: int = 0,
     flavor: str = "pjreddie",
     allow_partial: bool = False,
-    out: TextIO = sys.stdout,
-    err: TextIO = sys.stderr,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
 ) -> int:
+    out, err = out or sys.stdout, err or sys.stderr  # resolved at call time (tests swap sys.stdout)
     data_file = Path(data)
     options = read_data_file(data_file)
     names = read_names(options, data_file, ("names", "labels"))
@@ -140,10 +141,11 @@ def classifier_valid(
     weights: str,
     flavor: str = "pjreddie",
     allow_partial: bool = False,
-    out: TextIO = sys.stdout,
-    err: TextIO = sys.stderr,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
 ) -> int:
     """darknet ``classifier valid``, with predict's preprocessing and exact folder-name labels."""
+    out, err = out or sys.stdout, err or sys.stderr  # resolved at call time (tests swap sys.stdout)
     data_file = Path(data)
     options = read_data_file(data_file)
     labels = read_names(options, data_file, ("labels", "names"))
@@ -197,10 +199,13 @@ def _draw(path_in: str, d: Detections, thresh: float, names: list[str], out_png:
         offset = hits[0] * 123457 % classes
         rgb = tuple(int(255 * color(c, offset, classes)) for c in (2, 1, 0))
         x, y, w, h = (float(v) for v in b)
-        left = max(0, int((x - w / 2) * im.width))
-        right = min(im.width - 1, int((x + w / 2) * im.width))
-        top = max(0, int((y - h / 2) * im.height))
-        bot = min(im.height - 1, int((y + h / 2) * im.height))
+        # darknet truncates to int and clamps each edge to the image
+        left = min(max(0, int((x - w / 2) * im.width)), im.width - 1)
+        right = min(max(0, int((x + w / 2) * im.width)), im.width - 1)
+        top = min(max(0, int((y - h / 2) * im.height)), im.height - 1)
+        bot = min(max(0, int((y + h / 2) * im.height)), im.height - 1)
+        if right < left or bot < top:
+            continue
         draw.rectangle([left, top, right, bot], outline=rgb, width=width_px)
         draw.text((left + 2, max(0, top - 12)), ", ".join(names[j] for j in hits), fill=rgb)
     out_png.parent.mkdir(parents=True, exist_ok=True)
@@ -245,9 +250,10 @@ def detector_test(
     letter_box: bool = False,
     ext_output: bool = False,
     allow_partial: bool = False,
-    out: TextIO = sys.stdout,
-    err: TextIO = sys.stderr,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
 ) -> int:
+    out, err = out or sys.stdout, err or sys.stderr  # resolved at call time (tests swap sys.stdout)
     data_file = Path(data)
     options = read_data_file(data_file)
     names = read_names(options, data_file, ("names",))
@@ -289,8 +295,9 @@ def detector_test(
             return 0
 
 
-def partial(cfg: str, weights: str, outfile: str, n: int, flavor: str = "pjreddie", err: TextIO = sys.stderr) -> int:
+def partial(cfg: str, weights: str, outfile: str, n: int, flavor: str = "pjreddie", err: TextIO | None = None) -> int:
     """darknet ``partial``: the first ``n`` layers' weights, ``seen`` reset, in the header darknet writes."""
+    err = err or sys.stderr
     model = _load(cfg, weights, flavor, allow_partial=False, err=err)
     if n < 0:
         raise CnnlabError(f"partial: N must be >= 0, got {n}")
