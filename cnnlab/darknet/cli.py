@@ -98,6 +98,9 @@ def classifier_predict(
     _check_classes(options, data_file, model, names)
     if top == 0:
         top = int(options.get("top", "1") or 1)
+    if flavor == "alexeyab":
+        print(f" classes = {model.classes}, output in cfg = {model.layers[-1].in_shape[0]} ", file=out)
+        top = min(top, model.classes)
     while True:
         path = image
         if path is None:
@@ -119,6 +122,7 @@ def classifier_predict(
             for i in idx:
                 print("%5.2f%%: %s" % (f32(p[i]) * f32(100), names[i]), file=out)  # float product, as in C
         else:
+            print(f"{x.shape[2]} {x.shape[1]}", file=out)  # AlexeyAB prints the crop's w h
             print(f"{path}: Predicted in {dt * 1000:f} milli-seconds.", file=out)
             for i in idx:
                 print("%s: %f" % (names[i], p[i]), file=out)
@@ -218,21 +222,26 @@ def _print_pjreddie(d: Detections, thresh: float, names: list[str], out: TextIO)
             print("%s: %.0f%%" % (names[j], f32(probs[j]) * f32(100)), file=out)
 
 
+def _c_round(v: float) -> float:
+    """C ``round``: halves away from zero (Python's round() rounds halves to even)."""
+    return float(np.sign(v) * np.floor(abs(v) + 0.5))
+
+
 def _print_alexeyab(d: Detections, thresh: float, names: list[str], im_w: int, im_h: int, ext: bool, out: TextIO) -> None:
-    """AlexeyAB draw_detections_v3: one line per class above thresh, best class first, boxes by left edge."""
+    """AlexeyAB draw_detections_v3: boxes sorted (stably) by left edge; per box its best class, then the others."""
     sel = [i for i in range(len(d)) if (d.probs[i] > f32(thresh)).any()]
-    # compare_by_lefts truncates the float difference to int, so relative coordinates almost never reorder
-    sel.sort(key=lambda i: int(d.boxes[i, 0] - d.boxes[i, 2] / 2))
+    lefts = d.boxes[:, 0] - d.boxes[:, 2] / f32(2)  # float32, as compare_by_lefts
+    sel.sort(key=lambda i: lefts[i])
     for i in sel:
         probs = d.probs[i]
-        best = int(np.argmax(np.where(probs > f32(thresh), probs, f32(-1))))
-        x, y, w, h = (float(v) for v in d.boxes[i])
-        tail = (
-            "\t(left_x: %4.0f   top_y: %4.0f   width: %4.0f   height: %4.0f)"
-            % (round((x - w / 2) * im_w), round((y - h / 2) * im_h), round(w * im_w), round(h * im_h))
-            if ext
-            else ""
-        )
+        best = int(np.argmax(np.where(probs > f32(thresh), probs, f32(-1))))  # first max, as get_actual_detections
+        x, y, w, h = d.boxes[i]
+        tail = ""
+        if ext:
+            left = _c_round(float((x - w / f32(2)) * f32(im_w)))
+            top = _c_round(float((y - h / f32(2)) * f32(im_h)))
+            tail = "\t(left_x: %4.0f   top_y: %4.0f   width: %4.0f   height: %4.0f)" % (
+                left, top, _c_round(float(w * f32(im_w))), _c_round(float(h * f32(im_h))))
         for j in [best] + [j for j in range(len(probs)) if probs[j] > f32(thresh) and j != best]:
             print("%s: %.0f%%%s" % (names[j], f32(probs[j]) * f32(100), tail), file=out)
 
@@ -280,6 +289,8 @@ def detector_test(
         if flavor == "pjreddie":
             print(f"{path}: Predicted in {dt:f} seconds.", file=out)
         else:
+            for k in model.detection_layers:  # AlexeyAB's layer type ids: REGION 27, YOLO 28
+                print(f" Detection layer: {k} - type = {28 if isinstance(model.layers[k], Yolo) else 27} ", file=out)
             print(f"{path}: Predicted in {dt * 1000:f} milli-seconds.", file=out)
         d = network_boxes(model, outs, iw, ih, thresh, letter)
         last = model.layers[model.detection_layers[-1]]
