@@ -124,6 +124,14 @@ class DarknetBatchNorm(nn.Module):
             return F.batch_norm(x, self.running_mean, var, self.weight, self.bias, False, 0.0, 0.0)
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, 1e-5)
 
+    def affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inference BN as ``x·scale + shift`` (per channel), computed in float64 and cast back."""
+        var = self.running_var.double()
+        den = var.sqrt() + 1e-6 if self.pjreddie else (var + 1e-5).sqrt()
+        scale = self.weight.double() / den
+        shift = self.bias.double() - self.running_mean.double() * scale
+        return scale.to(self.weight.dtype), shift.to(self.weight.dtype)
+
     def blocks(self) -> list[torch.Tensor]:
         # file order after the biases: scales, rolling mean, rolling variance
         return [self.weight.data, self.running_mean, self.running_var]
@@ -165,6 +173,12 @@ class Convolutional(DarknetLayer):
         self.dontload = bool(sec.int("dontload", 0))
 
     def forward(self, x: torch.Tensor, outputs: list[torch.Tensor | None]) -> torch.Tensor:
+        if self.bn is not None and not self.training:
+            # inference: fold BN into the conv (as AlexeyAB's fuse_conv_batchnorm), one pass fewer
+            scale, shift = self.bn.affine()
+            w = self.conv.weight * scale.reshape(-1, 1, 1, 1)
+            c = self.conv
+            return self.act(F.conv2d(x, w, shift, c.stride, c.padding, c.dilation, c.groups))  # (N, n, oh, ow)
         y = self.conv(x)  # (N, n, oh, ow)
         if self.bn is not None:
             y = self.bn(y)
@@ -302,9 +316,10 @@ class MaxPool(DarknetLayer):
         self.pads = (lo, (ow - 1) * sx + size - w - lo, lo, (oh - 1) * sy + size - h - lo)
 
     def _pad(self, x: torch.Tensor, value: float) -> torch.Tensor:
-        l, r, t, b = self.pads
+        if not any(self.pads):
+            return x
         # negative padding crops, which F.pad supports
-        return F.pad(x, (l, r, t, b), value=value)
+        return F.pad(x, self.pads, value=value)
 
     def forward(self, x: torch.Tensor, outputs: list[torch.Tensor | None]) -> torch.Tensor:
         k, s = (self.size, self.size), (self.sy, self.sx)
