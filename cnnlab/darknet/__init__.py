@@ -2,6 +2,20 @@
 
 from __future__ import annotations
 
-from cnnlab.darknet.model import DarknetNet, load_darknet, rebuild_darknet
+from cnnlab.darknet.model import (
+    DarknetNet,
+    checkpoint_payload,
+    darknet_preprocess,
+    from_checkpoint_payload,
+    load_darknet,
+    rebuild_darknet,
+)
 
-__all__ = ["DarknetNet", "load_darknet", "rebuild_darknet"]
+__all__ = [
+    "DarknetNet",
+    "checkpoint_payload",
+    "darknet_preprocess",
+    "from_checkpoint_payload",
+    "load_darknet",
+    "rebuild_darknet",
+]

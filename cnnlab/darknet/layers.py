@@ -579,10 +579,13 @@ class Route(DarknetLayer):
 
 
 class Shortcut(DarknetLayer):
-    """``act(alpha·prev + beta·from)``; unequal shapes add only the overlap (blas.c shortcut_cpu).
+    """pjreddie: ``act(alpha·prev + beta·from)``; unequal shapes add only the overlap (blas.c shortcut_cpu).
 
-    Where shapes differ, darknet strides over the larger map by the integer size ratio and leaves the
+    Where shapes differ, pjreddie strides over the larger map by the integer size ratio and leaves the
     rest of ``prev`` unchanged (not even scaled by alpha); resnet cfgs rely on this.
+    AlexeyAB (shortcut_multilayer_cpu): ``prev + Σ from_i`` over one or more ``from`` layers, where an
+    unequal ``from`` is added by flat index up to the smaller size, and optional learned
+    ``weights_type=per_feature|per_channel`` weights (normalized by ``weights_normalization``).
     """
 
     kind = "res"
@@ -591,25 +594,52 @@ class Shortcut(DarknetLayer):
         froms = sec.ints("from")
         if not froms:
             raise CnnlabError(f"{sec.where()}: [shortcut] needs from=")
-        if len(froms) > 1 or sec.str("weights_type", "none") != "none":
-            raise CnnlabError(f"{sec.where()}: [shortcut] with several from= layers or weights_type is not supported")
-        j = ctx.layer_ref(sec, "from", froms[0])
+        wtype = sec.str("weights_type", "none") or "none"
+        if not ctx.alexeyab and (len(froms) > 1 or wtype != "none"):
+            raise CnnlabError(f"{sec.where()}: [shortcut] with several from= layers or weights_type is AlexeyAB-only; use --flavor alexeyab")
         super().__init__(ctx.in_shape, ctx.in_shape)
-        self.refs = [j]
+        self.refs = [ctx.layer_ref(sec, "from", f) for f in froms]
+        self.alexeyab = ctx.alexeyab
         self.alpha = sec.float("alpha", 1.0) if not ctx.alexeyab else 1.0
         self.beta = sec.float("beta", 1.0) if not ctx.alexeyab else 1.0
         self.act_name, self.act = _activation(sec, "linear")
-        c1, h1, w1 = ctx.shapes[j]  # "add" (from)
         c2, h2, w2 = ctx.in_shape  # "out" (prev)
+        self.from_shapes = [ctx.shapes[j] for j in self.refs]
+        c1, h1, w1 = self.from_shapes[0]  # "add" (from)
         self.stride = max(1, w1 // w2)
         self.sample = max(1, w2 // w1)
         self.minc, self.minh, self.minw = min(c1, c2), min(h1, h2), min(w1, w2)
-        self.same = (c1, h1, w1) == (c2, h2, w2)
+        self.same = [s == ctx.in_shape for s in self.from_shapes]
+        # AlexeyAB learned weights: one per input (prev first), or one per input and channel
+        if wtype in ("per_feature", "per_layer"):
+            self.weight: nn.Parameter | None = nn.Parameter(torch.ones(len(froms) + 1, 1))
+        elif wtype == "per_channel":
+            self.weight = nn.Parameter(torch.ones(len(froms) + 1, c2))
+        elif wtype == "none":
+            self.weight = None
+        else:
+            raise CnnlabError(f"{sec.where('weights_type')}: unknown weights_type={wtype!r} (per_feature, per_channel)")
+        self.normalization = sec.str("weights_normalization", "none") or "none"
+        if self.normalization not in ("none", "relu", "softmax"):
+            raise CnnlabError(f"{sec.where('weights_normalization')}: unknown weights_normalization={self.normalization!r}")
+
+    def _weights(self) -> torch.Tensor:  # (inputs, C or 1), normalized across inputs
+        assert self.weight is not None
+        w = self.weight
+        if self.normalization == "relu":
+            w = F.relu(w)
+            return w / (1e-4 + w.sum(0, keepdim=True))
+        if self.normalization == "softmax":
+            e = torch.exp(w - w.max(0, keepdim=True).values)
+            return e / (1e-4 + e.sum(0, keepdim=True))
+        return w
 
     def forward(self, x: torch.Tensor, outputs: list[torch.Tensor | None]) -> torch.Tensor:
+        if self.alexeyab:
+            return self._forward_alexeyab(x, outputs)
         add = outputs[self.refs[0]]
         assert add is not None
-        if self.same:
+        if self.same[0]:
             y = x * self.alpha + add * self.beta if (self.alpha, self.beta) != (1.0, 1.0) else x + add
             return self.act(y)
         s, t = self.sample, self.stride
@@ -618,6 +648,29 @@ class Shortcut(DarknetLayer):
         a = add[:, :c, : h * t : t, : w * t : t]  # (N, c, h, w) strided view of from
         y[:, :c, : h * s : s, : w * s : s] = self.alpha * y[:, :c, : h * s : s, : w * s : s] + self.beta * a
         return self.act(y)
+
+    def _forward_alexeyab(self, x: torch.Tensor, outputs: list[torch.Tensor | None]) -> torch.Tensor:
+        n = x.shape[0]
+        ws = self._weights()[:, :, None, None] if self.weight is not None else None  # (inputs, C|1, 1, 1)
+        y = x * ws[0] if ws is not None else x
+        for i, j in enumerate(self.refs):
+            add = outputs[j]
+            assert add is not None
+            if ws is not None:
+                add = add * ws[i + 1] if self.same[i] else add  # unequal: weighted below, per out channel
+            if self.same[i]:
+                y = y + add
+                continue
+            k = min(add[0].numel(), y[0].numel())
+            flat_add = add.reshape(n, -1)[:, :k]
+            if ws is not None:
+                flat_add = flat_add * ws[i + 1].expand(x.shape[1:]).reshape(-1)[:k]
+            y = y.reshape(n, -1)
+            y = torch.cat([y[:, :k] + flat_add, y[:, k:]], dim=1).reshape(x.shape)
+        return self.act(y)
+
+    def blocks(self, transpose: bool = False) -> list[torch.Tensor]:
+        return [self.weight.data] if self.weight is not None else []
 
     def describe(self, flavor: str) -> str:
         return f"res  {self.refs[0]:3d}                {_shape_str(self.in_shape)}   ->  {_shape_str(self.out_shape)}"

@@ -193,3 +193,36 @@ def rebuild_darknet(cfg_text: str, flavor: str, state_dict: dict[str, Any]) -> D
     model = DarknetNet(cfg_text, flavor)
     model.load_state_dict(state_dict)
     return model.eval()
+
+
+CHECKPOINT_FORMAT = "cnnlab-darknet/1"
+
+
+def checkpoint_payload(model: DarknetNet) -> dict[str, Any]:
+    """What a cnnlab checkpoint needs to hold to rebuild ``model`` (for ``convert`` and training)."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "cfg_text": model.cfg_text,
+        "flavor": model.flavor,
+        "state_dict": model.state_dict(),
+        "input_size": [model.channels, model.height, model.width],
+        "classes": model.classes,
+        "detector": model.is_detector,
+        "preprocess": darknet_preprocess(model).to_dict(),
+    }
+
+
+def from_checkpoint_payload(payload: dict[str, Any]) -> DarknetNet:
+    if payload.get("format") != CHECKPOINT_FORMAT:
+        raise CnnlabError(f"not a darknet checkpoint payload (format {payload.get('format')!r}, expected {CHECKPOINT_FORMAT!r})")
+    return rebuild_darknet(payload["cfg_text"], payload["flavor"], payload["state_dict"])
+
+
+def darknet_preprocess(model: DarknetNet) -> "Preprocess":
+    """cnnlab's :class:`Preprocess` closest to darknet's: short side to ``width``, centre crop, x/255, no
+    mean/std. That is AlexeyAB's classifier path exactly up to the resize kernel; pjreddie letterboxes
+    instead (see :mod:`cnnlab.darknet.preprocess` for the darknet-exact functions the commands use)."""
+    from cnnlab.models._base import Preprocess
+
+    c = model.channels
+    return Preprocess(input_size=(c, model.height, model.width), mean=(0.0,) * c, std=(1.0,) * c, resize=model.width)

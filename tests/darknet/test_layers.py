@@ -236,3 +236,50 @@ def test_load_darknet_accepts_cfg_text() -> None:
     model = load_darknet(text)
     assert not model.training and model.cfg_text == text
     assert model(torch.rand(1, 3, 4, 4)).shape == (1, 32)
+
+
+def test_alexeyab_shortcut_multi_from_weights_and_unequal_sizes(tmp_path) -> None:
+    body = """
+[convolutional]
+filters=4
+size=1
+activation=linear
+[convolutional]
+filters=4
+size=1
+activation=linear
+[maxpool]
+size=2
+stride=2
+[convolutional]
+filters=4
+size=1
+activation=linear
+[shortcut]
+from=-1,-3
+weights_type=per_channel
+weights_normalization=relu
+activation=linear
+"""
+    m = net(body, w=4, h=4, c=2, flavor="alexeyab")
+    with torch.no_grad():
+        m.layers[4].weight.copy_(torch.rand(3, 4) + 0.1)
+    x = torch.randn(2, 2, 4, 4)
+    with torch.no_grad():
+        outs = m.forward_all(x)
+    prev, same, big = outs[3].numpy(), outs[3].numpy(), outs[1].numpy()
+    w = m.layers[4].weight.detach().numpy()
+    w = np.maximum(w, 0) / (1e-4 + np.maximum(w, 0).sum(0))  # (inputs, C)
+    want = prev * w[0][None, :, None, None] + same * w[1][None, :, None, None]
+    # the 4×4 'from' is added by flat index up to the smaller (4×2×2) size, weighted by the out channel
+    k = want[0].size
+    flat = want.reshape(2, -1)
+    flat += big.reshape(2, -1)[:, :k] * np.repeat(w[2], 4)[None, :]
+    np.testing.assert_allclose(outs[4].numpy(), flat.reshape(want.shape), rtol=1e-5, atol=1e-6)
+    # its weights are part of the .weights file: round trip
+    m.save_weights(tmp_path / "s.weights")
+    back = DarknetNet(m.cfg_text, "alexeyab")
+    back.load_weights(tmp_path / "s.weights")
+    torch.testing.assert_close(back.layers[4].weight, m.layers[4].weight, rtol=0, atol=0)
+    with pytest.raises(CnnlabError, match="AlexeyAB-only"):
+        net(body, w=4, h=4, c=2, flavor="pjreddie")

@@ -115,3 +115,17 @@ def test_size_mismatch_names_first_layer_and_both_sizes(weights_for, tmp_path: P
     ragged.write_bytes(src[:-1])
     with pytest.raises(CnnlabError, match="corrupt"):
         load_darknet(REF / "cfg" / "darknet.cfg", ragged)
+
+
+def test_checkpoint_payload_rebuilds_the_same_network(weights_for) -> None:
+    from cnnlab.darknet import checkpoint_payload, from_checkpoint_payload
+
+    model = load_darknet(REF / "cfg" / "oracle-mini-pj.cfg", weights_for("oracle-mini-pj"))
+    payload = checkpoint_payload(model)
+    assert payload["classes"] == 40 and payload["input_size"] == [3, 64, 80] and not payload["detector"]
+    back = from_checkpoint_payload(payload)
+    x = torch.rand(2, 3, 64, 80)
+    with torch.no_grad():
+        torch.testing.assert_close(back(x), model(x), rtol=0, atol=0)
+    with pytest.raises(CnnlabError, match="not a darknet checkpoint"):
+        from_checkpoint_payload({"format": "other"})
