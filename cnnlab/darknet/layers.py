@@ -171,8 +171,24 @@ class Convolutional(DarknetLayer):
         self.act_name, self.act = _activation(sec, "logistic")
         self.size, self.stride, self.groups = size, stride, groups
         self.dontload = bool(sec.int("dontload", 0))
+        # pjreddie CPU quirk: a 1×1 conv skips im2col and reads the input as if it were already the
+        # (c/groups)×(out_h·out_w) column matrix, ignoring stride and padding (convolutional_layer.c)
+        self.pj_1x1 = not ctx.alexeyab and size == 1 and (sy, sx, padding) != (1, 1, 0)
+        if self.pj_1x1 and (c // groups) * oh * ow > (c // groups) * h * w:
+            raise CnnlabError(f"{sec.where()}: a 1x1 [convolutional] with padding={padding} reads past its input in pjreddie darknet")
+
+    def _pj_1x1(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        n, g = x.shape[0], self.groups
+        f, oh, ow = self.out_shape
+        k = x.shape[1] // g
+        cols = x.reshape(n, g, -1)[:, :, : k * oh * ow].reshape(n, g, k, oh * ow)  # (N, g, c/g, L)
+        y = torch.einsum("gfk,ngkl->ngfl", w.reshape(g, f // g, k), cols).reshape(n, f, oh, ow)
+        return y if b is None else y + b.reshape(1, -1, 1, 1)
 
     def forward(self, x: torch.Tensor, outputs: list[torch.Tensor | None]) -> torch.Tensor:
+        if self.pj_1x1:
+            y = self._pj_1x1(x, self.conv.weight, self.conv.bias)
+            return self.act(self.bn(y) if self.bn is not None else y)
         if self.bn is not None and not self.training:
             # inference: fold BN into the conv (as AlexeyAB's fuse_conv_batchnorm), one pass fewer
             scale, shift = self.bn.affine()

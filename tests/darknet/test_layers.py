@@ -283,3 +283,27 @@ activation=linear
     torch.testing.assert_close(back.layers[4].weight, m.layers[4].weight, rtol=0, atol=0)
     with pytest.raises(CnnlabError, match="AlexeyAB-only"):
         net(body, w=4, h=4, c=2, flavor="pjreddie")
+
+
+def test_route_groups_take_one_channel_slice_of_each_input() -> None:
+    body = "[convolutional]\nfilters=6\nsize=1\nactivation=linear\n[convolutional]\nfilters=4\nsize=1\nactivation=linear\n[route]\nlayers=-2,-1\ngroups=2\ngroup_id=1\n"
+    m = net(body, w=3, h=2, c=2, flavor="alexeyab")
+    assert m.layers[2].out_shape == (5, 2, 3)
+    with torch.no_grad():
+        a, b, r = m.forward_all(torch.randn(2, 2, 2, 3))
+    torch.testing.assert_close(r, torch.cat([a[:, 3:], b[:, 2:]], 1), rtol=0, atol=0)
+
+
+def test_pjreddie_1x1_stride2_quirk_and_alexeyab_fix() -> None:
+    body = "[convolutional]\nfilters=3\nsize=1\nstride=2\nactivation=linear\n"
+    pj, ab = net(body, w=4, h=4, c=2), net(body, w=4, h=4, c=2, flavor="alexeyab")
+    ab.load_state_dict(pj.state_dict())
+    x = torch.randn(1, 2, 4, 4)
+    w = pj.layers[0].conv.weight.detach().reshape(3, 2)
+    b = pj.layers[0].conv.bias.detach()
+    with torch.no_grad():
+        (y_pj,), (y_ab,) = pj.forward_all(x), ab.forward_all(x)
+    # gemm(m=3, n=out_h·out_w=4, k=2) with B = the raw input buffer, ldb = n
+    flat = x.reshape(-1)[: 2 * 4].reshape(2, 4)
+    torch.testing.assert_close(y_pj.reshape(3, 4), w @ flat + b[:, None])
+    torch.testing.assert_close(y_ab[0], torch.einsum("fc,chw->fhw", w, x[0, :, ::2, ::2]) + b[:, None, None])
