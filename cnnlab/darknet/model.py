@@ -110,6 +110,20 @@ class DarknetNet(nn.Module):
                 dets.append(x)
         return dets if dets else x.flatten(1)  # (N, outputs)
 
+    def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Classifier output before its trailing [softmax]/[cost] layers, (N, outputs): for training with
+        ``cross_entropy`` (darknet's softmax+cost is the same loss). Needs a classifier."""
+        if self.is_detector:
+            raise CnnlabError("forward_logits is for classifiers; this cfg has [yolo]/[region] layers")
+        end = len(self.layers)
+        while end > 1 and self.layers[end - 1].kind in ("cost", "softmax"):
+            end -= 1
+        outputs: list[torch.Tensor | None] = []
+        for i, layer in enumerate(list(self.layers)[:end]):
+            x = layer(x, outputs)
+            outputs.append(x if i in self._keep else None)
+        return x.flatten(1)
+
     def forward_all(self, x: torch.Tensor, upto: int | None = None) -> list[torch.Tensor]:
         """Every layer's output (for per-layer comparisons and ``partial``)."""
         outputs: list[torch.Tensor | None] = []

@@ -307,3 +307,14 @@ def test_pjreddie_1x1_stride2_quirk_and_alexeyab_fix() -> None:
     flat = x.reshape(-1)[: 2 * 4].reshape(2, 4)
     torch.testing.assert_close(y_pj.reshape(3, 4), w @ flat + b[:, None])
     torch.testing.assert_close(y_ab[0], torch.einsum("fc,chw->fhw", w, x[0, :, ::2, ::2]) + b[:, None, None])
+
+
+def test_forward_logits_stops_before_softmax_and_cost() -> None:
+    body = "[convolutional]\nfilters=5\nsize=1\nactivation=linear\n[avgpool]\n[softmax]\ngroups=1\n[cost]\n"
+    m = net(body, w=4, h=4)
+    x = torch.randn(3, 3, 4, 4)
+    with torch.no_grad():
+        logits, probs = m.forward_logits(x), m(x)
+    assert logits.shape == (3, 5)
+    torch.testing.assert_close(torch.softmax(logits, 1), probs)
+    assert not torch.allclose(logits, probs)
