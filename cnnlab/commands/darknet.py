@@ -1,0 +1,110 @@
+"""``cnnlab darknet ...``: darknet's own commands, printing what darknet (pjreddie or AlexeyAB) prints.
+
+    cnnlab darknet classifier predict DATA CFG WEIGHTS [IMAGE] [-t N]
+    cnnlab darknet classifier valid DATA CFG WEIGHTS
+    cnnlab darknet detector test DATA CFG WEIGHTS [IMAGE] [-thresh T] [-out NAME]
+    cnnlab darknet partial CFG WEIGHTS OUT N
+    cnnlab darknet layers CFG                 (the layer table darknet prints)
+
+Every command takes ``--flavor pjreddie|alexeyab`` (default pjreddie).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "darknet"
+HELP = "run darknet .cfg/.weights with darknet's commands (classifier predict/valid, detector test, partial)"
+
+
+def _common(p: argparse.ArgumentParser, weights: bool = True) -> None:
+    p.add_argument("--flavor", choices=["pjreddie", "alexeyab"], default="pjreddie", help="which darknet to imitate")
+    if weights:
+        p.add_argument("--allow-partial", action="store_true", help="load a weights file that covers only the first layers")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="darknet_command", metavar="COMMAND", required=True)
+
+    cls = sub.add_parser("classifier", help="classifier predict | valid").add_subparsers(dest="mode", metavar="MODE", required=True)
+    pr = cls.add_parser("predict", help="top-N classes of one image", allow_abbrev=False)
+    pr.add_argument("data")
+    pr.add_argument("cfg")
+    pr.add_argument("weights")
+    pr.add_argument("image", nargs="?", help="image path (asked on stdin if omitted, as darknet does)")
+    pr.add_argument("-t", type=int, default=0, dest="top", help="how many classes to print (default: the .data top=)")
+    _common(pr)
+    pr.set_defaults(_dn=_predict)
+    va = cls.add_parser("valid", help="top-1/top-k accuracy on the .data valid= list", allow_abbrev=False)
+    va.add_argument("data")
+    va.add_argument("cfg")
+    va.add_argument("weights")
+    _common(va)
+    va.set_defaults(_dn=_valid)
+
+    det = sub.add_parser("detector", help="detector test").add_subparsers(dest="mode", metavar="MODE", required=True)
+    te = det.add_parser("test", help="detect objects in one image, write NAME.png with the boxes", allow_abbrev=False)
+    te.add_argument("data")
+    te.add_argument("cfg")
+    te.add_argument("weights")
+    te.add_argument("image", nargs="?")
+    te.add_argument("-thresh", type=float, default=None, help="probability threshold (pjreddie .5, AlexeyAB .25)")
+    te.add_argument("-hier", type=float, default=0.5)
+    te.add_argument("-nms", type=float, default=0.45, help=argparse.SUPPRESS)
+    te.add_argument("-out", default="predictions", help="output image name without extension (default predictions)")
+    te.add_argument("--letter-box", "-letter_box", action="store_true", dest="letter_box", help="AlexeyAB: letterbox instead of stretch")
+    te.add_argument("-ext_output", action="store_true", help="AlexeyAB: print box coordinates")
+    te.add_argument("-dont_show", action="store_true", help=argparse.SUPPRESS)
+    _common(te)
+    te.set_defaults(_dn=_test)
+
+    pa = sub.add_parser("partial", help="keep the first N layers' weights (seen reset)", allow_abbrev=False)
+    pa.add_argument("cfg")
+    pa.add_argument("weights")
+    pa.add_argument("out")
+    pa.add_argument("n", type=int)
+    _common(pa, weights=False)
+    pa.set_defaults(_dn=_partial)
+
+    la = sub.add_parser("layers", help="print the layer table darknet prints for a cfg")
+    la.add_argument("cfg")
+    _common(la, weights=False)
+    la.set_defaults(_dn=_layers)
+
+
+def _predict(a: argparse.Namespace) -> int:
+    from cnnlab.darknet.cli import classifier_predict
+
+    return classifier_predict(a.data, a.cfg, a.weights, a.image, a.top, a.flavor, a.allow_partial)
+
+
+def _valid(a: argparse.Namespace) -> int:
+    from cnnlab.darknet.cli import classifier_valid
+
+    return classifier_valid(a.data, a.cfg, a.weights, a.flavor, a.allow_partial)
+
+
+def _test(a: argparse.Namespace) -> int:
+    from cnnlab.darknet.cli import detector_test
+
+    thresh = a.thresh if a.thresh is not None else (0.5 if a.flavor == "pjreddie" else 0.25)
+    return detector_test(
+        a.data, a.cfg, a.weights, a.image, thresh, a.hier, a.nms, a.out, a.flavor, a.letter_box, a.ext_output, a.allow_partial
+    )
+
+
+def _partial(a: argparse.Namespace) -> int:
+    from cnnlab.darknet.cli import partial
+
+    return partial(a.cfg, a.weights, a.out, a.n, a.flavor)
+
+
+def _layers(a: argparse.Namespace) -> int:
+    from cnnlab.darknet.model import load_darknet
+
+    print(load_darknet(a.cfg, None, a.flavor).layer_table())
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    return int(args._dn(args) or 0)

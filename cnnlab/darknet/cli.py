@@ -1,0 +1,319 @@
+"""Darknet's commands (``classifier predict|valid``, ``detector test``, ``partial``) printing what darknet prints.
+
+Each function takes explicit arguments and the output streams, so tests can call them directly.
+stdout carries what darknet writes to stdout; the layer table and "Loading weights" go to stderr.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+import torch
+
+from cnnlab.darknet.cfg import read_data_file
+from cnnlab.darknet.detect import Detections, network_boxes, nms_sort
+from cnnlab.darknet.layers import Yolo
+from cnnlab.darknet.model import DarknetNet, load_darknet
+from cnnlab.darknet.preprocess import load_image, preprocess
+from cnnlab.darknet.weights import WeightsHeader, save_weights
+from cnnlab.errors import CnnlabError
+
+f32 = np.float32
+
+
+def _resolve(path: str, data_file: Path) -> Path:
+    """Darknet opens paths relative to the working directory; also try the .data file's folders."""
+    p = Path(path)
+    for cand in (p, data_file.parent / p, data_file.parent.parent / p):
+        if cand.exists():
+            return cand
+    return p
+
+
+def read_names(options: dict[str, str], data_file: Path, keys: tuple[str, ...]) -> list[str]:
+    name_file = next((options[k] for k in keys if k in options), "data/labels.list")
+    p = _resolve(name_file, data_file)
+    try:
+        return [line.rstrip("\r\n") for line in p.read_text().splitlines()]
+    except OSError:
+        raise CnnlabError(f"{data_file}: cannot read the class names file {name_file!r} (from '{keys[0]}=')") from None
+
+
+def _load(cfg: str, weights: str | None, flavor: str, allow_partial: bool, err: TextIO) -> DarknetNet:
+    model = load_darknet(cfg, None, flavor)
+    print(model.layer_table(), file=err)
+    if weights:
+        print(f"Loading weights from {weights}...", end="", file=err)
+        model.load_weights(weights, allow_partial=allow_partial)
+        print("Done!", file=err)
+    return model.eval()
+
+
+def _check_classes(options: dict[str, str], data_file: Path, model: DarknetNet, names: list[str]) -> None:
+    if "classes" in options:
+        classes = int(options["classes"]) if options["classes"].lstrip("-").isdigit() else -1
+        if classes != model.classes:
+            raise CnnlabError(
+                f"{data_file}: classes={options['classes']} but the network outputs {model.classes} classes; "
+                f"set classes={model.classes} or use the matching cfg"
+            )
+    if len(names) < model.classes:
+        raise CnnlabError(f"{data_file}: the names file has {len(names)} lines but the network has {model.classes} classes")
+
+
+def top_k(pred: np.ndarray, k: int) -> list[int]:
+    """darknet ``top_k``: ties keep the lower index first (a stable descending sort)."""
+    return [int(i) for i in np.argsort(-pred, kind="stable")[:k]]
+
+
+def _infer(model: DarknetNet, x: np.ndarray) -> torch.Tensor | list[torch.Tensor]:
+    with torch.no_grad():
+        param = next(model.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+        return model(torch.from_numpy(x)[None].to(device))
+
+
+def classifier_predict(
+    data: str,
+    cfg: str,
+    weights: str,
+    image: str | None,
+    top: int = 0,
+    flavor: str = "pjreddie",
+    allow_partial: bool = False,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    out, err = out or sys.stdout, err or sys.stderr  # resolved at call time (tests swap sys.stdout)
+    data_file = Path(data)
+    options = read_data_file(data_file)
+    names = read_names(options, data_file, ("names", "labels"))
+    model = _load(cfg, weights, flavor, allow_partial, err)
+    if model.is_detector:
+        raise CnnlabError(f"{cfg} is a detector ([yolo]/[region]); use `cnnlab darknet detector test`")
+    _check_classes(options, data_file, model, names)
+    if top == 0:
+        top = int(options.get("top", "1") or 1)
+    if flavor == "alexeyab":
+        print(f" classes = {model.classes}, output in cfg = {model.layers[-1].in_shape[0]} ", file=out)
+        top = min(top, model.classes)
+    while True:
+        path = image
+        if path is None:
+            print("Enter Image Path: ", end="", file=out, flush=True)
+            line = sys.stdin.readline()
+            if not line:
+                return 0
+            path = line.rstrip("\n")
+        im = load_image(path)
+        x = preprocess(im, model.width, model.height, flavor, "classify")
+        t0 = time.perf_counter()
+        pred = _infer(model, x)
+        assert isinstance(pred, torch.Tensor)
+        p = pred[0].to("cpu", torch.float32).numpy()
+        dt = time.perf_counter() - t0
+        idx = top_k(p, top)
+        if flavor == "pjreddie":
+            print(f"{path}: Predicted in {dt:f} seconds.", file=err)
+            for i in idx:
+                print("%5.2f%%: %s" % (f32(p[i]) * f32(100), names[i]), file=out)  # float product, as in C
+        else:
+            print(f"{x.shape[2]} {x.shape[1]}", file=out)  # AlexeyAB prints the crop's w h
+            print(f"{path}: Predicted in {dt * 1000:f} milli-seconds.", file=out)
+            for i in idx:
+                print("%s: %f" % (names[i], p[i]), file=out)
+        if image is not None:
+            return 0
+
+
+def _label_of(path: str, labels: list[str]) -> int:
+    """The class whose name equals a folder of ``path`` (innermost first); darknet's substring match is a known bug."""
+    lookup = {name: i for i, name in enumerate(labels)}
+    for part in reversed(Path(path).parts[:-1]):
+        if part in lookup:
+            return lookup[part]
+    return -1
+
+
+def classifier_valid(
+    data: str,
+    cfg: str,
+    weights: str,
+    flavor: str = "pjreddie",
+    allow_partial: bool = False,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """darknet ``classifier valid``, with predict's preprocessing and exact folder-name labels."""
+    out, err = out or sys.stdout, err or sys.stderr  # resolved at call time (tests swap sys.stdout)
+    data_file = Path(data)
+    options = read_data_file(data_file)
+    labels = read_names(options, data_file, ("labels", "names"))
+    model = _load(cfg, weights, flavor, allow_partial, err)
+    _check_classes(options, data_file, model, labels)
+    valid = _resolve(options.get("valid", "data/train.list"), data_file)
+    try:
+        paths = [line.strip() for line in valid.read_text().splitlines() if line.strip()]
+    except OSError:
+        raise CnnlabError(f"{data_file}: cannot read the validation list {str(valid)!r} (from 'valid=')") from None
+    topk = int(options.get("top", "1") or 1)
+    acc = acck = 0.0
+    unlabelled = 0
+    for i, path in enumerate(paths):
+        cls = _label_of(path, labels)
+        unlabelled += cls < 0
+        im = load_image(_resolve(path, data_file))
+        x = preprocess(im, model.width, model.height, flavor, "classify")
+        pred = _infer(model, x)
+        assert isinstance(pred, torch.Tensor)
+        idx = top_k(pred[0].float().numpy()[: model.classes], topk)
+        acc += idx[0] == cls
+        acck += cls in idx
+        print("%d: top 1: %f, top %d: %f" % (i, f32(acc) / f32(i + 1), topk, f32(acck) / f32(i + 1)), file=out)
+    if unlabelled:
+        print(f"warning: {unlabelled} of {len(paths)} images are in no folder named like a label; they count as wrong", file=err)
+    return 0
+
+
+def _draw(path_in: str, d: Detections, thresh: float, names: list[str], out_png: Path) -> None:
+    """Draw boxes as darknet's draw_detections does (its colour recipe, a label per box), into a PNG."""
+    from PIL import Image, ImageDraw
+
+    with Image.open(path_in) as im0:
+        im = im0.convert("RGB")
+    draw = ImageDraw.Draw(im)
+    width_px = max(1, int(im.height * 0.006))
+    classes = d.probs.shape[1] if len(d) else 1
+    colors = [[1, 0, 1], [0, 0, 1], [0, 1, 1], [0, 1, 0], [1, 1, 0], [1, 0, 0]]
+
+    def color(c: int, x: int, maxv: int) -> float:
+        ratio = (x / maxv) * 5
+        i, j = int(np.floor(ratio)), int(np.ceil(ratio))
+        ratio -= i
+        return (1 - ratio) * colors[i][c] + ratio * colors[j][c]
+
+    for b, probs in zip(d.boxes, d.probs):
+        hits = [j for j in range(classes) if probs[j] > thresh]
+        if not hits:
+            continue
+        offset = hits[0] * 123457 % classes
+        rgb = tuple(int(255 * color(c, offset, classes)) for c in (2, 1, 0))
+        x, y, w, h = (float(v) for v in b)
+        # darknet truncates to int and clamps each edge to the image
+        left = min(max(0, int((x - w / 2) * im.width)), im.width - 1)
+        right = min(max(0, int((x + w / 2) * im.width)), im.width - 1)
+        top = min(max(0, int((y - h / 2) * im.height)), im.height - 1)
+        bot = min(max(0, int((y + h / 2) * im.height)), im.height - 1)
+        if right < left or bot < top:
+            continue
+        draw.rectangle([left, top, right, bot], outline=rgb, width=width_px)
+        draw.text((left + 2, max(0, top - 12)), ", ".join(names[j] for j in hits), fill=rgb)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    im.save(out_png)
+
+
+def _print_pjreddie(d: Detections, thresh: float, names: list[str], out: TextIO) -> None:
+    for probs in d.probs:
+        for j in np.nonzero(probs > f32(thresh))[0]:
+            print("%s: %.0f%%" % (names[j], f32(probs[j]) * f32(100)), file=out)
+
+
+def _c_round(v: float) -> float:
+    """C ``round``: halves away from zero (Python's round() rounds halves to even)."""
+    return float(np.sign(v) * np.floor(abs(v) + 0.5))
+
+
+def _print_alexeyab(d: Detections, thresh: float, names: list[str], im_w: int, im_h: int, ext: bool, out: TextIO) -> None:
+    """AlexeyAB draw_detections_v3: boxes sorted (stably) by left edge; per box its best class, then the others."""
+    sel = [i for i in range(len(d)) if (d.probs[i] > f32(thresh)).any()]
+    lefts = d.boxes[:, 0] - d.boxes[:, 2] / f32(2)  # float32, as compare_by_lefts
+    sel.sort(key=lambda i: lefts[i])
+    for i in sel:
+        probs = d.probs[i]
+        best = int(np.argmax(np.where(probs > f32(thresh), probs, f32(-1))))  # first max, as get_actual_detections
+        x, y, w, h = d.boxes[i]
+        tail = ""
+        if ext:
+            left = _c_round(float((x - w / f32(2)) * f32(im_w)))
+            top = _c_round(float((y - h / f32(2)) * f32(im_h)))
+            tail = "\t(left_x: %4.0f   top_y: %4.0f   width: %4.0f   height: %4.0f)" % (
+                left, top, _c_round(float(w * f32(im_w))), _c_round(float(h * f32(im_h))))
+        for j in [best] + [j for j in range(len(probs)) if probs[j] > f32(thresh) and j != best]:
+            print("%s: %.0f%%%s" % (names[j], f32(probs[j]) * f32(100), tail), file=out)
+
+
+def detector_test(
+    data: str,
+    cfg: str,
+    weights: str,
+    image: str | None,
+    thresh: float = 0.5,
+    hier: float = 0.5,
+    nms: float = 0.45,
+    out_name: str = "predictions",
+    flavor: str = "pjreddie",
+    letter_box: bool = False,
+    ext_output: bool = False,
+    allow_partial: bool = False,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    out, err = out or sys.stdout, err or sys.stderr  # resolved at call time (tests swap sys.stdout)
+    data_file = Path(data)
+    options = read_data_file(data_file)
+    names = read_names(options, data_file, ("names",))
+    model = _load(cfg, weights, flavor, allow_partial, err)
+    if not model.is_detector:
+        raise CnnlabError(f"{cfg} has no [yolo] or [region] layer; use `cnnlab darknet classifier predict`")
+    _check_classes(options, data_file, model, names)
+    letter = flavor == "pjreddie" or letter_box or bool(model.net_options.int("letter_box", 0))
+    while True:
+        path = image
+        if path is None:
+            print("Enter Image Path: ", end="", file=out, flush=True)
+            line = sys.stdin.readline()
+            if not line:
+                return 0
+            path = line.rstrip("\n")
+        im = load_image(path)
+        _, ih, iw = im.shape
+        x = preprocess(im, model.width, model.height, flavor, "detect", letter_box=letter)
+        t0 = time.perf_counter()
+        outs = _infer(model, x)
+        dt = time.perf_counter() - t0
+        assert isinstance(outs, list)
+        if flavor == "pjreddie":
+            print(f"{path}: Predicted in {dt:f} seconds.", file=out)
+        else:
+            for k in model.detection_layers:  # AlexeyAB's layer type ids: REGION 27, YOLO 28
+                print(f" Detection layer: {k} - type = {28 if isinstance(model.layers[k], Yolo) else 27} ", file=out)
+            print(f"{path}: Predicted in {dt * 1000:f} milli-seconds.", file=out)
+        d = network_boxes(model, outs, iw, ih, thresh, letter)
+        last = model.layers[model.detection_layers[-1]]
+        kind = last.nms_kind if isinstance(last, Yolo) else "default"
+        if nms:
+            d = nms_sort(d, nms, kind)
+        if flavor == "pjreddie":
+            _print_pjreddie(d, thresh, names, out)
+        else:
+            _print_alexeyab(d, thresh, names, iw, ih, ext_output, out)
+        _draw(path, d, thresh, names, Path(out_name + ".png"))
+        if image is not None:
+            return 0
+
+
+def partial(cfg: str, weights: str, outfile: str, n: int, flavor: str = "pjreddie", err: TextIO | None = None) -> int:
+    """darknet ``partial``: the first ``n`` layers' weights, ``seen`` reset, in the header darknet writes."""
+    err = err or sys.stderr
+    model = _load(cfg, weights, flavor, allow_partial=False, err=err)
+    if n < 0:
+        raise CnnlabError(f"partial: N must be >= 0, got {n}")
+    print(f"Saving weights to {outfile}", file=err)
+    # pjreddie writes version 0.2.0, AlexeyAB 0.2.5; both with a 64-bit seen, connected not transposed
+    header = WeightsHeader(0, 2, 0 if flavor == "pjreddie" else 5, 0, 8)
+    save_weights(model, outfile, upto=n, header=header)
+    return 0
