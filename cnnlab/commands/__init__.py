@@ -1,4 +1,4 @@
 """One module per ``cnnlab`` sub-command (see :mod:`cnnlab.cli` for the protocol)."""
 
 # Module names, in the order `cnnlab --help` lists them.
-COMMANDS: list[str] = ["models"]
+COMMANDS: list[str] = ["models", "data"]
