@@ -14,6 +14,7 @@ Route = Callable[["Handler"], tuple[int, dict[str, str], bytes]]
 
 class Handler(BaseHTTPRequestHandler):
     server: "LocalServer"
+    disable_nagle_algorithm = True  # headers and body are separate writes: avoid delayed-ACK stalls
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         srv = self.server

