@@ -36,6 +36,8 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 64  # images per optimizer step = batch_size × accum_steps
     accum_steps: int = 1  # gradient accumulation: micro-batches per optimizer step
+    train_limit: int = 0  # train on a seeded random N images only (quick trials); 0 = all
+    val_limit: int = 0  # evaluate on N held-out images only; 0 = all
     workers: int = 2  # DataLoader worker processes (0 = load in the main process)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps

@@ -31,7 +31,10 @@ def build_metrics(num_classes: int, device: torch.device | str = "cpu") -> Metri
             "f1": MulticlassF1Score(num_classes, average="none"),
             "kappa": MulticlassCohenKappa(num_classes),
             "confusion": MulticlassConfusionMatrix(num_classes),
-        }
+        },
+        # Compute groups merge metrics whose states happen to match after the first batch; top-1 and
+        # top-5 then share top-1's state (seen: top-5 == top-1 on a class-sorted split). Keep them apart.
+        compute_groups=False,
     ).to(device)
 
 

@@ -16,6 +16,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ from cnnlab import __version__, config as config_mod
 from cnnlab.config import TrainConfig
 from cnnlab.data.loader import BadImageLog, make_loader
 from cnnlab.data.sources.base import ImageSource
+from cnnlab.data.sources.subset import SubsetSource
 from cnnlab.data.transforms import DeviceNormalize, eval_transform, train_transform
 from cnnlab.engine import checkpoint as ckpt_mod
 from cnnlab.engine.device import amp_dtype, autocast, pick_device
@@ -36,6 +38,7 @@ from cnnlab.engine.optim import build_optimizer, build_scheduler
 from cnnlab.engine.rundir import append_jsonl, git_revision, new_run_dir, plot_confusion, plot_curves, read_jsonl, write_json
 from cnnlab.errors import CnnlabError
 from cnnlab.models import Classifier, Preprocess, create_model
+from cnnlab.models.layers import aux_loss
 
 
 @dataclass
@@ -58,6 +61,10 @@ class TrainState:
 
 class NonFiniteLoss(CnnlabError):
     pass
+
+
+def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float) -> torch.Tensor:
+    return F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
 
 
 def seed_everything(seed: int) -> None:
@@ -111,7 +118,9 @@ def train_one_epoch(
         gen = torch.Generator().manual_seed(seed * 7919 + state.micro_step)
         with autocast(device, amp):
             logits = model(normalize(images, generator=gen))
-            loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
+            criterion = partial(_cross_entropy, label_smoothing=label_smoothing)
+            # GoogLeNet / Inception v3 add their auxiliary heads' weighted losses (0 for other models).
+            loss = criterion(logits, labels) + aux_loss(model, criterion, labels)
         loss_value = loss.item()
         if not math.isfinite(loss_value):
             raise NonFiniteLoss(
@@ -159,6 +168,8 @@ def train(cfg: TrainConfig, resume: str | None = None) -> dict:
 
     train_src: ImageSource = open_split(cfg.data, "train", seed=cfg.seed)
     val_src: ImageSource = open_split(cfg.data, "val", seed=cfg.seed)
+    train_src = SubsetSource.limit(train_src, cfg.train_limit, cfg.seed)
+    val_src = SubsetSource.limit(val_src, cfg.val_limit, cfg.seed)
     classes = list(train_src.classes)
 
     model = create_model(cfg.model, num_classes=len(classes), **cfg.model_kwargs)
