@@ -10,6 +10,10 @@ HELP = "list the built-in datasets (loadable offline) with their classes, splits
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("pattern", nargs="?", help="shell-style glob, e.g. 'mnist*'")
+    p.add_argument("--export", metavar="DIR", help="write the dataset PATTERN names as class folders of PNGs: DIR/<split>/<class>/")
+    p.add_argument("--split", default="val", choices=("train", "val"), help="split to export (default: val)")
+    p.add_argument("--per-class", type=int, default=0, metavar="K", help="export at most K images per class (default: all)")
+    p.add_argument("--limit", type=int, default=0, metavar="N", help="export at most N images in total (default: all)")
 
 
 def _classes(names: tuple[str, ...]) -> str:
@@ -19,6 +23,9 @@ def _classes(names: tuple[str, ...]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from cnnlab.data.datasets import get_dataset, list_datasets
+
+    if args.export:
+        return _export(args)
 
     header = ("name", "classes", "train", "val", "image (CxHxW)", "package", "description")
     rows = [header]
@@ -36,4 +43,19 @@ def run(args: argparse.Namespace) -> int:
         cells = [cell.rjust(w) if cell.isdigit() else cell.ljust(w) for cell, w in zip(row, widths)]
         print("  ".join(cells + [row[-1]]).rstrip())
     print("Use a NAME, or a folder (class folders, MNIST idx files, CIFAR batches), wherever cnnlab asks for a dataset.")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cnnlab.data.datasets import open_split
+    from cnnlab.data.export import export_class_folders
+    from cnnlab.errors import CnnlabError
+
+    if not args.pattern:
+        raise CnnlabError("--export needs a dataset: cnnlab datasets NAME --export DIR")
+    out = Path(args.export)
+    n = export_class_folders(open_split(args.pattern, args.split), out, args.split, args.per_class, args.limit)
+    print(f"wrote {n} image(s) of {args.pattern} {args.split} to {out / args.split}")
     return 0

@@ -20,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tencrop", action="store_true", help="average the softmax over ten crops (corners, centre, mirrored)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--json", metavar="PATH", help="write the full report here (default: valid.json beside the checkpoint's run, else ./valid.json)")
+    p.add_argument("--json", metavar="PATH", help="write the full report here (default: valid-<split>.json in the checkpoint's run directory)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -48,8 +48,22 @@ def run(args: argparse.Namespace) -> int:
     print(report.table())
     if bad.bad:
         print(bad.report())
-    out = Path(args.json) if args.json else Path("valid.json")
-    doc = report.to_dict() | {"data": data, "split": args.split, "tencrop": args.tencrop, "bad_images": list(bad.bad)}
-    out.write_text(json.dumps(doc, indent=2) + "\n")
-    print(f"report: {out}")
+    out = Path(args.json) if args.json else _default_json(args)
+    if out is not None:
+        doc = report.to_dict() | {"data": data, "split": args.split, "tencrop": args.tencrop, "bad_images": list(bad.bad)}
+        out.write_text(json.dumps(doc, indent=2) + "\n")
+        print(f"report: {out}")
     return 0
+
+
+def _default_json(args: argparse.Namespace) -> Path | None:
+    """``RUN/valid-<split>[-tencrop].json`` when the checkpoint sits in a run directory; else none
+    (never a file in the current folder that could clobber one of the user's)."""
+    from cnnlab.engine.checkpoint import resolve_path
+
+    if not args.checkpoint:
+        return None
+    ckpt = resolve_path(args.checkpoint).resolve()
+    if ckpt.parent.name != "checkpoints" or not (ckpt.parent.parent / "config.yaml").is_file():
+        return None
+    return ckpt.parent.parent / f"valid-{args.split}{'-tencrop' if args.tencrop else ''}.json"
