@@ -7,30 +7,51 @@ User errors (:class:`CnnlabError`) print one line and exit 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import sys
+from typing import NoReturn
 
 from cnnlab.commands import COMMANDS
 from cnnlab.errors import CnnlabError
 
 
-def build_parser() -> argparse.ArgumentParser:
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: the problem, and where the valid choices are listed."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def build_parser() -> Parser:
     from cnnlab import __version__
 
-    parser = argparse.ArgumentParser(prog="cnnlab", description="Train, evaluate and export convolutional networks.")
+    parser = Parser(prog="cnnlab", description="Train, evaluate and export convolutional networks.")
     parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser)
     for module_name in COMMANDS:
         module = importlib.import_module(f"cnnlab.commands.{module_name}")
         p = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
-        p.set_defaults(_run=module.run)
+        p.set_defaults(_run=module.run, _parser=p)
     return parser
+
+
+def _unknown_options(parser: Parser, args: argparse.Namespace, extras: list[str]) -> NoReturn:
+    """``--lerning-rate 0.1`` → one line naming it and the closest real option."""
+    sub: Parser = getattr(args, "_parser", parser)
+    options = [o for a in sub._actions for o in a.option_strings if o.startswith("--")]
+    flag = next((e.split("=")[0] for e in extras if e.startswith("-")), extras[0])
+    close = difflib.get_close_matches(flag, options, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    sub.error(f"unrecognized argument {' '.join(extras)!r}{hint}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        _unknown_options(parser, args, extras)
     try:
         return int(args._run(args) or 0)
     except CnnlabError as e:

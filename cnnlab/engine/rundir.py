@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from cnnlab.errors import CnnlabError
@@ -49,6 +50,16 @@ def new_run_dir(out: str, model: str, data: str) -> Path:
 def append_jsonl(path: Path, record: dict) -> None:
     with path.open("a") as f:
         f.write(json.dumps(record) + "\n")
+
+
+def keep_jsonl(path: Path, keep: Callable[[dict], bool]) -> None:
+    """Rewrite a JSON-lines file with only the records ``keep`` accepts (atomically)."""
+    records = read_jsonl(path)
+    kept = [r for r in records if keep(r)]
+    if len(kept) != len(records):
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        tmp.replace(path)
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -35,7 +35,7 @@ from cnnlab.engine import checkpoint as ckpt_mod
 from cnnlab.engine.device import amp_dtype, autocast, pick_device
 from cnnlab.engine.evaluate import evaluate
 from cnnlab.engine.optim import build_optimizer, build_scheduler
-from cnnlab.engine.rundir import append_jsonl, git_revision, new_run_dir, plot_confusion, plot_curves, read_jsonl, write_json
+from cnnlab.engine.rundir import append_jsonl, git_revision, keep_jsonl, new_run_dir, plot_confusion, plot_curves, read_jsonl, write_json
 from cnnlab.errors import CnnlabError
 from cnnlab.models import Classifier, Preprocess, create_model
 from cnnlab.models.layers import aux_loss
@@ -230,6 +230,8 @@ def train(cfg: TrainConfig, resume: str | None = None) -> dict:
             ema.n_averaged.fill_(ckpt["ema_n"])
         state = TrainState(**ckpt["train_state"])
         ckpt_mod.set_rng_state(ckpt["rng"])
+        # A kill between logging an epoch and checkpointing it would log that epoch twice.
+        keep_jsonl(run_dir / "metrics.jsonl", lambda r: r["epoch"] <= state.epoch)
         print(f"resuming {run_dir} at epoch {state.epoch + 1}, sample {state.samples_drawn} of {len(train_src)}")
     else:
         run_dir = new_run_dir(cfg.out, cfg.model, cfg.data)

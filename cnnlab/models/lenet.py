@@ -34,9 +34,10 @@ C3_TABLE: tuple[tuple[int, ...], ...] = (
 
 
 class LeNet5(Classifier):
-    def __init__(self, num_classes: int = 10, in_chans: int = 1) -> None:
+    def __init__(self, num_classes: int = 10, in_chans: int = 1, drop_rate: float = 0.0) -> None:
         super().__init__()
         self.num_classes = num_classes
+        self.drop_rate = drop_rate  # dropout before the classifier (timm's drop_rate); not in the paper
         self.features = nn.Sequential(
             nn.Conv2d(in_chans, 6, 5),  # C1: (B, 6, 28, 28)
             nn.ReLU(inplace=True),
@@ -62,12 +63,13 @@ class LeNet5(Classifier):
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = torch.relu(self.c5(x.flatten(1)))
         x = torch.relu(self.f6(x))
+        x = F.dropout(x, self.drop_rate, self.training)
         return x if pre_logits else self.fc(x)
 
 
 @register_model()
-def lenet5(num_classes: int = 10, in_chans: int = 1) -> LeNet5:
-    return LeNet5(num_classes, in_chans)
+def lenet5(num_classes: int = 10, in_chans: int = 1, drop_rate: float = 0.0) -> LeNet5:
+    return LeNet5(num_classes, in_chans, drop_rate)
 
 
 def scaled_tanh(x: torch.Tensor) -> torch.Tensor:
