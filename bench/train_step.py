@@ -1,12 +1,13 @@
 """Training-step speed on the CPU: cnnlab's default train step against a plain PyTorch loop.
 
-Claim: cnnlab's default CPU train step (bf16 autocast + channels_last, uint8 batches normalised on
-the device, the engine's own ``train_one_epoch``) trains ResNet-18 at 64×64, batch 128, at least
+Claim: cnnlab's default CPU train step (bf16 autocast + channels_last, convolutions on maps of a few
+pixels as matmuls (cnnlab.engine.small_map_conv), uint8 batches normalised on the device, the
+engine's own ``train_one_epoch``) trains ResNet-18 at 64×64, batch 128, at least
 1.8× as fast as a plain fp32 eager loop (float batches, NCHW, the usual zero_grad/forward/backward/step).
 Evidence: images/s of both, measured in this one process in alternating rounds (so machine load
 hits both alike), and their ratio.
 
-    PYTHONPATH=. python bench/train_step.py [--steps 6] [--rounds 3] [--batch 128] [--size 64]
+    PYTHONPATH=. python bench/train_step.py [--steps 6] [--rounds 3] [--batch 128] [--size 64] [--threads 1]
 
 Both loops train the same architecture (cnnlab's ``resnet18``, 1000 classes) from the same
 initial weights with SGD (momentum 0.9, weight decay 1e-4) and cross-entropy on random data:
@@ -27,10 +28,9 @@ from torch import nn
 
 from cnnlab.config import TrainConfig
 from cnnlab.data.loader import Batch, BadImageLog
-from cnnlab.data.transforms import DeviceNormalize
 from cnnlab.engine.device import amp_dtype, pick_device
 from cnnlab.engine.optim import build_optimizer, build_scheduler
-from cnnlab.engine.train import TrainState, train_one_epoch
+from cnnlab.engine.train import TrainState, prepare_for_training, train_one_epoch
 from cnnlab.models import create_model
 
 
@@ -66,10 +66,7 @@ def cnnlab_default_step(model: nn.Module, images_u8: torch.Tensor, labels: torch
     cfg = TrainConfig()
     device = pick_device(cfg.device)
     amp = amp_dtype(cfg.amp, device)
-    model = model.to(device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    normalize = DeviceNormalize(model.meta.preprocess, cfg.pca_lighting, cfg.channels_last).to(device)
+    normalize = prepare_for_training(model, model.meta.preprocess, cfg, device, amp)
     optimizer = build_optimizer(model, cfg.opt, 0.01, cfg.momentum, cfg.nesterov, cfg.weight_decay, cfg.no_decay_bn_bias)
     scheduler = build_scheduler(optimizer, s.warmup + s.steps, 1, sched="constant")
     scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
@@ -94,7 +91,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3)
+    # One thread by default: a per-core figure is stable on a shared machine, while a two-thread
+    # loop stalls whenever another process holds the second core (rounds then vary 3-5x).
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0: torch's default)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     s = Setup(args.batch, args.size, args.steps, args.warmup)
 
     torch.manual_seed(0)
@@ -114,7 +116,7 @@ def main() -> None:
         print(f"  round {r + 1}: plain fp32 eager {plain[-1]:7.1f} img/s   cnnlab default {ours[-1]:7.1f} img/s")
     p, o = statistics.median(plain), statistics.median(ours)
     print(f"plain fp32 eager loop : {p:7.1f} img/s (median)")
-    print(f"cnnlab default step   : {o:7.1f} img/s (median; bf16 autocast + channels_last)")
+    print(f"cnnlab default step   : {o:7.1f} img/s (median; bf16 autocast + channels_last + small-map matmul convs)")
     print(f"ratio                 : {o / p:.2f}x  (target >= 1.8x)")
 
 

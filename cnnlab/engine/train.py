@@ -36,6 +36,7 @@ from cnnlab.engine.device import amp_dtype, autocast, pick_device
 from cnnlab.engine.evaluate import evaluate
 from cnnlab.engine.optim import build_optimizer, build_scheduler
 from cnnlab.engine.rundir import append_jsonl, git_revision, keep_jsonl, new_run_dir, plot_confusion, plot_curves, read_jsonl, write_json
+from cnnlab.engine.small_map_conv import route_small_map_convs
 from cnnlab.errors import CnnlabError
 from cnnlab.models import Classifier, Preprocess, create_model
 from cnnlab.models.layers import aux_loss
@@ -83,6 +84,18 @@ def build_preprocess(model: Classifier, overrides: dict) -> Preprocess:
         d.update(overrides)
         pre = Preprocess.from_dict(d)
     return pre
+
+
+def prepare_for_training(
+    model: nn.Module, pre: Preprocess, cfg: TrainConfig, device: torch.device, amp: torch.dtype | None
+) -> DeviceNormalize:
+    """Move ``model`` to the device and layout the step runs fastest in; returns the on-device normaliser."""
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if device.type == "cpu" and amp is torch.bfloat16:
+        route_small_map_convs(model)  # oneDNN's bf16 conv backward is slow on maps of a few pixels
+    return DeviceNormalize(pre, cfg.pca_lighting, cfg.channels_last).to(device)
 
 
 def train_one_epoch(
@@ -181,10 +194,7 @@ def train(cfg: TrainConfig, resume: str | None = None) -> dict:
     if cfg.finetune and not resume:
         ckpt_mod.load_features(model, _weights_from(cfg.finetune))
 
-    model.to(device)
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
-    normalize = DeviceNormalize(pre, cfg.pca_lighting, cfg.channels_last).to(device)
+    normalize = prepare_for_training(model, pre, cfg, device, amp)
     forward_model: nn.Module = torch.compile(model) if cfg.compile else model
 
     train_tf = train_transform(
