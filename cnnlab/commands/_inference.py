@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cnnlab.engine import checkpoint as ckpt_mod
 from cnnlab.errors import CnnlabError
-from cnnlab.models import Classifier, Preprocess, create_model
+
+if TYPE_CHECKING:  # torch is imported when a model is loaded, not when the CLI parser is built
+    from cnnlab.models import Classifier, Preprocess
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
@@ -21,6 +23,9 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
 
 def load_model(args: argparse.Namespace, classes_hint: list[str] | None = None) -> tuple[Classifier, list[str], Preprocess, dict]:
     """(model, class names, preprocessing, checkpoint-or-empty) from the command's arguments."""
+    from cnnlab.engine import checkpoint as ckpt_mod
+    from cnnlab.models import create_model
+
     if args.checkpoint:
         if args.model or args.weights:
             raise CnnlabError("give either --checkpoint or --model with --weights, not both")

@@ -10,7 +10,7 @@ import pytest
 from cnnlab.cli import main
 from cnnlab.data.imagenet.bbox import convert_bboxes
 from cnnlab.data.imagenet.ilsvrc import Options, prepare_ilsvrc
-from conftest import SORTED, Ilsvrc, add_bytes
+from ilsvrc_fixtures import SORTED, Ilsvrc, add_bytes
 
 
 def voc(filename_field: str, w: int, h: int, boxes: list[tuple[str, int, int, int, int]]) -> bytes:

@@ -13,7 +13,7 @@ from cnnlab.cli import main
 from cnnlab.data.imagenet import ilsvrc
 from cnnlab.data.imagenet.devkit import read_devkit
 from cnnlab.data.imagenet.ilsvrc import Options, prepare_ilsvrc
-from conftest import COLORS, SORTED, Ilsvrc
+from ilsvrc_fixtures import COLORS, SORTED, Ilsvrc
 
 OPTS = Options(progress=False, workers=2)
 

@@ -14,7 +14,7 @@ from PIL import Image
 from cnnlab.cli import main
 from cnnlab.data.imagenet.download import DownloadOptions, download
 from cnnlab.data.imagenet.urllist import read_url_list
-from conftest import COLORS, encode, rgb_image
+from ilsvrc_fixtures import COLORS, encode, rgb_image
 from httpserver import LocalServer, fixed, flaky, redirect, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
