@@ -3,7 +3,8 @@
     cnnlab darknet classifier predict DATA CFG WEIGHTS [IMAGE] [-t N]
     cnnlab darknet classifier valid DATA CFG WEIGHTS
     cnnlab darknet detector test DATA CFG WEIGHTS [IMAGE] [-thresh T] [-out NAME]
-    cnnlab darknet partial CFG WEIGHTS OUT N
+    cnnlab darknet partial CFG WEIGHTS OUT N [--force]
+    cnnlab darknet convert CFG WEIGHTS OUT.pt [--data FILE | --names FILE] [--force]
     cnnlab darknet layers CFG                 (the layer table darknet prints)
 
 Every command takes ``--flavor pjreddie|alexeyab`` (default pjreddie).
@@ -63,8 +64,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     pa.add_argument("weights")
     pa.add_argument("out")
     pa.add_argument("n", type=int)
+    pa.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     _common(pa, weights=False)
     pa.set_defaults(_dn=_partial)
+
+    co = sub.add_parser("convert", help="cfg + weights -> a cnnlab checkpoint for cnnlab train/valid/predict", allow_abbrev=False)
+    co.add_argument("cfg")
+    co.add_argument("weights")
+    co.add_argument("out", metavar="OUT.pt")
+    names = co.add_mutually_exclusive_group()
+    names.add_argument("--data", help="darknet .data file whose names= (or labels=) names the classes")
+    names.add_argument("--names", help="class names file, one per line")
+    co.add_argument("--force", action="store_true", help="overwrite OUT.pt if it exists")
+    _common(co)
+    co.set_defaults(_dn=_convert)
 
     la = sub.add_parser("layers", help="print the layer table darknet prints for a cfg")
     la.add_argument("cfg")
@@ -96,7 +109,13 @@ def _test(a: argparse.Namespace) -> int:
 def _partial(a: argparse.Namespace) -> int:
     from cnnlab.darknet.cli import partial
 
-    return partial(a.cfg, a.weights, a.out, a.n, a.flavor)
+    return partial(a.cfg, a.weights, a.out, a.n, a.flavor, force=a.force)
+
+
+def _convert(a: argparse.Namespace) -> int:
+    from cnnlab.darknet.cli import convert
+
+    return convert(a.cfg, a.weights, a.out, a.data, a.names, a.flavor, a.allow_partial, a.force)
 
 
 def _layers(a: argparse.Namespace) -> int:
