@@ -2,6 +2,7 @@
 
     cnnlab darknet classifier predict DATA CFG WEIGHTS [IMAGE] [-t N]
     cnnlab darknet classifier valid DATA CFG WEIGHTS
+    cnnlab darknet classifier train DATA CFG [WEIGHTS] [--max-batches N] [--force] [-clear]
     cnnlab darknet detector test DATA CFG WEIGHTS [IMAGE] [-thresh T] [-out NAME]
     cnnlab darknet partial CFG WEIGHTS OUT N [--force]
     cnnlab darknet convert CFG WEIGHTS OUT.pt [--data FILE | --names FILE] [--force]
@@ -15,7 +16,7 @@ from __future__ import annotations
 import argparse
 
 NAME = "darknet"
-HELP = "run darknet .cfg/.weights with darknet's commands (classifier predict/valid, detector test, partial)"
+HELP = "run darknet .cfg/.weights with darknet's commands (classifier predict/valid/train, detector test, partial, convert)"
 
 
 def _common(p: argparse.ArgumentParser, weights: bool = True) -> None:
@@ -27,7 +28,7 @@ def _common(p: argparse.ArgumentParser, weights: bool = True) -> None:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="darknet_command", metavar="COMMAND", required=True)
 
-    cls = sub.add_parser("classifier", help="classifier predict | valid").add_subparsers(dest="mode", metavar="MODE", required=True)
+    cls = sub.add_parser("classifier", help="classifier predict | valid | train").add_subparsers(dest="mode", metavar="MODE", required=True)
     pr = cls.add_parser("predict", help="top-N classes of one image", allow_abbrev=False)
     pr.add_argument("data")
     pr.add_argument("cfg")
@@ -42,6 +43,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     va.add_argument("weights")
     _common(va)
     va.set_defaults(_dn=_valid)
+    tr = cls.add_parser("train", help="train a classifier cfg as darknet does, writing .weights backups", allow_abbrev=False)
+    tr.add_argument("data")
+    tr.add_argument("cfg")
+    tr.add_argument("weights", nargs="?", help="start (or resume, from a backup's seen) from these weights")
+    tr.add_argument("--max-batches", type=int, default=None, help="override [net] max_batches=")
+    tr.add_argument("--force", action="store_true", help="overwrite existing weights files in backup=")
+    tr.add_argument("-clear", "--clear", action="store_true", dest="clear", help="restart the batch counter at 0 (seen=0), as darknet's -clear")
+    tr.add_argument("--seed", type=int, default=0, help="image order and crops (default 0)")
+    _common(tr)
+    tr.set_defaults(_dn=_train)
 
     det = sub.add_parser("detector", help="detector test").add_subparsers(dest="mode", metavar="MODE", required=True)
     te = det.add_parser("test", help="detect objects in one image, write NAME.png with the boxes", allow_abbrev=False)
@@ -95,6 +106,13 @@ def _valid(a: argparse.Namespace) -> int:
     from cnnlab.darknet.cli import classifier_valid
 
     return classifier_valid(a.data, a.cfg, a.weights, a.flavor, a.allow_partial)
+
+
+def _train(a: argparse.Namespace) -> int:
+    from cnnlab.darknet.train import train_classifier
+
+    train_classifier(a.data, a.cfg, a.weights, a.flavor, a.max_batches, a.force, a.clear, a.allow_partial, a.seed)
+    return 0
 
 
 def _test(a: argparse.Namespace) -> int:

@@ -131,12 +131,10 @@ def classifier_predict(
 
 
 def _label_of(path: str, labels: list[str]) -> int:
-    """The class whose name equals a folder of ``path`` (innermost first); darknet's substring match is a known bug."""
-    lookup = {name: i for i, name in enumerate(labels)}
-    for part in reversed(Path(path).parts[:-1]):
-        if part in lookup:
-            return lookup[part]
-    return -1
+    """Exact folder-name labels (darknet's substring match is a known bug); see :func:`cnnlab.darknet.train.label_of`."""
+    from cnnlab.darknet.train import label_of
+
+    return label_of(path, labels)
 
 
 def classifier_valid(
