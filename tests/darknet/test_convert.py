@@ -227,3 +227,20 @@ def test_create_model_needs_a_cfg() -> None:
         create_darknet_classifier("darknet:", cfg_text=None)
     with pytest.raises(CnnlabError, match="cannot read cfg"):
         create_model("darknet:/nowhere/x.cfg")
+
+
+def test_darknet_run_resumes_to_the_same_weights(capsys, tmp_path: Path) -> None:
+    cfg = tmp_path / "small.cfg"
+    cfg.write_text(SMALL)
+    common = ["--model", f"darknet:{cfg}", "--data", "digits", "--batch-size", "16", "--train-limit", "96", "--val-limit", "16",
+              "--workers", "0", "--no-progress", "--lr", "0.05", "--sched", "constant", "--amp", "off"]  # fmt: skip
+    assert cli(capsys, "train", *common, "--epochs", "2", "--out", tmp_path / "straight")[0] == 0
+    assert cli(capsys, "train", *common, "--epochs", "1", "--out", tmp_path / "cut")[0] == 0
+    code, _, err = cli(capsys, "train", "--resume", tmp_path / "cut", "--epochs", "2")
+    assert code == 0, err
+    a = ckpt_mod.load(tmp_path / "straight/checkpoints/last.pt")["model"]
+    b = ckpt_mod.load(tmp_path / "cut/checkpoints/last.pt")["model"]
+    assert a.keys() == b.keys()
+    for k in a:
+        if isinstance(a[k], torch.Tensor):
+            assert torch.equal(a[k], b[k]), k
