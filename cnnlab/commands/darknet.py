@@ -3,7 +3,7 @@
     cnnlab darknet classifier predict DATA CFG WEIGHTS [IMAGE] [-t N]
     cnnlab darknet classifier valid DATA CFG WEIGHTS
     cnnlab darknet classifier train DATA CFG [WEIGHTS] [--max-batches N] [--force] [-clear]
-    cnnlab darknet detector test DATA CFG WEIGHTS [IMAGE] [-thresh T] [-out NAME]
+    cnnlab darknet detector test DATA CFG WEIGHTS [IMAGE] [-thresh T] [-out NAME] [--force]
     cnnlab darknet partial CFG WEIGHTS OUT N [--force]
     cnnlab darknet convert CFG WEIGHTS OUT.pt [--data FILE | --names FILE] [--force]
     cnnlab darknet layers CFG                 (the layer table darknet prints)
@@ -67,6 +67,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     te.add_argument("--letter-box", "-letter_box", action="store_true", dest="letter_box", help="AlexeyAB: letterbox instead of stretch")
     te.add_argument("-ext_output", action="store_true", help="AlexeyAB: print box coordinates")
     te.add_argument("-dont_show", action="store_true", help=argparse.SUPPRESS)
+    te.add_argument("--force", action="store_true", help="overwrite NAME.png if it exists")
     _common(te)
     te.set_defaults(_dn=_test)
 
@@ -120,7 +121,8 @@ def _test(a: argparse.Namespace) -> int:
 
     thresh = a.thresh if a.thresh is not None else (0.5 if a.flavor == "pjreddie" else 0.25)
     return detector_test(
-        a.data, a.cfg, a.weights, a.image, thresh, a.hier, a.nms, a.out, a.flavor, a.letter_box, a.ext_output, a.allow_partial
+        a.data, a.cfg, a.weights, a.image, thresh, a.hier, a.nms, a.out, a.flavor, a.letter_box, a.ext_output, a.allow_partial,
+        force=a.force,
     )
 
 

@@ -259,8 +259,11 @@ def detector_test(
     allow_partial: bool = False,
     out: TextIO | None = None,
     err: TextIO | None = None,
+    force: bool = False,
 ) -> int:
     out, err = out or sys.stdout, err or sys.stderr  # resolved at call time (tests swap sys.stdout)
+    # darknet overwrites predictions.png silently; an image from an earlier run is the user's now
+    _refuse_overwrite(out_name + ".png", force)
     data_file = Path(data)
     options = read_data_file(data_file)
     names = read_names(options, data_file, ("names",))
