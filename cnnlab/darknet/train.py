@@ -224,13 +224,30 @@ def train_classifier(
     model.train()
     avg_loss = -1.0
     batch_num = start
+    bad: dict[str, str] = {}  # unreadable images: skipped, counted, reported; fatal above 1 % of the list
+
+    def sample(k: int) -> tuple[np.ndarray, int]:
+        """Sample k of the run (augmented image, label); an unreadable image is replaced by the next one."""
+        for j in range(k, k + n):
+            path, label = kept[_sample(j, n, seed)]
+            if path in bad:
+                continue
+            try:
+                return augment(load_image(_resolve(path, data_file)), k), label
+            except CnnlabError as e:
+                bad[path] = str(e)
+                print(f"warning: skipping {path}: {e}", file=err)
+                if len(bad) > max(1, n // 100):
+                    raise CnnlabError(f"{len(bad)} of the {n} images in {train_list} cannot be read (limit 1 %); fix or remove them") from None
+        raise CnnlabError(f"none of the images in {train_list} can be read")
+
     while batch_num < t.max_batches:
         t0 = time.perf_counter()
         micro = []
-        for _ in range(t.subdivisions):
-            idx = [_sample(header.seen + len(micro) * t.batch + k, n, seed) for k in range(t.batch)]
-            x = np.stack([augment(load_image(_resolve(kept[i][0], data_file)), header.seen + len(micro) * t.batch + k) for k, i in enumerate(idx)])
-            micro.append((torch.from_numpy(x), torch.tensor([kept[i][1] for i in idx])))
+        for m in range(t.subdivisions):
+            first = header.seen + m * t.batch
+            xs, ys_ = zip(*(sample(first + k) for k in range(t.batch)))
+            micro.append((torch.from_numpy(np.stack(xs)), torch.tensor(ys_)))
         print(f"Loaded: {time.perf_counter() - t0:f} seconds", file=out)
         t0 = time.perf_counter()
         loss_sum = 0.0
@@ -260,6 +277,8 @@ def train_classifier(
         for p in plan.saves.get(batch_num, []):
             _save(model, p, err)
     _save(model, plan.final, err)
+    if bad:
+        print(f"skipped {len(bad)} unreadable image(s): {', '.join(sorted(bad))}", file=err)
     return plan.final
 
 

@@ -219,3 +219,19 @@ def test_train_errors_name_the_problem(dataset: Path, tmp_path: Path, capsys) ->
     assert code == 2 and len(capsys.readouterr().err.strip().splitlines()) == 1
     code = main(["darknet", "classifier", "train", str(dataset), str(tmp_path / "net.cfg"), "--max-batches", "2"])
     assert code == 0 and (tmp_path / "backup" / "net.weights").is_file()
+
+
+def test_unreadable_images_are_skipped_counted_and_reported(dataset: Path) -> None:
+    listing = dataset.parent / "train.list"
+    broken = dataset.parent / "img" / "red" / "broken.png"
+    broken.write_bytes(b"not a png")
+    listing.write_text(listing.read_text() + f"{broken}\n")
+    _, lines, err = _train(dataset, max_batches=3)
+    assert lines[3] == "25" and f"skipped 1 unreadable image(s): {broken}" in err
+    assert err.count("warning: skipping") == 1  # reported once, then avoided
+    for k in range(2):
+        extra = dataset.parent / "img" / "red" / f"broken{k}.png"
+        extra.write_bytes(b"")
+        listing.write_text(listing.read_text() + f"{extra}\n")
+    with pytest.raises(CnnlabError, match=r"cannot be read \(limit 1 %\)"):
+        _train(dataset, max_batches=3, force=True)
