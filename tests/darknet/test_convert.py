@@ -244,3 +244,13 @@ def test_darknet_run_resumes_to_the_same_weights(capsys, tmp_path: Path) -> None
     for k in a:
         if isinstance(a[k], torch.Tensor):
             assert torch.equal(a[k], b[k]), k
+
+
+def test_features_and_head_compose_to_forward() -> None:
+    model = DarknetClassifier(SMALL).eval()
+    x = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        assert feats.shape == (2, 32, 8, 8)  # the layer before the classifier conv
+        torch.testing.assert_close(model.forward_head(feats), model(x))
+        assert model.forward_head(feats, pre_logits=True).shape == (2, 32 * 8 * 8)

@@ -235,3 +235,20 @@ def test_unreadable_images_are_skipped_counted_and_reported(dataset: Path) -> No
         listing.write_text(listing.read_text() + f"{extra}\n")
     with pytest.raises(CnnlabError, match=r"cannot be read \(limit 1 %\)"):
         _train(dataset, max_batches=3, force=True)
+
+
+def test_clear_and_a_partial_backbone_start_a_new_run(dataset: Path) -> None:
+    from cnnlab.darknet.cli import partial
+
+    trained, _, _ = _train(dataset, max_batches=4)
+    backbone = dataset.parent / "backbone.weights"
+    partial(str(dataset.parent / "net.cfg"), str(trained), str(backbone), 1, err=io.StringIO())
+    for p in (dataset.parent / "backup").iterdir():
+        p.unlink()
+    with pytest.raises(CnnlabError, match="--allow-partial"):  # a prefix is refused unless asked for
+        _train(dataset, str(backbone), max_batches=2)
+    _, lines, err = _train(dataset, str(backbone), max_batches=2, allow_partial=True, clear=True)
+    assert [int(PROGRESS.fullmatch(l).group(1)) for l in lines if PROGRESS.fullmatch(l)] == [1, 2]
+    # -clear on a full backup: the counter restarts (darknet's fine-tuning recipe)
+    _, lines, _ = _train(dataset, str(trained), max_batches=2, clear=True, force=True)
+    assert [int(PROGRESS.fullmatch(l).group(1)) for l in lines if PROGRESS.fullmatch(l)] == [1, 2]
