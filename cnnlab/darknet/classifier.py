@@ -124,6 +124,16 @@ class DarknetClassifier(Classifier):
             outputs.append(x)
         return self.net.log_probs_from_logits(x.flatten(1))
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # type: ignore[override]
+        # e.g. `cnnlab train --resume` after the cfg file was edited: one line instead of a traceback
+        try:
+            return super().load_state_dict(state_dict, strict, assign)
+        except RuntimeError as e:
+            detail = next((line.strip() for line in str(e).splitlines()[1:] if line.strip()), str(e).splitlines()[0])
+            raise CnnlabError(
+                f"these weights do not fit {self.net.source} ({detail}); was the cfg edited after they were saved?"
+            ) from None
+
     def reset_classifier(self, num_classes: int) -> None:
         """A new, freshly initialised classifier layer with ``num_classes`` outputs; the rest is kept."""
         param = next(self.parameters())

@@ -254,3 +254,14 @@ def test_features_and_head_compose_to_forward() -> None:
         assert feats.shape == (2, 32, 8, 8)  # the layer before the classifier conv
         torch.testing.assert_close(model.forward_head(feats), model(x))
         assert model.forward_head(feats, pre_logits=True).shape == (2, 32 * 8 * 8)
+
+
+def test_weights_for_another_cfg_are_one_line(capsys, tmp_path: Path) -> None:
+    cfg = tmp_path / "small.cfg"
+    cfg.write_text(SMALL)
+    common = ["--model", f"darknet:{cfg}", "--data", "digits", "--batch-size", "16", "--train-limit", "32", "--val-limit", "16",
+              "--workers", "0", "--no-progress", "--epochs", "1"]  # fmt: skip
+    assert cli(capsys, "train", *common, "--out", tmp_path / "run")[0] == 0
+    cfg.write_text(SMALL.replace("filters=32", "filters=24"))  # edited while the run could still be resumed
+    code, _, err = cli(capsys, "train", "--resume", tmp_path / "run", "--epochs", "2")
+    assert code == 2 and "was the cfg edited" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
