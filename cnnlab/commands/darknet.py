@@ -51,6 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     tr.add_argument("--force", action="store_true", help="overwrite existing weights files in backup=")
     tr.add_argument("-clear", "--clear", action="store_true", dest="clear", help="restart the batch counter at 0 (seen=0), as darknet's -clear")
     tr.add_argument("--seed", type=int, default=0, help="image order and crops (default 0)")
+    tr.add_argument("-topk", "--topk", action="store_true", dest="topk", help="AlexeyAB: top-k accuracy on valid= every 2 epochs and at the end")
     _common(tr)
     tr.set_defaults(_dn=_train)
 
@@ -112,7 +113,7 @@ def _valid(a: argparse.Namespace) -> int:
 def _train(a: argparse.Namespace) -> int:
     from cnnlab.darknet.train import train_classifier
 
-    train_classifier(a.data, a.cfg, a.weights, a.flavor, a.max_batches, a.force, a.clear, a.allow_partial, a.seed)
+    train_classifier(a.data, a.cfg, a.weights, a.flavor, a.max_batches, a.force, a.clear, a.allow_partial, a.seed, a.topk)
     return 0
 
 

@@ -155,10 +155,14 @@ def train_classifier(
     clear: bool = False,
     allow_partial: bool = False,
     seed: int = 0,
+    topk: bool = False,
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> Path:
-    """Train ``cfg`` on the ``train=`` list of ``data``; returns the final weights' path."""
+    """Train ``cfg`` on the ``train=`` list of ``data``; returns the final weights' path.
+
+    ``topk`` (AlexeyAB's ``-topk``): every two epochs (at least every max(burn_in, 100) updates) and at
+    the end, the top-k accuracy (``top=``, default 5) on the ``valid=`` list."""
     out, err = out or sys.stdout, err or sys.stderr
     data_file = Path(data)
     options = read_data_file(data_file)
@@ -189,6 +193,12 @@ def train_classifier(
     kept = [(p, y) for p, y in zip(paths, ys) if y >= 0]
     if not kept:
         raise CnnlabError(f"{train_list}: no image path has a folder (or file name) matching a label of {options.get(label_key)}; check labels=")
+
+    valid: list[tuple[str, int]] = []
+    top = int(options.get("top", "5") or 5)
+    if topk:
+        valid_list = _resolve(options.get("valid", "data/train.list"), data_file)
+        valid = [(p, label_of(p, labels)) for p in _read_lines(valid_list, "validation list (from 'valid=')", data_file)]
 
     print(base, file=out)
     print(1, file=out)  # darknet prints its GPU count
@@ -241,6 +251,7 @@ def train_classifier(
                     raise CnnlabError(f"{len(bad)} of the {n} images in {train_list} cannot be read (limit 1 %); fix or remove them") from None
         raise CnnlabError(f"none of the images in {train_list} can be read")
 
+    iter_topk = start
     while batch_num < t.max_batches:
         t0 = time.perf_counter()
         micro = []
@@ -274,12 +285,32 @@ def train_classifier(
             left = (t.max_batches - batch_num) * (time.perf_counter() - t0) / 3600
             line += f", {left:f} hours left"
         print(line, file=out, flush=True)
+        if valid and (batch_num >= max(iter_topk + 2 * n // step, t.burn_in, 100) or batch_num == t.max_batches):
+            iter_topk = batch_num
+            acc = topk_accuracy(model, valid, data_file, flavor, min(top, classes))
+            print(f" TOP calculation...\n\n accuracy top{top} = {acc:f} ", file=out, flush=True)
         for p in plan.saves.get(batch_num, []):
             _save(model, p, err)
     _save(model, plan.final, err)
     if bad:
         print(f"skipped {len(bad)} unreadable image(s): {', '.join(sorted(bad))}", file=err)
     return plan.final
+
+
+def topk_accuracy(model: DarknetNet, valid: list[tuple[str, int]], data_file: Path, flavor: str, k: int) -> float:
+    """Fraction of ``valid`` whose label is in the top ``k``, with the flavor's classifier preprocessing
+    (as ``classifier valid``); images without a label count as wrong."""
+    from cnnlab.darknet.preprocess import preprocess
+
+    model.eval()
+    hits = 0
+    with torch.no_grad():
+        for path, label in valid:
+            x = preprocess(load_image(_resolve(path, data_file)), model.width, model.height, flavor, "classify")
+            probs = model(torch.from_numpy(x)[None])[0]
+            hits += label in torch.topk(probs, k).indices.tolist()
+    model.train()
+    return hits / max(1, len(valid))
 
 
 def _sample(k: int, n: int, seed: int) -> int:

@@ -195,10 +195,15 @@ def test_refuses_to_overwrite_and_resumes_from_a_backup(dataset: Path) -> None:
     assert load_darknet(dataset.parent / "net.cfg", backup / "net.weights").header.seen == 12 * 24
 
 
-def test_alexeyab_backups_and_progress_line(dataset: Path) -> None:
-    final, lines, _ = _train(dataset, flavor="alexeyab", max_batches=3)
+def test_alexeyab_backups_progress_line_and_topk(dataset: Path) -> None:
+    dataset.write_text(dataset.read_text() + f"valid={dataset.parent / 'train.list'}\n")
+    final, lines, _ = _train(dataset, flavor="alexeyab", max_batches=3, topk=True)
     assert final.name == "net_final.weights" and final.is_file()
     assert all(l.endswith(" hours left") for l in lines if PROGRESS.match(l))
+    # -topk: accuracy on valid= with the .data top= (2 here) after the last update
+    assert lines[-3:-1] == [" TOP calculation...", ""]
+    m = re.fullmatch(r" accuracy top2 = (\d\.\d{6}) ", lines[-1])
+    assert m and 0 <= float(m.group(1)) <= 1
     assert struct.unpack_from("<iii", final.read_bytes()) == (0, 2, 5)
 
 
