@@ -2,7 +2,7 @@
 
     cnnlab darknet classifier predict DATA CFG WEIGHTS [IMAGE] [-t N]
     cnnlab darknet classifier valid DATA CFG WEIGHTS
-    cnnlab darknet classifier train DATA CFG [WEIGHTS] [--max-batches N] [--force] [-clear]
+    cnnlab darknet classifier train DATA CFG [WEIGHTS] [--max-batches N] [--force] [-clear] [-topk]
     cnnlab darknet detector test DATA CFG WEIGHTS [IMAGE] [-thresh T] [-out NAME] [--force]
     cnnlab darknet partial CFG WEIGHTS OUT N [--force]
     cnnlab darknet convert CFG WEIGHTS OUT.pt [--data FILE | --names FILE] [--force]
