@@ -2,8 +2,10 @@
 
     cnnlab darknet classifier predict DATA CFG WEIGHTS [IMAGE] [-t N]
     cnnlab darknet classifier valid DATA CFG WEIGHTS
-    cnnlab darknet detector test DATA CFG WEIGHTS [IMAGE] [-thresh T] [-out NAME]
-    cnnlab darknet partial CFG WEIGHTS OUT N
+    cnnlab darknet classifier train DATA CFG [WEIGHTS] [--max-batches N] [--force] [-clear] [-topk]
+    cnnlab darknet detector test DATA CFG WEIGHTS [IMAGE] [-thresh T] [-out NAME] [--force]
+    cnnlab darknet partial CFG WEIGHTS OUT N [--force]
+    cnnlab darknet convert CFG WEIGHTS OUT.pt [--data FILE | --names FILE] [--force]
     cnnlab darknet layers CFG                 (the layer table darknet prints)
 
 Every command takes ``--flavor pjreddie|alexeyab`` (default pjreddie).
@@ -14,7 +16,7 @@ from __future__ import annotations
 import argparse
 
 NAME = "darknet"
-HELP = "run darknet .cfg/.weights with darknet's commands (classifier predict/valid, detector test, partial)"
+HELP = "run darknet .cfg/.weights with darknet's commands (classifier predict/valid/train, detector test, partial, convert)"
 
 
 def _common(p: argparse.ArgumentParser, weights: bool = True) -> None:
@@ -26,7 +28,7 @@ def _common(p: argparse.ArgumentParser, weights: bool = True) -> None:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="darknet_command", metavar="COMMAND", required=True)
 
-    cls = sub.add_parser("classifier", help="classifier predict | valid").add_subparsers(dest="mode", metavar="MODE", required=True)
+    cls = sub.add_parser("classifier", help="classifier predict | valid | train").add_subparsers(dest="mode", metavar="MODE", required=True)
     pr = cls.add_parser("predict", help="top-N classes of one image", allow_abbrev=False)
     pr.add_argument("data")
     pr.add_argument("cfg")
@@ -41,6 +43,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     va.add_argument("weights")
     _common(va)
     va.set_defaults(_dn=_valid)
+    tr = cls.add_parser("train", help="train a classifier cfg as darknet does, writing .weights backups", allow_abbrev=False)
+    tr.add_argument("data")
+    tr.add_argument("cfg")
+    tr.add_argument("weights", nargs="?", help="start (or resume, from a backup's seen) from these weights")
+    tr.add_argument("--max-batches", type=int, default=None, help="override [net] max_batches=")
+    tr.add_argument("--force", action="store_true", help="overwrite existing weights files in backup=")
+    tr.add_argument("-clear", "--clear", action="store_true", dest="clear", help="restart the batch counter at 0 (seen=0), as darknet's -clear")
+    tr.add_argument("--seed", type=int, default=0, help="image order and crops (default 0)")
+    tr.add_argument("-topk", "--topk", action="store_true", dest="topk", help="AlexeyAB: top-k accuracy on valid= every 2 epochs and at the end")
+    _common(tr)
+    tr.set_defaults(_dn=_train)
 
     det = sub.add_parser("detector", help="detector test").add_subparsers(dest="mode", metavar="MODE", required=True)
     te = det.add_parser("test", help="detect objects in one image, write NAME.png with the boxes", allow_abbrev=False)
@@ -55,6 +68,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     te.add_argument("--letter-box", "-letter_box", action="store_true", dest="letter_box", help="AlexeyAB: letterbox instead of stretch")
     te.add_argument("-ext_output", action="store_true", help="AlexeyAB: print box coordinates")
     te.add_argument("-dont_show", action="store_true", help=argparse.SUPPRESS)
+    te.add_argument("--force", action="store_true", help="overwrite NAME.png if it exists")
     _common(te)
     te.set_defaults(_dn=_test)
 
@@ -63,8 +77,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     pa.add_argument("weights")
     pa.add_argument("out")
     pa.add_argument("n", type=int)
+    pa.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     _common(pa, weights=False)
     pa.set_defaults(_dn=_partial)
+
+    co = sub.add_parser("convert", help="cfg + weights -> a cnnlab checkpoint for cnnlab train/valid/predict", allow_abbrev=False)
+    co.add_argument("cfg")
+    co.add_argument("weights")
+    co.add_argument("out", metavar="OUT.pt")
+    names = co.add_mutually_exclusive_group()
+    names.add_argument("--data", help="darknet .data file whose names= (or labels=) names the classes")
+    names.add_argument("--names", help="class names file, one per line")
+    co.add_argument("--force", action="store_true", help="overwrite OUT.pt if it exists")
+    _common(co)
+    co.set_defaults(_dn=_convert)
 
     la = sub.add_parser("layers", help="print the layer table darknet prints for a cfg")
     la.add_argument("cfg")
@@ -84,19 +110,33 @@ def _valid(a: argparse.Namespace) -> int:
     return classifier_valid(a.data, a.cfg, a.weights, a.flavor, a.allow_partial)
 
 
+def _train(a: argparse.Namespace) -> int:
+    from cnnlab.darknet.train import train_classifier
+
+    train_classifier(a.data, a.cfg, a.weights, a.flavor, a.max_batches, a.force, a.clear, a.allow_partial, a.seed, a.topk)
+    return 0
+
+
 def _test(a: argparse.Namespace) -> int:
     from cnnlab.darknet.cli import detector_test
 
     thresh = a.thresh if a.thresh is not None else (0.5 if a.flavor == "pjreddie" else 0.25)
     return detector_test(
-        a.data, a.cfg, a.weights, a.image, thresh, a.hier, a.nms, a.out, a.flavor, a.letter_box, a.ext_output, a.allow_partial
+        a.data, a.cfg, a.weights, a.image, thresh, a.hier, a.nms, a.out, a.flavor, a.letter_box, a.ext_output, a.allow_partial,
+        force=a.force,
     )
 
 
 def _partial(a: argparse.Namespace) -> int:
     from cnnlab.darknet.cli import partial
 
-    return partial(a.cfg, a.weights, a.out, a.n, a.flavor)
+    return partial(a.cfg, a.weights, a.out, a.n, a.flavor, force=a.force)
+
+
+def _convert(a: argparse.Namespace) -> int:
+    from cnnlab.darknet.cli import convert
+
+    return convert(a.cfg, a.weights, a.out, a.data, a.names, a.flavor, a.allow_partial, a.force)
 
 
 def _layers(a: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ def parse_input_size(text: str) -> tuple[int, int, int]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="registered model name (see `cnnlab models`)")
+    p.add_argument("model", help="registered model name (see `cnnlab models`), or darknet:PATH.cfg")
     p.add_argument("--input", metavar="CxHxW", help="input size; default: the model's own, e.g. 3x224x224")
 
 
@@ -30,6 +30,8 @@ def run(args: argparse.Namespace) -> int:
     from cnnlab.models.summary import summarize
 
     size = parse_input_size(args.input) if args.input else None
+    if args.model.startswith("darknet:"):
+        return _darknet_summary(args.model, size)
     kwargs = {"in_chans": size[0]} if size else {}
     model = create_model(args.model, **kwargs)
     size = size or model.meta.preprocess.input_size
@@ -43,4 +45,22 @@ def run(args: argparse.Namespace) -> int:
         ) from None
     print(f"{args.model}: input {'x'.join(map(str, size))}")
     print(table)
+    return 0
+
+
+def _darknet_summary(name: str, size: tuple[int, int, int] | None) -> int:
+    """A darknet cfg: the layer table darknet itself prints, then the totals."""
+    from cnnlab.darknet.classifier import PREFIX
+    from cnnlab.darknet.model import load_darknet
+
+    net = load_darknet(name[len(PREFIX) :])
+    own = (net.channels, net.height, net.width)
+    if size is not None and size != own:
+        raise CnnlabError(f"a darknet cfg sets its own input size ({'x'.join(map(str, own))}, [net] channels/height/width); edit the cfg instead of --input")
+    bflops = sum(float(line.split()[-2]) for line in net.layer_table().splitlines() if line.endswith("BFLOPs"))
+    params = sum(p.numel() for p in net.parameters())
+    print(f"{name}: input {'x'.join(map(str, own))}, {'detector' if net.is_detector else f'{net.classes} outputs'}")
+    print(net.layer_table())
+    print(f"Total BFLOPS {bflops:.3f}")
+    print(f"parameters {params:,}")
     return 0

@@ -131,12 +131,10 @@ def classifier_predict(
 
 
 def _label_of(path: str, labels: list[str]) -> int:
-    """The class whose name equals a folder of ``path`` (innermost first); darknet's substring match is a known bug."""
-    lookup = {name: i for i, name in enumerate(labels)}
-    for part in reversed(Path(path).parts[:-1]):
-        if part in lookup:
-            return lookup[part]
-    return -1
+    """Exact folder-name labels (darknet's substring match is a known bug); see :func:`cnnlab.darknet.train.label_of`."""
+    from cnnlab.darknet.train import label_of
+
+    return label_of(path, labels)
 
 
 def classifier_valid(
@@ -261,8 +259,11 @@ def detector_test(
     allow_partial: bool = False,
     out: TextIO | None = None,
     err: TextIO | None = None,
+    force: bool = False,
 ) -> int:
     out, err = out or sys.stdout, err or sys.stderr  # resolved at call time (tests swap sys.stdout)
+    # darknet overwrites predictions.png silently; an image from an earlier run is the user's now
+    _refuse_overwrite(out_name + ".png", force)
     data_file = Path(data)
     options = read_data_file(data_file)
     names = read_names(options, data_file, ("names",))
@@ -306,14 +307,82 @@ def detector_test(
             return 0
 
 
-def partial(cfg: str, weights: str, outfile: str, n: int, flavor: str = "pjreddie", err: TextIO | None = None) -> int:
+def _refuse_overwrite(path: str | Path, force: bool) -> None:
+    if Path(path).exists() and not force:
+        raise CnnlabError(f"{path} already exists; pass --force to overwrite it, or choose another output name")
+
+
+def partial(
+    cfg: str, weights: str, outfile: str, n: int, flavor: str = "pjreddie", err: TextIO | None = None, force: bool = False
+) -> int:
     """darknet ``partial``: the first ``n`` layers' weights, ``seen`` reset, in the header darknet writes."""
     err = err or sys.stderr
-    model = _load(cfg, weights, flavor, allow_partial=False, err=err)
     if n < 0:
         raise CnnlabError(f"partial: N must be >= 0, got {n}")
+    _refuse_overwrite(outfile, force)
+    model = _load(cfg, weights, flavor, allow_partial=False, err=err)
     print(f"Saving weights to {outfile}", file=err)
     # pjreddie writes version 0.2.0, AlexeyAB 0.2.5; both with a 64-bit seen, connected not transposed
     header = WeightsHeader(0, 2, 0 if flavor == "pjreddie" else 5, 0, 8)
     save_weights(model, outfile, upto=n, header=header)
+    return 0
+
+
+def convert(
+    cfg: str,
+    weights: str,
+    outfile: str,
+    data: str | None = None,
+    names_file: str | None = None,
+    flavor: str = "pjreddie",
+    allow_partial: bool = False,
+    force: bool = False,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """``cfg`` + ``weights`` → a cnnlab checkpoint (cfg text inside) for ``cnnlab train/valid/predict``."""
+    from cnnlab.darknet.classifier import classifier_from_net
+    from cnnlab.engine import checkpoint as ckpt_mod
+
+    out, err = out or sys.stdout, err or sys.stderr
+    if data and names_file:
+        raise CnnlabError("give the class names once: --data FILE (its names=) or --names FILE, not both")
+    _refuse_overwrite(outfile, force)
+    net = load_darknet(cfg, weights, flavor, allow_partial)
+    model = classifier_from_net(net)  # refuses detectors with a one-line error
+    if data:
+        data_file = Path(data)
+        options = read_data_file(data_file)
+        names = read_names(options, data_file, ("names", "labels"))
+        _check_classes(options, data_file, net, names)
+        where = f"{data_file} (names=)"
+    elif names_file:
+        try:
+            names = [line.rstrip("\r\n") for line in Path(names_file).read_text().splitlines()]
+        except OSError as e:
+            raise CnnlabError(f"cannot read the names file {names_file!r}: {e.strerror}") from None
+        where = names_file
+    else:
+        names = [str(i) for i in range(model.num_classes)]
+        where = ""
+    if where and len(names) != model.num_classes:
+        raise CnnlabError(f"{where} lists {len(names)} class names but {cfg} outputs {model.num_classes}; give a names file with one line per output")
+    pre = model.meta.preprocess
+    ckpt = {
+        "format": ckpt_mod.FORMAT,
+        "arch": ckpt_mod.arch_of(model),
+        "classes": names,
+        "preprocess": pre.to_dict(),
+        "model": model.state_dict(),
+        "ema": None,
+        "darknet": {"cfg": str(cfg), "weights": str(weights), "flavor": flavor, "header": net.header.to_dict()},
+    }
+    ckpt_mod.save_atomic(ckpt, Path(outfile))
+    c, h, w = pre.input_size
+    print(
+        f"{outfile}: {cfg} + {weights} as a cnnlab checkpoint ({model.num_classes} classes"
+        f"{'' if where else ', named 0..' + str(model.num_classes - 1) + ' (pass --data or --names)'}; "
+        f"{flavor} preprocessing: {pre.resize_mode} to {w}x{h}, x/255)",
+        file=out,
+    )
     return 0

@@ -115,14 +115,36 @@ class DarknetNet(nn.Module):
         ``cross_entropy`` (darknet's softmax+cost is the same loss). Needs a classifier."""
         if self.is_detector:
             raise CnnlabError("forward_logits is for classifiers; this cfg has [yolo]/[region] layers")
-        end = len(self.layers)
-        while end > 1 and self.layers[end - 1].kind in ("cost", "softmax"):
-            end -= 1
+        end = self.head_start()
         outputs: list[torch.Tensor | None] = []
         for i, layer in enumerate(list(self.layers)[:end]):
             x = layer(x, outputs)
             outputs.append(x if i in self._keep else None)
         return x.flatten(1)
+
+    def head_start(self) -> int:
+        """Index of the first trailing [softmax]/[cost] layer (``len(layers)`` when there is none)."""
+        end = len(self.layers)
+        while end > 1 and self.layers[end - 1].kind in ("cost", "softmax"):
+            end -= 1
+        return end
+
+    def forward_log_probs(self, x: torch.Tensor) -> torch.Tensor:
+        """Classifier output as log-probabilities, (N, outputs): ``log`` of what :meth:`forward` returns,
+        computed stably from the logits. With it cnnlab's ``cross_entropy`` is darknet's softmax + cost
+        loss (softmax(log p) = p), and cnnlab's softmax at predict time gives back darknet's probabilities.
+        Groups and temperature of the trailing [softmax] are kept; without a [softmax] the raw output is
+        returned (cnnlab then treats it as logits)."""
+        return self.log_probs_from_logits(self.forward_logits(x))
+
+    def log_probs_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """(N, outputs) logits → log of the trailing [softmax]'s output (the logits if there is none)."""
+        soft = next((layer for layer in list(self.layers)[self.head_start() :] if isinstance(layer, Softmax)), None)
+        if soft is None:
+            return logits
+        n = logits.shape[0]
+        z = logits.reshape(n, soft.groups, -1) / soft.temperature  # (N, groups, outputs/groups)
+        return torch.log_softmax(z, dim=-1).reshape(n, -1)
 
     def forward_all(self, x: torch.Tensor, upto: int | None = None) -> list[torch.Tensor]:
         """Every layer's output (for per-layer comparisons and ``partial``)."""
@@ -233,10 +255,15 @@ def from_checkpoint_payload(payload: dict[str, Any]) -> DarknetNet:
 
 
 def darknet_preprocess(model: DarknetNet) -> "Preprocess":
-    """cnnlab's :class:`Preprocess` closest to darknet's: short side to ``width``, centre crop, x/255, no
-    mean/std. That is AlexeyAB's classifier path exactly up to the resize kernel; pjreddie letterboxes
-    instead (see :mod:`cnnlab.darknet.preprocess` for the darknet-exact functions the commands use)."""
+    """cnnlab's :class:`Preprocess` for this net, following the flavor's classifier path: pjreddie
+    letterboxes into width×height (grey canvas, no crop); AlexeyAB resizes the short side to ``width``
+    (even for the height) and centre-crops. Pixels x/255, no mean/std, as darknet. The geometry is
+    darknet's; the resize kernel is torchvision's (:mod:`cnnlab.darknet.preprocess` has darknet's own
+    kernel, which the ``cnnlab darknet`` commands use)."""
     from cnnlab.models._base import Preprocess
 
     c = model.channels
-    return Preprocess(input_size=(c, model.height, model.width), mean=(0.0,) * c, std=(1.0,) * c, resize=model.width)
+    mode = "letterbox" if model.flavor == "pjreddie" else "short"
+    return Preprocess(
+        input_size=(c, model.height, model.width), mean=(0.0,) * c, std=(1.0,) * c, resize=model.width, resize_mode=mode
+    )

@@ -48,16 +48,42 @@ class MatchChannels(nn.Module):
         return v2.functional.rgb_to_grayscale(img)
 
 
+class Letterbox(nn.Module):
+    """Fit the image inside (h, w) keeping its aspect, centred on a grey canvas: pjreddie darknet's
+    ``letterbox_image`` geometry (its integer sizes and offsets). Darknet's canvas is 0.5; in uint8 that
+    is 128 (0.502)."""
+
+    def __init__(self, h: int, w: int, interpolation: InterpolationMode, fill: int = 128) -> None:
+        super().__init__()
+        self.h, self.w, self.interpolation, self.fill = h, w, interpolation, fill
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:  # (C, H, W) uint8 → (C, h, w) uint8
+        c, H, W = img.shape
+        if self.w / W < self.h / H:
+            nw, nh = self.w, max(1, H * self.w // W)
+        else:
+            nw, nh = max(1, W * self.h // H), self.h
+        if (nh, nw) != (H, W):
+            img = v2.functional.resize(img, [nh, nw], interpolation=self.interpolation, antialias=True)
+        out = torch.full((c, self.h, self.w), self.fill, dtype=img.dtype)
+        y, x = (self.h - nh) // 2, (self.w - nw) // 2
+        out[:, y : y + nh, x : x + nw] = img
+        return out
+
+
+def resize_steps(pre: Preprocess) -> list[Callable]:
+    """The evaluation geometry of ``pre``: uint8 image of any size → ``pre.input_size`` (H, W)."""
+    _, h, w = pre.input_size
+    interp = INTERPOLATION[pre.interpolation]
+    if pre.resize_mode == "letterbox":
+        return [Letterbox(h, w, interp)]
+    # CenterCrop pads with zeros when the resized image is smaller
+    return [v2.Resize(pre.resize, interpolation=interp, antialias=True), v2.CenterCrop((h, w))]
+
+
 def eval_transform(pre: Preprocess) -> Callable[[torch.Tensor], torch.Tensor]:
     """uint8 (C, H, W) of any size → uint8 ``pre.input_size``."""
-    _, h, w = pre.input_size
-    return v2.Compose(
-        [
-            MatchChannels(pre.channels),
-            v2.Resize(pre.resize, interpolation=INTERPOLATION[pre.interpolation], antialias=True),
-            v2.CenterCrop((h, w)),  # pads with zeros when the resized image is smaller
-        ]
-    )
+    return v2.Compose([MatchChannels(pre.channels), *resize_steps(pre)])
 
 
 def tencrop_transform(pre: Preprocess) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -66,7 +92,7 @@ def tencrop_transform(pre: Preprocess) -> Callable[[torch.Tensor], torch.Tensor]
     return v2.Compose(
         [
             MatchChannels(pre.channels),
-            v2.Resize(pre.resize, interpolation=INTERPOLATION[pre.interpolation], antialias=True),
+            *resize_steps(pre)[:1],  # letterbox fills the input exactly, so its ten crops are two views
             v2.TenCrop((h, w)),
             v2.Lambda(lambda crops: torch.stack(crops)),
         ]
@@ -91,7 +117,7 @@ def train_transform(
     if crop == "rrc":
         steps.append(v2.RandomResizedCrop((h, w), scale=tuple(rrc_scale), ratio=tuple(rrc_ratio), interpolation=interp, antialias=True))
     elif crop == "center":
-        steps += [v2.Resize(pre.resize, interpolation=interp, antialias=True), v2.CenterCrop((h, w))]
+        steps += resize_steps(pre)
     else:
         raise ValueError(f"crop must be 'rrc' or 'center', not {crop!r}")
     if hflip > 0:

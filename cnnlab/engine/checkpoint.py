@@ -106,7 +106,8 @@ def arch_of(model: Classifier, model_kwargs: dict | None = None) -> dict:
         "name": model.meta.name,
         "num_classes": model.num_classes,
         "in_chans": model.meta.preprocess.channels,
-        "kwargs": dict(model_kwargs or {}),
+        # models built from a file (darknet cfgs) carry the file's content in builder_kwargs
+        "kwargs": {**model.meta.extra.get("builder_kwargs", {}), **(model_kwargs or {})},
     }
 
 
@@ -114,11 +115,16 @@ def build_model(arch: dict) -> Classifier:
     return create_model(arch["name"], num_classes=arch["num_classes"], in_chans=arch["in_chans"], **arch.get("kwargs", {}))
 
 
+def _shape(v: Any) -> tuple | None:
+    """A state_dict entry's shape; None for extra state (e.g. a darknet net's .weights header)."""
+    return tuple(v.shape) if isinstance(v, torch.Tensor) else None
+
+
 def load_weights(model: nn.Module, state_dict: dict, source: str) -> None:
     """Strict load with one clear line when the class count (or anything else) differs."""
     own = model.state_dict()
     for key, value in state_dict.items():
-        if key in own and own[key].shape != value.shape:
+        if key in own and _shape(own[key]) != _shape(value):
             if isinstance(model, Classifier) and key.startswith(model.meta.classifier + "."):
                 raise CnnlabError(
                     f"{source} was trained for {value.shape[0]} classes but this model has {own[key].shape[0]}; "
@@ -137,7 +143,7 @@ def load_features(model: Classifier, state_dict: dict) -> None:
     kept = {k: v for k, v in state_dict.items() if not k.startswith(prefix)}
     own = model.state_dict()
     for key, value in kept.items():
-        if key in own and own[key].shape != value.shape:
+        if key in own and _shape(own[key]) != _shape(value):
             raise CnnlabError(f"checkpoint does not fit this model: {key} is {tuple(value.shape)} there, {tuple(own[key].shape)} here")
     missing, unexpected = model.load_state_dict(kept, strict=False)
     missing = [k for k in missing if not k.startswith(prefix)]

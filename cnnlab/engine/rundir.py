@@ -37,7 +37,10 @@ def new_run_dir(out: str, model: str, data: str) -> Path:
             raise CnnlabError(f"run directory {p} already exists; continue it with --resume {p}, or choose another --out")
         p.mkdir(parents=True, exist_ok=True)
         return p
-    stem = f"{model}-{Path(data).name or 'data'}"
+    # "darknet:cfg/yolo.cfg" → "darknet-yolo": a model given as a file must not put its path in the name
+    family, _, path = model.partition(":")
+    name = f"{family}-{Path(path).stem}" if path else model
+    stem = f"{name}-{Path(data).name or 'data'}"
     base = Path("runs")
     for n in range(1, 10_000):
         p = base / (stem if n == 1 else f"{stem}-{n}")

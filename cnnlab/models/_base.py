@@ -14,15 +14,18 @@ from torch import nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+RESIZE_MODES = ("short", "letterbox")
 
 
 @dataclass(frozen=True)
 class Preprocess:
     """How pixels become the network's input; the one definition every command uses.
 
-    Evaluation: resize the shorter side to ``resize`` (``interpolation``), then center-crop to
-    ``input_size`` — padding with zeros where the image is smaller (so 28×28 MNIST digits sit in
-    LeNet-5's 32×32 field, as in the paper). Then ``(x / 255 - mean) / std`` per channel.
+    Evaluation (``resize_mode="short"``): resize the shorter side to ``resize`` (``interpolation``),
+    then center-crop to ``input_size`` — padding with zeros where the image is smaller (so 28×28 MNIST
+    digits sit in LeNet-5's 32×32 field, as in the paper). ``resize_mode="letterbox"`` (pjreddie
+    darknet) instead fits the whole image inside ``input_size`` keeping its aspect and centres it on a
+    grey (128) canvas; ``resize`` is then unused. Then ``(x / 255 - mean) / std`` per channel.
     A "mean pixel" recipe (AlexNet, VGG) is ``mean=<pixel>/255, std=(1/255, …)``.
     """
 
@@ -31,6 +34,11 @@ class Preprocess:
     std: tuple[float, ...]
     resize: int  # eval: shorter side resized to this before the center crop
     interpolation: str = "bilinear"  # bilinear | bicubic | nearest
+    resize_mode: str = "short"  # short (shorter side + centre crop) | letterbox (fit, grey borders)
+
+    def __post_init__(self) -> None:
+        if self.resize_mode not in RESIZE_MODES:
+            raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, not {self.resize_mode!r}")
 
     @property
     def channels(self) -> int:
@@ -60,6 +68,7 @@ class Preprocess:
             "std": list(self.std),
             "resize": self.resize,
             "interpolation": self.interpolation,
+            "resize_mode": self.resize_mode,
         }
 
     @classmethod
@@ -70,6 +79,7 @@ class Preprocess:
             std=tuple(d["std"]),
             resize=int(d["resize"]),
             interpolation=d.get("interpolation", "bilinear"),
+            resize_mode=d.get("resize_mode", "short"),  # checkpoints from before letterbox existed
         )
 
 

@@ -153,3 +153,17 @@ def test_unknown_flavor_and_missing_names_are_user_errors(tmp_path: Path) -> Non
     data.write_text("classes=1000\nnames=nowhere.names\n")
     with pytest.raises(CnnlabError, match="names"):
         classifier_predict(str(data), str(REF / "cfg/tiny.cfg"), "", str(REF / "images/img2_224x224.png"), out=io.StringIO(), err=io.StringIO())
+
+
+def test_detector_test_keeps_an_existing_predictions_png_without_force(weights_for, monkeypatch, capsys, tmp_path: Path) -> None:
+    monkeypatch.chdir(REF)
+    name = tmp_path / "predictions"
+    args = ["darknet", "detector", "test", "data/detect80.data", "cfg/yolov3-tiny.cfg", str(weights_for("yolov3-tiny")),
+            "images/img2_224x224.png", "-out", str(name)]  # fmt: skip
+    assert main(args) == 0
+    first = (tmp_path / "predictions.png").read_bytes()
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "predictions.png already exists" in err and "--force" in err and len(err.strip().splitlines()) == 1
+    assert main([*args, "--force"]) == 0 and (tmp_path / "predictions.png").read_bytes() == first

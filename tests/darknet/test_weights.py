@@ -129,3 +129,17 @@ def test_checkpoint_payload_rebuilds_the_same_network(weights_for) -> None:
         torch.testing.assert_close(back(x), model(x), rtol=0, atol=0)
     with pytest.raises(CnnlabError, match="not a darknet checkpoint"):
         from_checkpoint_payload({"format": "other"})
+
+
+def test_partial_refuses_to_overwrite_without_force(weights_for, tmp_path: Path, capsys) -> None:
+    from cnnlab.cli import main
+
+    cfg, src = REF / "cfg" / "oracle-mini-pj.cfg", weights_for("oracle-mini-pj")
+    out = tmp_path / "mine.weights"
+    out.write_bytes(b"the user's file")
+    code = main(["darknet", "partial", str(cfg), str(src), str(out), "10"])
+    err = capsys.readouterr().err
+    assert code == 2 and "already exists" in err and "--force" in err and len(err.strip().splitlines()) == 1
+    assert out.read_bytes() == b"the user's file"
+    assert main(["darknet", "partial", str(cfg), str(src), str(out), "10", "--force"]) == 0
+    assert load_darknet(cfg, out, allow_partial=True).loaded_layers == 12

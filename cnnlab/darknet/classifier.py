@@ -1,0 +1,166 @@
+"""A darknet classifier cfg as a cnnlab model, so ``cnnlab train/valid/predict/summary`` take it.
+
+``create_model("darknet:PATH.cfg", num_classes=N)`` builds :class:`DarknetClassifier`. It follows the
+:class:`~cnnlab.models.Classifier` contract: ``forward`` returns log-probabilities (darknet's
+softmax output, in log space — see :meth:`DarknetNet.forward_log_probs`), ``meta.classifier`` names
+the last weighted layer, and ``reset_classifier`` rewrites that layer's ``filters=``/``output=``.
+
+The cfg *text* travels in ``meta.extra["builder_kwargs"]`` and from there into every checkpoint's
+``arch``, so a checkpoint rebuilds the network without the cfg file.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+
+from cnnlab.darknet.cfg import read_cfg
+from cnnlab.darknet.layers import Connected, Convolutional
+from cnnlab.darknet.model import DarknetNet, darknet_preprocess
+from cnnlab.errors import CnnlabError
+from cnnlab.models._base import Classifier, ModelMeta
+
+PREFIX = "darknet:"
+# layers that may follow the classifier layer: they keep (or pool) its channels, so its filters= is
+# the number of classes
+_AFTER_CLASSIFIER = {"avg", "softmax", "cost", "dropout", "activation", "batchnorm", "max", "local_avgpool"}
+
+
+def classifier_index(net: DarknetNet) -> int:
+    """Index of the layer whose ``filters=``/``output=`` is the number of classes."""
+    for i in range(len(net.layers) - 1, -1, -1):
+        layer = net.layers[i]
+        if isinstance(layer, (Convolutional, Connected)):
+            return i
+        if layer.kind not in _AFTER_CLASSIFIER:
+            break
+    raise CnnlabError(
+        f"{net.source}: cannot tell which layer is the classifier (expected a [convolutional] or [connected] "
+        "followed only by avgpool/softmax/cost/dropout)"
+    )
+
+
+def cfg_with_classes(net: DarknetNet, num_classes: int) -> str:
+    """The cfg text with the classifier layer's ``filters=`` (or ``output=``) set to ``num_classes``;
+    only that line changes, so comments and line numbers in error messages stay."""
+    k = classifier_index(net)
+    sec = net.sections[k + 1]
+    key = "output" if isinstance(net.layers[k], Connected) else "filters"
+    lines = net.cfg_text.splitlines(keepends=True)
+    if key in sec.option_lines:
+        lines[sec.option_lines[key] - 1] = f"{key}={num_classes}\n"
+    else:
+        lines.insert(sec.line, f"{key}={num_classes}\n")  # right after the [section] header
+    return "".join(lines)
+
+
+class DarknetClassifier(Classifier):
+    def __init__(
+        self,
+        cfg_text: str,
+        flavor: str = "pjreddie",
+        source: str = "<cfg>",
+        num_classes: int | None = None,
+        in_chans: int | None = None,
+    ) -> None:
+        super().__init__()
+        net = DarknetNet(cfg_text, flavor, source)
+        if net.is_detector:
+            raise CnnlabError(
+                f"{source} is a detector ([yolo]/[region]); cnnlab train/valid/predict take classifiers "
+                "(run detectors with `cnnlab darknet detector test`)"
+            )
+        if in_chans is not None and in_chans != net.channels:
+            raise CnnlabError(f"{source} takes {net.channels}-channel input ([net] channels=); edit the cfg for {in_chans}")
+        if num_classes is not None and num_classes != net.num_outputs:
+            k = classifier_index(net)
+            print(f"note: {source}: layer {k} [{net.sections[k + 1].type}] gets {num_classes} outputs "
+                  f"(the cfg has {net.num_outputs}) to match {num_classes} classes", file=sys.stderr)
+            net = DarknetNet(cfg_with_classes(net, num_classes), flavor, source)
+            if net.num_outputs != num_classes:
+                raise CnnlabError(
+                    f"{source}: setting the classifier layer to {num_classes} outputs gives a network with "
+                    f"{net.num_outputs}; edit the cfg so its last layer has {num_classes} outputs"
+                )
+        self.net = net
+        self.num_classes = net.num_outputs
+        k = classifier_index(net)
+        first = next((f"net.layers.{i}.conv" for i, l in enumerate(net.layers) if isinstance(l, Convolutional)), "net.layers.0")
+        self.meta = ModelMeta(
+            name=PREFIX + source,
+            preprocess=darknet_preprocess(net),
+            first_conv=first,
+            classifier=f"net.layers.{k}",
+            paper="darknet cfg",
+            extra={"builder_kwargs": {"cfg_text": net.cfg_text, "flavor": flavor}},
+        )
+
+    @property
+    def flavor(self) -> str:
+        return self.net.flavor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) in [0, 1] → (N, classes) log-probs
+        return self.net.forward_log_probs(x)
+
+    def _split(self) -> int:
+        k = classifier_index(self.net)
+        for j in range(k, len(self.net.layers)):
+            if any(r < k - 1 for r in self.net.layers[j].refs):
+                raise CnnlabError(f"{self.net.source}: a layer after the classifier reads an earlier layer; no features/head split")
+        return k
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Output of the layer before the classifier layer."""
+        return self.net.forward_all(x, upto=self._split())[-1]
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if pre_logits:
+            return x.flatten(1)
+        k = self._split()
+        outputs: list[torch.Tensor | None] = [None] * (k - 1) + [x]
+        for layer in list(self.net.layers)[k : self.net.head_start()]:
+            x = layer(x, outputs)
+            outputs.append(x)
+        return self.net.log_probs_from_logits(x.flatten(1))
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # type: ignore[override]
+        # e.g. `cnnlab train --resume` after the cfg file was edited: one line instead of a traceback
+        try:
+            return super().load_state_dict(state_dict, strict, assign)
+        except RuntimeError as e:
+            detail = next((line.strip() for line in str(e).splitlines()[1:] if line.strip()), str(e).splitlines()[0])
+            raise CnnlabError(
+                f"these weights do not fit {self.net.source} ({detail}); was the cfg edited after they were saved?"
+            ) from None
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """A new, freshly initialised classifier layer with ``num_classes`` outputs; the rest is kept."""
+        param = next(self.parameters())
+        new = DarknetClassifier(self.net.cfg_text, self.flavor, self.net.source, num_classes).to(param.device, param.dtype)
+        prefix = self.meta.classifier + "."
+        keep = {k: v for k, v in self.state_dict().items() if not k.startswith(prefix)}
+        new.load_state_dict(keep, strict=False)
+        self.net, self.meta, self.num_classes = new.net, new.meta, new.num_classes
+
+    def layer_table(self) -> str:
+        return self.net.layer_table()
+
+
+def create_darknet_classifier(
+    name: str, num_classes: int | None = None, in_chans: int | None = None, cfg_text: str | None = None, flavor: str = "pjreddie"
+) -> DarknetClassifier:
+    """``name`` is ``darknet:PATH.cfg``; ``cfg_text`` (from a checkpoint) wins over reading PATH."""
+    path = name[len(PREFIX) :] if name.startswith(PREFIX) else ""
+    if cfg_text is None:
+        if not path:
+            raise CnnlabError("a darknet model needs its cfg: write --model darknet:PATH.cfg")
+        _, cfg_text = read_cfg(path)
+    return DarknetClassifier(cfg_text, flavor, path or "<cfg>", num_classes, in_chans)
+
+
+def classifier_from_net(net: DarknetNet) -> DarknetClassifier:
+    """Wrap an already loaded network (e.g. with .weights read) without copying its cfg from disk."""
+    model = DarknetClassifier(net.cfg_text, net.flavor, net.source)
+    model.net = net
+    return model
