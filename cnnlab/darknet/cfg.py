@@ -157,3 +157,13 @@ def read_data_file(path: str | Path) -> dict[str, str]:
         k, v = line.split("=", 1)
         options.setdefault(k, v)
     return options
+
+
+def resolve_data_path(path: str, data_file: Path) -> Path:
+    """A path from a .data file: darknet opens it relative to the working directory; also try the
+    .data file's folder and its parent (where `cnnlab data darknet` and most tutorials put them)."""
+    p = Path(path)
+    for cand in (p, data_file.parent / p, data_file.parent.parent / p):
+        if cand.exists():
+            return cand
+    return p

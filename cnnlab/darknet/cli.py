@@ -14,7 +14,7 @@ from typing import TextIO
 import numpy as np
 import torch
 
-from cnnlab.darknet.cfg import read_data_file
+from cnnlab.darknet.cfg import read_data_file, resolve_data_path as _resolve
 from cnnlab.darknet.detect import Detections, network_boxes, nms_sort
 from cnnlab.darknet.layers import Yolo
 from cnnlab.darknet.model import DarknetNet, load_darknet
@@ -23,15 +23,6 @@ from cnnlab.darknet.weights import WeightsHeader, save_weights
 from cnnlab.errors import CnnlabError
 
 f32 = np.float32
-
-
-def _resolve(path: str, data_file: Path) -> Path:
-    """Darknet opens paths relative to the working directory; also try the .data file's folders."""
-    p = Path(path)
-    for cand in (p, data_file.parent / p, data_file.parent.parent / p):
-        if cand.exists():
-            return cand
-    return p
 
 
 def read_names(options: dict[str, str], data_file: Path, keys: tuple[str, ...]) -> list[str]:

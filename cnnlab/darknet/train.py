@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cnnlab.darknet.cfg import read_data_file
+from cnnlab.darknet.cfg import read_data_file, resolve_data_path as _resolve
 from cnnlab.darknet.model import DarknetNet, load_darknet
 from cnnlab.darknet.preprocess import load_image, resize
 from cnnlab.darknet.schedule import NetTraining
@@ -94,14 +94,6 @@ def plan_backups(flavor: str, backup: Path, base: str, start: int, end: int, ima
             it_last = b
             saves.setdefault(b, []).append(periodic)
     return BackupPlan(backup / f"{base}_final.weights", periodic, saves)
-
-
-def _resolve(path: str, data_file: Path) -> Path:
-    p = Path(path)
-    for cand in (p, data_file.parent / p, data_file.parent.parent / p):
-        if cand.exists():
-            return cand
-    return p
 
 
 def _read_lines(path: Path, what: str, data_file: Path) -> list[str]:
