@@ -38,7 +38,8 @@ _SOF_BASELINE = (0xC0, 0xC1)  # baseline / extended sequential Huffman: restart-
 _SOF_ANY = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
 
-AREA_ABOVE = 1.2  # shrink factor past which resizing averages areas instead of bilinear sampling
+AREA_ABOVE = float(__import__("os").environ.get("XA", "1.5"))
+FAST = dict(fastdct=bool(int(__import__("os").environ.get("XF", "0"))), fastupsample=bool(int(__import__("os").environ.get("XU", "0"))))
 
 
 class JpegError(ValueError):
@@ -135,6 +136,7 @@ def decode_crop(
     flip: bool = False,
     gray: bool = False,
     partial: bool = True,
+    layout: JpegLayout | None = None,
 ) -> np.ndarray:
     """Crop ``box = (left, top, width, height)`` of a JPEG resized to ``size = (h, w)``, uint8 ``(h, w, C)``.
 
@@ -142,7 +144,7 @@ def decode_crop(
     """
     x, y, w, h = box
     out_h, out_w = size
-    layout = parse_layout(data)
+    layout = layout or parse_layout(data)
     top = 0
     if partial and layout.rows_per_interval:
         data, top = _band(data, layout, y, y + h)  # all markers found in one C-level regex scan
@@ -152,9 +154,9 @@ def decode_crop(
     need = max(out_w / w, out_h / h)
     scale = next((s for s in (0.125, 0.25, 0.5) if s >= need), 1.0)
     if scale < 1:
-        img = simplejpeg.decode_jpeg(data, colorspace=colorspace, min_width=math.ceil(layout.width * scale), min_height=1)
+        img = simplejpeg.decode_jpeg(data, colorspace=colorspace, min_width=math.ceil(layout.width * scale), min_height=1, **FAST)
     else:
-        img = simplejpeg.decode_jpeg(data, colorspace=colorspace)
+        img = simplejpeg.decode_jpeg(data, colorspace=colorspace, **FAST)
     # libjpeg-turbo scales by n/8 and rounds sizes up: recover n from the width.
     f = round(8 * img.shape[1] / layout.width) / 8 if layout.width >= 16 else img.shape[1] / layout.width
     if f == 1:  # integer box: slice exactly

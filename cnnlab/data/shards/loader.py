@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from cnnlab.data.loader import collate, sample_seed
-from cnnlab.data.shards.jpeg import decode_crop, jpeg_size
+from cnnlab.data.shards.jpeg import decode_crop, parse_layout
 from cnnlab.data.sources.base import BadImage
 from cnnlab.errors import CnnlabError
 
@@ -95,13 +95,13 @@ class FastCropDataset(Dataset):
             data = self.source.encoded(index)
             if self.source.is_jpeg(index):
                 try:
-                    width, height = jpeg_size(data)
+                    layout = parse_layout(data)
                 except ValueError:  # not a JPEG after all (a PNG named .jpg): the general decoder knows
                     arr = self._decoded(data, rng)
                 else:
-                    box = rrc_box(width, height, rng, self.scale, self.ratio)
+                    box = rrc_box(layout.width, layout.height, rng, self.scale, self.ratio)
                     flip = rng.random() < self.hflip
-                    arr = decode_crop(data, box, self.size, flip, gray=self.channels == 1, partial=self.partial)
+                    arr = decode_crop(data, box, self.size, flip, self.channels == 1, self.partial, layout)
             else:
                 arr = self._decoded(data, rng)
         except (BadImage, ValueError, OSError) as e:
