@@ -1,7 +1,7 @@
 """Accuracy is not traded for speed: reduced-scale, partial decoding + crop ≈ full decoding + crop.
 
 Bound: over 200 random-resized crops (224 × 224) of a photo stored by the default recipe (shorter
-side 256, quality 90: band decoding) and 200 of it at 1200 × 800 (quality 90: band and
+side 256, quality 90: region decoding) and 200 of it at 1200 × 800 (quality 90: region and
 reduced-scale decoding), the mean absolute error per pixel and channel against full decoding with
 torchvision-style antialiased bilinear resizing is below 2.0 (of 255) on average and below 6.0
 for every single crop (measured: 0.4 and 1.6 on average, worst crops 1.7 and 4.4). For scale: JPEG quality 90 itself
@@ -56,15 +56,20 @@ def reference(full: torch.Tensor, box, size, flip) -> np.ndarray:
 def test_reduced_scale_partial_decode_matches_full_decode(resize, monkeypatch):
     stored = encode(resize)
     full = decode_image(stored)  # (3, 256, 384) or (3, 800, 1200): libjpeg through Pillow, whole image
-    decoded_shapes = []
-    real = jpeg.simplejpeg.decode_jpeg
+    scaled, regions = [], []
+    real_decode, real_region = jpeg.simplejpeg.decode_jpeg, jpeg._region
 
-    def spy(data, **kw):
-        out = real(data, **kw)
-        decoded_shapes.append(out.shape)
+    def decode_spy(data, **kw):
+        scaled.append("min_width" in kw)  # asked for a reduced DCT scale
+        return real_decode(data, **kw)
+
+    def region_spy(data, *args):
+        out = real_region(data, *args)
+        regions.append(len(out[0]) < len(data))  # decoded a cut-out of the stream
         return out
 
-    monkeypatch.setattr(jpeg.simplejpeg, "decode_jpeg", spy)
+    monkeypatch.setattr(jpeg.simplejpeg, "decode_jpeg", decode_spy)
+    monkeypatch.setattr(jpeg, "_region", region_spy)
     rng = random.Random(0)
     errors = []
     for _ in range(200):
@@ -72,24 +77,23 @@ def test_reduced_scale_partial_decode_matches_full_decode(resize, monkeypatch):
         flip = rng.random() < 0.5
         got = jpeg.decode_crop(stored, box, (224, 224), flip)
         errors.append(float(np.abs(got.astype(np.float64) - reference(full, box, (224, 224), flip)).mean()))
-    # The fast paths were taken: some decodes were of only a band of rows; from the large image
-    # some were at reduced scale (a 256-px store never needs that for 224-px crops: the crop would
-    # have to be twice the output).
-    if resize == 0:
-        assert any(s[1] < full.shape[2] for s in decoded_shapes)
-    assert any(s[0] < full.shape[1] and s[1] == full.shape[2] for s in decoded_shapes)
+    # The fast paths were taken: most decodes were of a cut-out region; from the large image some
+    # were at reduced scale (a 256-px store never needs that for 224-px crops: the crop would have
+    # to be twice the output).
+    assert sum(regions) > len(errors) / 2
+    assert any(scaled) == (resize == 0)
     print(f"resize={resize}: mean abs error {np.mean(errors):.2f}, worst crop {max(errors):.2f}")
     assert np.mean(errors) < MEAN_BOUND, np.mean(errors)
     assert max(errors) < CROP_BOUND, max(errors)
 
 
-def test_band_decoding_is_the_same_as_whole_decoding(stored):
+def test_region_decoding_is_the_same_as_whole_decoding(stored):
     rng = random.Random(1)
     for _ in range(50):
         box = rrc_box(384, 256, rng, (0.08, 1.0), (3 / 4, 4 / 3))
         a = jpeg.decode_crop(stored, box, (224, 224), partial=True).astype(int)
         b = jpeg.decode_crop(stored, box, (224, 224), partial=False).astype(int)
-        # Only chroma upsampling at the band's edge rows can differ.
+        # Only chroma upsampling at the region's edges can differ.
         assert np.abs(a - b).mean() < 0.1
 
 
@@ -97,7 +101,8 @@ def test_jpegs_without_restart_markers_and_grayscale(stored):
     plain = io.BytesIO()
     Image.open(io.BytesIO(stored)).save(plain, "JPEG", quality=90)
     layout = jpeg.parse_layout(plain.getvalue())
-    assert layout.rows_per_interval == 0 and jpeg.parse_layout(stored).rows_per_interval == 1
+    assert layout.interval_rows == 0
+    assert (jpeg.parse_layout(stored).interval_rows, jpeg.parse_layout(stored).interval_cols) == (1, 2)  # 384 px: 24 MCUs
     a = jpeg.decode_crop(plain.getvalue(), (10, 20, 100, 120), (64, 64))
     assert a.shape == (64, 64, 3)
     g = jpeg.decode_crop(stored, (10, 20, 100, 120), (64, 64), gray=True)

@@ -21,8 +21,8 @@ markers (any JPEG from elsewhere) simply take the whole-image path.
 from __future__ import annotations
 
 import math
-import re
 import struct
+import threading
 from dataclasses import dataclass
 
 import cv2
@@ -33,13 +33,26 @@ import simplejpeg
 # is its workers.
 cv2.setNumThreads(1)
 
-_RST = re.compile(rb"\xff[\xd0-\xd7]")  # in entropy data a literal 0xFF is stuffed as FF 00
 _SOF_BASELINE = (0xC0, 0xC1)  # baseline / extended sequential Huffman: restart-splittable
 _SOF_ANY = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
 
-AREA_ABOVE = float(__import__("os").environ.get("XA", "1.5"))
-FAST = dict(fastdct=bool(int(__import__("os").environ.get("XF", "0"))), fastupsample=bool(int(__import__("os").environ.get("XU", "0"))))
+AREA_ABOVE = 1.5  # shrink factor past which resizing averages areas instead of bilinear sampling
+# Accurate IDCT and chroma upsampling: the fast variants save ~5% each but double the error of a
+# 256-px store's crops (mean 0.4 → 1.0 of 255, tests/shards/test_decode_accuracy.py).
+FAST = {"fastdct": False, "fastupsample": False}
+
+
+_local = threading.local()
+
+
+def _scratch(nbytes: int) -> np.ndarray:
+    """A per-thread decode buffer, reused: a fresh 100-300 KB array per image costs ~5% in page
+    faults. The decoded pixels never leave :func:`decode_crop` (the resize makes a new array)."""
+    buf = getattr(_local, "buf", None)
+    if buf is None or buf.size < nbytes:
+        buf = _local.buf = np.empty(max(nbytes, 1 << 20), dtype=np.uint8)
+    return buf
 
 
 class JpegError(ValueError):
@@ -51,10 +64,22 @@ class JpegLayout:
     width: int
     height: int
     channels: int
-    mcu_height: int  # pixel rows per MCU row (8 × max vertical sampling factor)
-    sof_height_at: int  # byte offset of the 2-byte height field in SOF
+    mcu_width: int  # pixels per MCU (8 × max sampling factor; 8 for a one-component scan)
+    mcu_height: int
+    sof_at: int  # byte offset of the SOF's height field (the width follows it)
     scan_start: int  # first byte of entropy-coded data
-    rows_per_interval: int  # MCU rows per restart interval; 0 = no usable restart markers
+    # A restart interval covers interval_rows MCU rows × interval_cols MCU columns (0, 0: no usable
+    # restart markers). Either whole rows (interval_cols = MCUs per row) or a divisor of a row.
+    interval_rows: int
+    interval_cols: int
+
+    @property
+    def mcus_per_row(self) -> int:
+        return -(-self.width // self.mcu_width)
+
+    @property
+    def mcu_rows(self) -> int:
+        return -(-self.height // self.mcu_height)
 
 
 def parse_layout(data: bytes) -> JpegLayout:
@@ -62,7 +87,7 @@ def parse_layout(data: bytes) -> JpegLayout:
     if data[:2] != b"\xff\xd8":
         raise JpegError("not a JPEG (no SOI marker)")
     pos, n = 2, len(data)
-    width = height = channels = mcu_h = sof_at = 0
+    width = height = channels = sof_at = 0
     restart = 0
     baseline = False
     hmax = vmax = 1
@@ -90,37 +115,63 @@ def parse_layout(data: bytes) -> JpegLayout:
                 raise JpegError("SOS before SOF")
             if channels == 1:  # a single-component scan is not interleaved: 8×8 blocks
                 hmax = vmax = 1
-            mcus_per_row = math.ceil(width / (8 * hmax))
-            rows = restart // mcus_per_row if baseline and restart and restart % mcus_per_row == 0 else 0
-            return JpegLayout(width, height, channels, 8 * vmax, sof_at, pos + 2 + length, rows)
+            per_row = -(-width // (8 * hmax))
+            rows = cols = 0
+            if baseline and restart and restart % per_row == 0:
+                rows, cols = restart // per_row, per_row
+            elif baseline and restart and per_row % restart == 0:
+                rows, cols = 1, restart
+            return JpegLayout(width, height, channels, 8 * hmax, 8 * vmax, sof_at, pos + 2 + length, rows, cols)
         pos += 2 + length
     raise JpegError("no image data (SOS marker missing)")
 
 
-def _band(data: bytes, layout: JpegLayout, y0: int, y1: int) -> tuple[bytes, int]:
-    """A valid JPEG holding pixel rows ``[top, bottom)`` ⊇ ``[y0, y1)``; returns it and ``top``.
+def restart_blocks(width: int, mcu_width: int = 16) -> int:
+    """The restart interval (in MCUs) the writer uses: a small divisor of the MCUs per row, so a
+    crop can be cut out column-wise too (1 when the row's MCU count has none up to 4)."""
+    per_row = -(-width // mcu_width)
+    return next((k for k in (2, 3, 4) if per_row % k == 0), 1)
 
-    Interval k ends with RST(k mod 8) (the last one with EOI instead). Any surprise (markers not as
-    we write them) returns the whole image, which is always correct, just slower.
+
+def _region(data: bytes, layout: JpegLayout, x0: int, y0: int, x1: int, y1: int) -> tuple[bytes, int, int, int]:
+    """A valid JPEG holding the restart intervals that pixels ``[x0, x1) × [y0, y1)`` touch.
+
+    Returns it with its left, top and width in the original. Interval k ends with RST(k mod 8),
+    the last with EOI. The kept intervals, row by row, are concatenated and their markers
+    renumbered from RST0; SOF gets the new width and height (the restart interval stays valid
+    because whole intervals make up each new MCU row). Any surprise (markers not as we write
+    them) returns the whole image, which is always correct, just slower.
     """
-    band_h = layout.mcu_height * layout.rows_per_interval  # pixel rows per restart interval
-    first, last = y0 // band_h, (y1 - 1) // band_h  # intervals the crop touches
-    intervals = math.ceil(layout.height / band_h)
-    if first == 0 and last == intervals - 1:
-        return data, 0
-    ends = [m.start() for m in _RST.finditer(data, layout.scan_start)]
-    if len(ends) != intervals - 1:
-        return data, 0  # markers not as written by us: decode the whole image
-    starts = [layout.scan_start] + [e + 2 for e in ends]
-    parts = [data[: layout.sof_height_at], struct.pack(">H", min(layout.height, (last + 1) * band_h) - first * band_h)]
-    parts.append(data[layout.sof_height_at + 2 : layout.scan_start])
-    for j, k in enumerate(range(first, last + 1)):
-        end = ends[k] if k < intervals - 1 else len(data) - 2  # strip RST / EOI
-        parts.append(data[starts[k] : end])
-        if k < last:
-            parts.append(bytes((0xFF, 0xD0 + j % 8)))  # renumbered from RST0
-    parts.append(b"\xff\xd9")
-    return b"".join(parts), first * band_h
+    iw, ih = layout.interval_cols * layout.mcu_width, layout.interval_rows * layout.mcu_height  # pixels
+    n_rows = -(-layout.mcu_rows // layout.interval_rows)
+    n_cols = layout.mcus_per_row // layout.interval_cols
+    a0, a1, b0, b1 = y0 // ih, (y1 - 1) // ih, x0 // iw, (x1 - 1) // iw
+    if a0 == 0 and a1 == n_rows - 1 and b0 == 0 and b1 == n_cols - 1:
+        return data, 0, 0, layout.width
+    # In entropy-coded data a literal 0xFF is stuffed as FF 00, so FF D0..D7 are always markers.
+    buf = np.frombuffer(data, dtype=np.uint8)
+    ff = np.flatnonzero(buf[layout.scan_start : -1] == 0xFF) + layout.scan_start
+    ends = ff[(buf[ff + 1] & 0xF8) == 0xD0]
+    if len(ends) != n_rows * n_cols - 1 or data[-2:] != b"\xff\xd9":
+        return data, 0, 0, layout.width  # markers not as written by us: decode the whole image
+    end = np.append(ends, len(data) - 2).reshape(n_rows, n_cols)
+    start = np.append(layout.scan_start, end.ravel()[:-1] + 2).reshape(n_rows, n_cols)
+    # Row r contributes intervals b0..b1 in one piece, with the marker after it (EOI after the last).
+    s0, e1 = start[a0 : a1 + 1, b0], end[a0 : a1 + 1, b1] + 2
+    pieces = [buf[i:j] for i, j in zip(s0.tolist(), e1.tolist())]
+    body = np.concatenate(pieces)
+    body[-2:] = (0xFF, 0xD9)  # the last piece's marker becomes EOI
+    offsets = np.cumsum(e1 - s0) - (e1 - s0)
+    markers = (end[a0 : a1 + 1, b0 : b1 + 1] - start[a0 : a1 + 1, b0 : b1 + 1][:, :1] + offsets[:, None]).ravel()[:-1]
+    body[markers + 1] = 0xD0 + np.arange(len(markers)) % 8  # RST0, RST1, … in the new order
+    left, top = b0 * iw, a0 * ih
+    new_w, new_h = min(layout.width, (b1 + 1) * iw) - left, min(layout.height, (a1 + 1) * ih) - top
+    header = data[: layout.sof_at] + struct.pack(">HH", new_h, new_w) + data[layout.sof_at + 4 : layout.scan_start]
+    return header + body.tobytes(), left, top, new_w
+
+
+def _sof_height(data: bytes, layout: JpegLayout) -> int:
+    return struct.unpack_from(">H", data, layout.sof_at)[0]  # the cut-out keeps the SOF where it was
 
 
 def jpeg_size(data: bytes) -> tuple[int, int]:
@@ -145,29 +196,34 @@ def decode_crop(
     x, y, w, h = box
     out_h, out_w = size
     layout = layout or parse_layout(data)
-    top = 0
-    if partial and layout.rows_per_interval:
-        data, top = _band(data, layout, y, y + h)  # all markers found in one C-level regex scan
+    left = top = 0
+    region_w = layout.width
+    original = data
+    if partial and layout.interval_rows:
+        data, left, top, region_w = _region(data, layout, x, y, x + w, y + h)
     colorspace = "GRAY" if gray else "RGB"
     # The smallest of 1/8, 1/4, 1/2 at which the crop still has at least the output's pixels. Other
     # n/8 scales would fit tighter, but libjpeg-turbo has SIMD code only for these: 7/8 is 2× slower.
     need = max(out_w / w, out_h / h)
     scale = next((s for s in (0.125, 0.25, 0.5) if s >= need), 1.0)
+    region_h = layout.height if data is original else _sof_height(data, layout)
+    nbytes = (region_w + 8) * (region_h + 8) * (1 if gray else 3)  # ≥ any scaled size, rounded up
     if scale < 1:
-        img = simplejpeg.decode_jpeg(data, colorspace=colorspace, min_width=math.ceil(layout.width * scale), min_height=1, **FAST)
+        kw = {"min_width": math.ceil(region_w * scale), "min_height": 1}
     else:
-        img = simplejpeg.decode_jpeg(data, colorspace=colorspace, **FAST)
+        kw = {}
+    img = simplejpeg.decode_jpeg(data, colorspace=colorspace, buffer=_scratch(nbytes), **kw, **FAST)
     # libjpeg-turbo scales by n/8 and rounds sizes up: recover n from the width.
-    f = round(8 * img.shape[1] / layout.width) / 8 if layout.width >= 16 else img.shape[1] / layout.width
+    f = round(8 * img.shape[1] / region_w) / 8 if region_w >= 16 else scale
     if f == 1:  # integer box: slice exactly
-        band = img[y - top : y - top + h, x : x + w]
+        band = img[y - top : y - top + h, x - left : x - left + w]
     else:
         # At reduced scale the box edges fall between decoded pixels; rounding them would shift the
         # crop by up to 4 original pixels at 1/8 (MAE ≈ 8 on texture), so sample it sub-pixel.
         bw, bh = max(1, round(w * f)), max(1, round(h * f))
-        centre = ((x + w / 2) * f - 0.5, (y - top + h / 2) * f - 0.5)
+        centre = ((x - left + w / 2) * f - 0.5, (y - top + h / 2) * f - 0.5)
         band = cv2.getRectSubPix(img, (bw, bh), centre)
-    # Past 1.2× shrink, plain bilinear aliases (MAE ≈ 4 against an antialiased resize); area
+    # Past 1.5× shrink, plain bilinear aliases (error against an antialiased resize doubles); area
     # averaging fixes that. A 256-px store never gets there for 224-px crops, so shards stay fast.
     shrink = min(band.shape[0] / out_h, band.shape[1] / out_w)
     out = cv2.resize(band, (out_w, out_h), interpolation=cv2.INTER_AREA if shrink > AREA_ABOVE else cv2.INTER_LINEAR)

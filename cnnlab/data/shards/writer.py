@@ -31,6 +31,7 @@ import torch
 from PIL import Image
 
 from cnnlab.data.shards import format as fmt
+from cnnlab.data.shards.jpeg import restart_blocks
 from cnnlab.data.sources.base import BadImage, ImageSource
 from cnnlab.errors import CnnlabError
 
@@ -61,8 +62,10 @@ class Encoder:
         if ext == "png":
             pil.save(buf, "PNG", compress_level=6)
         else:
-            # A restart marker after every MCU row lets the loader decode only the rows a crop needs.
-            pil.save(buf, "JPEG", quality=self.quality, subsampling="4:2:0", restart_marker_rows=1)
+            # Restart markers every few MCUs let the loader decode only the region a crop needs.
+            mcu = 8 if pil.mode == "L" else 16  # 4:2:0 colour MCUs are 16 × 16
+            blocks = restart_blocks(pil.width, mcu)
+            pil.save(buf, "JPEG", quality=self.quality, subsampling="4:2:0", restart_marker_blocks=blocks)
         return buf.getvalue(), ext, factor
 
 
