@@ -1,21 +1,23 @@
-"""Decode only what a random crop needs: a band of a JPEG, at the smallest DCT scale that covers it.
+"""Decode only what a random crop needs: its region of a JPEG, at the smallest DCT scale that covers it.
 
 Two savings, both exact up to rounding (``tests/shards/test_decode_accuracy.py`` bounds the error):
 
-* **Rows.** Shards are written with a restart marker after every MCU row (Pillow's
-  ``restart_marker_rows=1``). Restart intervals are independently entropy-coded (DC predictors
-  reset at each marker), so the rows a crop touches can be cut out of the byte stream and handed to
-  the decoder as a smaller, valid JPEG: the SOF height is rewritten and the RSTn markers are
-  renumbered from 0. Huffman decoding dominates at quality 90 (a 1/8-scale decode of a 256-px image
-  still costs 70% of a full one), so skipping rows is what makes the biggest difference.
-* **Scale.** libjpeg-turbo can run the inverse DCT at n/8 of the size (simplejpeg's
-  ``min_height``/``min_width``), which replaces most of the resize and acts as its anti-aliasing,
-  so the remaining bilinear resize shrinks by less than 2×.
+* **Region.** Shards are written with a restart marker every 1-4 MCUs (16-64 px), dividing each
+  MCU row evenly (Pillow's ``restart_marker_blocks``). Restart intervals are entropy-coded
+  independently (DC predictors reset at each marker), so the intervals a crop touches can be cut
+  out of the byte stream, row by row, and handed to the decoder as a smaller valid JPEG: SOF gets
+  the region's width and height and the RSTn markers are renumbered from 0. Huffman decoding
+  dominates at quality 90 (a 1/8-scale decode of a 256-px image still costs 70% of a full one),
+  so decoding fewer bytes is what makes the difference: a random-resized crop touches about half.
+* **Scale.** libjpeg-turbo can run the inverse DCT at 1/2, 1/4 or 1/8 size (simplejpeg's
+  ``min_width``), which replaces most of a large shrink and acts as its anti-aliasing, so the
+  remaining resize shrinks by less than 2×. Only crops at least twice the output size use it
+  (original files; a 256-px store never does for 224-px crops).
 
 The marker surgery is hand-written because no maintained binding exposes libjpeg-turbo's partial
 decoding (``tj3SetCroppingRegion`` / ``jpeg_skip_scanlines``): simplejpeg and PyTurboJPEG decode
-whole images only, and PyTurboJPEG also needs a system ``libturbojpeg``. Files without restart
-markers (any JPEG from elsewhere) simply take the whole-image path.
+whole images only, and PyTurboJPEG also needs a system ``libturbojpeg``. JPEGs without suitable
+restart markers (any file from elsewhere) simply take the whole-image path.
 """
 
 from __future__ import annotations
@@ -172,12 +174,6 @@ def _region(data: bytes, layout: JpegLayout, x0: int, y0: int, x1: int, y1: int)
 
 def _sof_height(data: bytes, layout: JpegLayout) -> int:
     return struct.unpack_from(">H", data, layout.sof_at)[0]  # the cut-out keeps the SOF where it was
-
-
-def jpeg_size(data: bytes) -> tuple[int, int]:
-    """``(width, height)`` from the header, without decoding."""
-    layout = parse_layout(data)
-    return layout.width, layout.height
 
 
 def decode_crop(
