@@ -109,3 +109,16 @@ def test_jpegs_without_restart_markers_and_grayscale(stored):
     assert g.shape == (64, 64, 1)
     with pytest.raises(ValueError):
         jpeg.decode_crop(b"\xff\xd8" + b"\x00" * 100, (0, 0, 8, 8), (8, 8))
+
+
+def test_marker_table_is_used_and_a_wrong_one_is_ignored(stored):
+    layout = jpeg.parse_layout(stored)
+    buf = np.frombuffer(stored, dtype=np.uint8)
+    assert abs(layout.table_count) == 16 * 12 - 1  # 384 × 256: 16 MCU rows of 12 two-MCU intervals
+    assert (jpeg._table(buf, layout) == jpeg.restart_markers(buf, layout.scan_start)).all()
+    # A table that does not point at markers (damaged, or another tool's APP9) is not trusted.
+    broken = bytearray(stored)
+    broken[layout.table_at + 1] ^= 0x01
+    assert jpeg._table(np.frombuffer(bytes(broken), dtype=np.uint8), jpeg.parse_layout(bytes(broken))) is None
+    box = (30, 40, 150, 120)
+    assert np.array_equal(jpeg.decode_crop(bytes(broken), box, (224, 224)), jpeg.decode_crop(stored, box, (224, 224)))

@@ -45,7 +45,10 @@ AREA_ABOVE = 1.5  # shrink factor past which resizing averages areas instead of 
 FAST = {"fastdct": False, "fastupsample": False}
 
 
+_TABLE_MARKER = 0xE9  # APP9
+_TABLE_TAG = b"cnnlab-rst\0"  # identifies our segment among other APP9 uses
 _local = threading.local()
+_RST_CYCLE = (0xD0 + np.arange(1 << 16) % 8).astype(np.uint8)  # more than the intervals of any JPEG
 
 
 def _scratch(nbytes: int) -> np.ndarray:
@@ -74,6 +77,9 @@ class JpegLayout:
     # restart markers). Either whole rows (interval_cols = MCUs per row) or a divisor of a row.
     interval_rows: int
     interval_cols: int
+    sos_at: int = 0  # byte offset of the SOS marker
+    table_at: int = 0  # where our APP9 marker table's offsets start (0: none)
+    table_count: int = 0  # offsets in the table: > 0 as 4-byte, < 0 as 2-byte numbers
 
     @property
     def mcus_per_row(self) -> int:
@@ -90,7 +96,7 @@ def parse_layout(data: bytes) -> JpegLayout:
         raise JpegError("not a JPEG (no SOI marker)")
     pos, n = 2, len(data)
     width = height = channels = sof_at = 0
-    restart = 0
+    restart = table_at = table_count = 0
     baseline = False
     hmax = vmax = 1
     while pos + 4 <= n:
@@ -110,6 +116,10 @@ def parse_layout(data: bytes) -> JpegLayout:
             baseline = marker in _SOF_BASELINE
             hmax = max(data[pos + 11 + 3 * c] >> 4 for c in range(channels))
             vmax = max(data[pos + 11 + 3 * c] & 0x0F for c in range(channels))
+        elif marker == _TABLE_MARKER and data[pos + 4 : pos + 4 + len(_TABLE_TAG)] == _TABLE_TAG:
+            width_code = data[pos + 4 + len(_TABLE_TAG)]  # bytes per offset: 2 or 4
+            table_at = pos + 5 + len(_TABLE_TAG)
+            table_count = (length - 3 - len(_TABLE_TAG)) // 4 if width_code == 4 else -((length - 3 - len(_TABLE_TAG)) // 2)
         elif marker == 0xDD:  # DRI: restart interval in MCUs
             (restart,) = struct.unpack_from(">H", data, pos + 4)
         elif marker == 0xDA:  # SOS: entropy-coded data follows the segment
@@ -123,7 +133,9 @@ def parse_layout(data: bytes) -> JpegLayout:
                 rows, cols = restart // per_row, per_row
             elif baseline and restart and per_row % restart == 0:
                 rows, cols = 1, restart
-            return JpegLayout(width, height, channels, 8 * hmax, 8 * vmax, sof_at, pos + 2 + length, rows, cols)
+            return JpegLayout(
+                width, height, channels, 8 * hmax, 8 * vmax, sof_at, pos + 2 + length, rows, cols, pos, table_at, table_count
+            )
         pos += 2 + length
     raise JpegError("no image data (SOS marker missing)")
 
@@ -150,26 +162,63 @@ def _region(data: bytes, layout: JpegLayout, x0: int, y0: int, x1: int, y1: int)
     a0, a1, b0, b1 = y0 // ih, (y1 - 1) // ih, x0 // iw, (x1 - 1) // iw
     if a0 == 0 and a1 == n_rows - 1 and b0 == 0 and b1 == n_cols - 1:
         return data, 0, 0, layout.width
-    # In entropy-coded data a literal 0xFF is stuffed as FF 00, so FF D0..D7 are always markers.
     buf = np.frombuffer(data, dtype=np.uint8)
-    ff = np.flatnonzero(buf[layout.scan_start : -1] == 0xFF) + layout.scan_start
-    ends = ff[(buf[ff + 1] & 0xF8) == 0xD0]
-    if len(ends) != n_rows * n_cols - 1 or data[-2:] != b"\xff\xd9":
+    count = n_rows * n_cols
+    ends = _table(buf, layout) if abs(layout.table_count) == count - 1 else None
+    if ends is None:
+        ends = restart_markers(buf, layout.scan_start)
+    if len(ends) != count - 1 or data[-2:] != b"\xff\xd9":
         return data, 0, 0, layout.width  # markers not as written by us: decode the whole image
-    end = np.append(ends, len(data) - 2).reshape(n_rows, n_cols)
-    start = np.append(layout.scan_start, end.ravel()[:-1] + 2).reshape(n_rows, n_cols)
+    bounds = np.empty(count + 1, dtype=np.int64)  # interval k spans bounds[k] .. bounds[k+1] - 2
+    bounds[0], bounds[1:-1], bounds[-1] = layout.scan_start - 2, ends, len(data) - 2
+    grid = bounds[1:].reshape(n_rows, n_cols)  # position of the marker (or EOI) ending each interval
     # Row r contributes intervals b0..b1 in one piece, with the marker after it (EOI after the last).
-    s0, e1 = start[a0 : a1 + 1, b0], end[a0 : a1 + 1, b1] + 2
-    pieces = [buf[i:j] for i, j in zip(s0.tolist(), e1.tolist())]
-    body = np.concatenate(pieces)
+    s0 = bounds[a0 * n_cols + b0 : (a1 + 1) * n_cols : n_cols] + 2
+    e1 = grid[a0 : a1 + 1, b1] + 2
+    lengths = e1 - s0
+    body = np.concatenate([buf[i:j] for i, j in zip(s0.tolist(), e1.tolist())])
     body[-2:] = (0xFF, 0xD9)  # the last piece's marker becomes EOI
-    offsets = np.cumsum(e1 - s0) - (e1 - s0)
-    markers = (end[a0 : a1 + 1, b0 : b1 + 1] - start[a0 : a1 + 1, b0 : b1 + 1][:, :1] + offsets[:, None]).ravel()[:-1]
-    body[markers + 1] = 0xD0 + np.arange(len(markers)) % 8  # RST0, RST1, … in the new order
+    offsets = np.cumsum(lengths) - lengths - s0  # new position = old position + offset of its row
+    markers = (grid[a0 : a1 + 1, b0 : b1 + 1] + offsets[:, None]).ravel()[:-1]
+    body[markers + 1] = _RST_CYCLE[: len(markers)]  # RST0, RST1, … in the new order
     left, top = b0 * iw, a0 * ih
     new_w, new_h = min(layout.width, (b1 + 1) * iw) - left, min(layout.height, (a1 + 1) * ih) - top
     header = data[: layout.sof_at] + struct.pack(">HH", new_h, new_w) + data[layout.sof_at + 4 : layout.scan_start]
     return header + body.tobytes(), left, top, new_w
+
+
+def restart_markers(buf: np.ndarray, scan_start: int) -> np.ndarray:
+    """Byte offsets of the RSTn markers after ``scan_start`` (a scan of the whole entropy-coded data)."""
+    # A literal 0xFF in entropy-coded data is stuffed as FF 00, so FF D0..D7 are always markers.
+    ff = np.flatnonzero(buf[scan_start:-1] == 0xFF)
+    ff += scan_start
+    return ff[(buf[ff + 1] & 0xF8) == 0xD0]
+
+
+def _table(buf: np.ndarray, layout: JpegLayout) -> np.ndarray | None:
+    """The marker offsets stored by :func:`add_marker_table`, checked against the data (None if wrong)."""
+    dtype = ">u4" if layout.table_count > 0 else ">u2"
+    ends = np.frombuffer(buf, dtype=dtype, count=abs(layout.table_count), offset=layout.table_at).astype(np.int64)
+    ends += layout.scan_start
+    if len(ends) and (ends[-1] + 1 >= len(buf) or not ((buf[ends] == 0xFF) & ((buf[ends + 1] & 0xF8) == 0xD0)).all()):
+        return None
+    return ends
+
+
+def add_marker_table(data: bytes) -> bytes:
+    """Insert an APP9 segment listing where each restart marker is, so a reader need not scan the
+    entropy-coded data for them (a third of the cost of cutting out a region). Decoders skip APPn
+    segments they do not know. Returned unchanged when there are no markers or too many to list."""
+    layout = parse_layout(data)
+    if not layout.interval_rows:
+        return data
+    ends = restart_markers(np.frombuffer(data, dtype=np.uint8), layout.scan_start) - layout.scan_start
+    wide = len(ends) > 0 and ends[-1] > 0xFFFF
+    payload = _TABLE_TAG + (b"\x04" + ends.astype(">u4").tobytes() if wide else b"\x02" + ends.astype(">u2").tobytes())
+    if len(payload) + 2 > 0xFFFF:
+        return data
+    segment = bytes((0xFF, _TABLE_MARKER)) + struct.pack(">H", len(payload) + 2) + payload
+    return data[: layout.sos_at] + segment + data[layout.sos_at :]
 
 
 def _sof_height(data: bytes, layout: JpegLayout) -> int:

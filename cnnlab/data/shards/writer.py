@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 
 from cnnlab.data.shards import format as fmt
-from cnnlab.data.shards.jpeg import restart_blocks
+from cnnlab.data.shards.jpeg import add_marker_table, restart_blocks
 from cnnlab.data.sources.base import BadImage, ImageSource
 from cnnlab.errors import CnnlabError
 
@@ -66,6 +66,7 @@ class Encoder:
             mcu = 8 if pil.mode == "L" else 16  # 4:2:0 colour MCUs are 16 × 16
             blocks = restart_blocks(pil.width, mcu)
             pil.save(buf, "JPEG", quality=self.quality, subsampling="4:2:0", restart_marker_blocks=blocks)
+            return add_marker_table(buf.getvalue()), ext, factor
         return buf.getvalue(), ext, factor
 
 
