@@ -143,7 +143,7 @@ def main() -> None:
         "torchvision ImageFolder + PIL + v2 (baseline)": lambda i: baseline[i],
         "cnnlab loader, original files": lambda i: fast_files[(0, i)],
         "cnnlab loader, shards (256 px, q90)": lambda i: fast_shards[(0, i)],
-        "  same, without band decoding": lambda i: fast_shards_whole[(0, i)],
+        "  same, without region decoding": lambda i: fast_shards_whole[(0, i)],
     }
     best = {k: 0.0 for k in pipelines}
     for r in range(args.rounds):

@@ -17,11 +17,11 @@ CLASSES = ["n01440764", "n01443537", "n01484850"]
 PER_CLASS = 10  # train images per class; val has 3 per class
 
 
-def make_folders(root: Path, corrupt: bool = False) -> Path:
+def make_folders(root: Path, corrupt: bool = False, per_class: int = PER_CLASS) -> Path:
     """root/{train,val}/<wnid>/*.jpg: crops of scikit-learn's two photos at assorted sizes."""
     photos = [load_sample_image("china.jpg"), load_sample_image("flower.jpg")]  # (427, 640, 3)
     rng = np.random.default_rng(0)
-    for split, n in (("train", PER_CLASS), ("val", 3)):
+    for split, n in (("train", per_class), ("val", 3)):
         for c, wnid in enumerate(CLASSES):
             d = root / split / wnid
             d.mkdir(parents=True)
