@@ -7,7 +7,7 @@ Evidence: images per CPU-second of each pipeline, measured in this one process i
 rounds (so machine load hits all alike, best round kept), their ratios to the baseline, and the
 wall-clock throughput of a ``DataLoader`` with 2 workers for each.
 
-    PYTHONPATH=. python bench/loader.py [--images 600] [--rounds 3] [--corpus DIR]
+    PYTHONPATH=. python bench/loader.py [--images 600] [--rounds 5] [--corpus DIR]
 
 The corpus is ImageNet-like: JPEGs at quality ~90, mostly about 500×375 (either orientation),
 15% up to 1200×900, cut and rescaled from photos that ship with scikit-learn and scikit-image.
@@ -88,7 +88,7 @@ def loader_wall(loader, n: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--images", type=int, default=600)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--corpus", type=Path, help="reuse/keep the corpus and shards here (default: a temporary folder)")
     args = ap.parse_args()
 
