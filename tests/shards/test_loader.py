@@ -118,3 +118,21 @@ def test_corrupt_sample_inside_a_shard_is_skipped_and_counted(shards, tmp_path):
 
     with pytest.raises(BadImage):
         ShardSource(copy).load(victim)
+
+
+def test_open_files_are_bounded(shards, monkeypatch):
+    from cnnlab.data.shards import source as source_mod
+
+    monkeypatch.setattr(source_mod, "MAX_OPEN", 2)
+    source = ShardSource(shards / "train")  # 5 shards
+    fresh = ShardSource(shards / "train")
+    for i in reversed(range(len(source))):
+        assert source.encoded(i) == fresh.encoded(i)  # the same bytes whatever was closed in between
+        assert len(source._fds) <= 2
+
+
+def test_grey_models_get_one_channel(shards):
+    source = ShardSource(shards / "train")
+    loader = make_shard_loader(source, (32, 32), 1, 8, seed=0, workers=0, drop_last=False, rank=0, world=1)
+    batch = next(iter(loader))
+    assert batch.images.shape == (8, 1, 32, 32) and batch.images.dtype == torch.uint8

@@ -104,7 +104,7 @@ class FastCropDataset(Dataset):
                     arr = decode_crop(data, box, self.size, flip, self.channels == 1, self.partial, layout)
             else:
                 arr = self._decoded(data, rng)
-        except (BadImage, ValueError, OSError) as e:
+        except (BadImage, ValueError, OSError, cv2.error) as e:
             return None, f"{self.source.describe(index)}: {str(e)[:100] or type(e).__name__}", index
         return torch.from_numpy(arr).permute(2, 0, 1), self.source.label(index), index  # (C, H, W)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from cnnlab.data.sources.base import ImageSource
 from cnnlab.errors import CnnlabError
 
 _EXTS = ("jpg", "png")
+MAX_OPEN = 16  # shard files kept open per process (the sampler reads a window of 4 at a time)
 
 
 class ShardSource(ImageSource):
@@ -53,7 +55,7 @@ class ShardSource(ImageSource):
         self.keys = keys
         # Samples of shard k are the contiguous range [starts[k], starts[k + 1]).
         self.starts = np.concatenate([[0], np.cumsum([s["samples"] for s in self.manifest["shards"]])]).astype(np.int64)
-        self._fds: dict[int, int] = {}
+        self._fds: OrderedDict[int, int] = OrderedDict()  # shard → open file, least recently used first
         self._pid = -1
 
     def __len__(self) -> int:
@@ -70,12 +72,18 @@ class ShardSource(ImageSource):
 
     def encoded(self, index: int) -> bytes:
         """The stored image bytes of sample ``index`` (one pread; file descriptors kept per process)."""
-        if self._pid != os.getpid():  # a forked DataLoader worker must not share the parent's offsets
-            self._fds, self._pid = {}, os.getpid()
+        if self._pid != os.getpid():  # a forked DataLoader worker opens its own files
+            self._fds, self._pid = OrderedDict(), os.getpid()
         k = int(self.shard[index])
         fd = self._fds.get(k)
         if fd is None:
+            # A bounded set of open shards: an epoch visits every shard (1,282 for ImageNet), more
+            # than the usual limit of 1,024 open files per process.
+            if len(self._fds) >= MAX_OPEN:
+                os.close(self._fds.popitem(last=False)[1])
             fd = self._fds[k] = os.open(self.root / self.files[k], os.O_RDONLY)
+        else:
+            self._fds.move_to_end(k)
         return os.pread(fd, int(self.size[index]), int(self.offset[index]))
 
     def load(self, index: int) -> torch.Tensor:
@@ -86,7 +94,7 @@ class ShardSource(ImageSource):
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state["_fds"], state["_pid"] = {}, -1
+        state["_fds"], state["_pid"] = OrderedDict(), -1
         return state
 
 

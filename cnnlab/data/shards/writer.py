@@ -93,7 +93,8 @@ def _write_shard(k: int) -> None:
     name, order, size = _JOB["name"], _JOB["order"], _JOB["shard_size"]
     encoder: Encoder = _JOB["encoder"]
     boxes: dict = _JOB["boxes"]
-    counter = _JOB.get("counter")
+    counter = _JOB.get("counter")  # shared with the parent (worker processes)
+    tick = _JOB.get("tick")  # the progress bar itself (writing in this process)
     tmp = out / (fmt.shard_file(name, k) + ".tmp")
     entries: list[list] = []
     skipped: list[str] = []
@@ -104,9 +105,7 @@ def _write_shard(k: int) -> None:
                 img = source.load(i)
             except BadImage as e:
                 skipped.append(f"{source.describe(i)}: {e}")
-                if counter is not None:
-                    with counter.get_lock():
-                        counter.value += 1
+                _count(counter, tick)
                 continue
             label = source.label(i)
             data, ext, factor = encoder.encode(img)
@@ -124,11 +123,17 @@ def _write_shard(k: int) -> None:
                 if suffix == ext:
                     entries.append([key, tar.offset + fmt.TAR_HEADER, len(payload), label, ext])
                 tar.addfile(fmt.tar_info(f"{key}.{suffix}", len(payload)), io.BytesIO(payload))
-            if counter is not None:
-                with counter.get_lock():
-                    counter.value += 1
+            _count(counter, tick)
     os.replace(tmp, out / fmt.shard_file(name, k))
     fmt.write_json_atomic(out / fmt.index_file(name, k), {"samples": entries, "skipped": skipped})
+
+
+def _count(counter, tick) -> None:
+    if counter is not None:
+        with counter.get_lock():
+            counter.value += 1
+    elif tick is not None:
+        tick(1)
 
 
 def _init_worker(job: dict) -> None:
@@ -196,10 +201,9 @@ def write_shards(
     bar = tqdm(total=n, initial=done_samples, unit="img", desc=f"shards {name}", disable=not progress, dynamic_ncols=True)
     t0 = time.perf_counter()
     if workers <= 1 or len(todo) <= 1:
-        _init_worker(job)
+        _init_worker(job | {"tick": bar.update})
         for k in todo:
             _write_shard(k)
-            bar.update(min(n, (k + 1) * settings.shard_size) - k * settings.shard_size)
     else:
         ctx = mp.get_context("fork")  # workers inherit the opened source instead of re-opening it
         counter = ctx.Value("q", 0)
