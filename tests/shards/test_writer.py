@@ -116,3 +116,21 @@ def test_small_images_are_stored_losslessly(tmp_path):
 
     order = np.random.default_rng(0).permutation(len(source))
     assert (shards.load(5) == source.load(int(order[key]))).all()
+
+
+def test_boxes_are_stored_scaled_to_the_stored_image(folders, tmp_path):
+    from PIL import Image
+
+    target = sorted((folders / "train" / CLASSES[1]).iterdir())[0]
+    width, height = Image.open(target).size
+    csv = tmp_path / "boxes.csv"
+    csv.write_text(f"filename,wnid,xmin,ymin,xmax,ymax\n{target.stem}.xml,{CLASSES[1]},10,20,{width},{height}\n")
+    out = tmp_path / "s"
+    manifest = write_split(folders, out, boxes=str(csv), resize=64)
+    urls = [str(out / s["file"]) for s in manifest["shards"]]
+    metas = {m["original"]: m for m in (s["json"] for s in wds.WebDataset(urls, shardshuffle=False).decode())}
+    meta = metas[str(target)]
+    factor = 64 / min(width, height)
+    assert meta["original_size"] == [width, height]
+    assert meta["boxes"] == [[round(v * factor, 2) for v in (10, 20, width, height)]]
+    assert sum(bool(m["boxes"]) for m in metas.values()) == 1

@@ -269,7 +269,7 @@ def decode_crop(
         centre = ((x - left + w / 2) * f - 0.5, (y - top + h / 2) * f - 0.5)
         band = cv2.getRectSubPix(img, (bw, bh), centre)
     # Past 1.5× shrink, plain bilinear aliases (error against an antialiased resize doubles); area
-    # averaging fixes that. A 256-px store never gets there for 224-px crops, so shards stay fast.
+    # averaging fixes that. A 256-px store gets there only for the widest crops, so shards stay fast.
     shrink = min(band.shape[0] / out_h, band.shape[1] / out_w)
     out = cv2.resize(band, (out_w, out_h), interpolation=cv2.INTER_AREA if shrink > AREA_ABOVE else cv2.INTER_LINEAR)
     if flip:
