@@ -136,3 +136,26 @@ def test_grey_models_get_one_channel(shards):
     loader = make_shard_loader(source, (32, 32), 1, 8, seed=0, workers=0, drop_last=False, rank=0, world=1)
     batch = next(iter(loader))
     assert batch.images.shape == (8, 1, 32, 32) and batch.images.dtype == torch.uint8
+
+
+def test_files_that_need_the_general_decoder(tmp_path):
+    """Original files: Exif-rotated, CMYK and PNG-named-JPEG images come out right, not skipped."""
+    import numpy as np
+    from PIL import Image
+
+    from cnnlab.data.shards.loader import EncodedFiles, FastCropDataset
+    from cnnlab.data.sources.folders import FolderSource
+
+    tall = Image.fromarray(np.tile(np.linspace(0, 255, 60, dtype=np.uint8)[:, None, None], (1, 90, 3)))  # 90 × 60
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored landscape, shown rotated 90°: 60 wide × 90 tall
+    tall.save(tmp_path / "rotated.jpg", exif=exif.tobytes())
+    tall.convert("CMYK").save(tmp_path / "cmyk.jpg")
+    tall.save(tmp_path / "png.jpg", format="PNG")
+    folder = FolderSource(tmp_path, ["rotated.jpg", "cmyk.jpg", "png.jpg"], [0, 0, 0], ["a"])
+    ds = FastCropDataset(EncodedFiles(folder), (16, 16), 3, seed=0, scale=(1.0, 1.0), ratio=(0.1, 10.0), hflip=0.0)
+    images = [ds[(0, i)][0] for i in range(3)]
+    assert all(img is not None and img.shape == (3, 16, 16) for img in images)
+    # The gradient runs down the stored image; after the Exif rotation it runs across.
+    rotated = images[0].float()
+    assert (rotated[:, :, -1] - rotated[:, :, 0]).abs().mean() > 100 and (rotated[:, -1] - rotated[:, 0]).abs().mean() < 20

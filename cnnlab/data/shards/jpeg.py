@@ -80,6 +80,13 @@ class JpegLayout:
     sos_at: int = 0  # byte offset of the SOS marker
     table_at: int = 0  # where our APP9 marker table's offsets start (0: none)
     table_count: int = 0  # offsets in the table: > 0 as 4-byte, < 0 as 2-byte numbers
+    exif: bool = False  # has an Exif segment (which may rotate the image: see ``plain``)
+
+    @property
+    def plain(self) -> bool:
+        """Decodable here as is: grey or YCbCr colour, no Exif orientation to apply (CMYK and
+        rotated camera photos go to the general decoder). Shards are always plain."""
+        return self.channels in (1, 3) and not self.exif
 
     @property
     def mcus_per_row(self) -> int:
@@ -97,7 +104,7 @@ def parse_layout(data: bytes) -> JpegLayout:
     pos, n = 2, len(data)
     width = height = channels = sof_at = 0
     restart = table_at = table_count = 0
-    baseline = False
+    baseline = exif = False
     hmax = vmax = 1
     while pos + 4 <= n:
         if data[pos] != 0xFF:
@@ -120,6 +127,8 @@ def parse_layout(data: bytes) -> JpegLayout:
             width_code = data[pos + 4 + len(_TABLE_TAG)]  # bytes per offset: 2 or 4
             table_at = pos + 5 + len(_TABLE_TAG)
             table_count = (length - 3 - len(_TABLE_TAG)) // 4 if width_code == 4 else -((length - 3 - len(_TABLE_TAG)) // 2)
+        elif marker == 0xE1 and data[pos + 4 : pos + 10] == b"Exif\x00\x00":
+            exif = True
         elif marker == 0xDD:  # DRI: restart interval in MCUs
             (restart,) = struct.unpack_from(">H", data, pos + 4)
         elif marker == 0xDA:  # SOS: entropy-coded data follows the segment
@@ -134,7 +143,7 @@ def parse_layout(data: bytes) -> JpegLayout:
             elif baseline and restart and per_row % restart == 0:
                 rows, cols = 1, restart
             return JpegLayout(
-                width, height, channels, 8 * hmax, 8 * vmax, sof_at, pos + 2 + length, rows, cols, pos, table_at, table_count
+                width, height, channels, 8 * hmax, 8 * vmax, sof_at, pos + 2 + length, rows, cols, pos, table_at, table_count, exif
             )
         pos += 2 + length
     raise JpegError("no image data (SOS marker missing)")

@@ -1,8 +1,9 @@
 """The fast training loader: shard-aware sampling, and decode fused with random-resized-crop + flip.
 
 Per sample: read the JPEG header (no decoding), draw the random-resized-crop box and the flip from
-a generator seeded by ``(seed, epoch, index)``, then decode only the rows of the crop at the
-smallest DCT scale that keeps at least the output resolution (:mod:`.jpeg`), resize and flip.
+a generator seeded by ``(seed, epoch, index)``, then decode only the crop's region at the smallest
+DCT scale that keeps at least the output resolution (:mod:`.jpeg`), resize and flip. PNGs, CMYK
+JPEGs and camera photos with Exif orientation take the general decoder, then the same crop.
 Batches are uint8 ``(B, C, H, W)``; the engine's ``DeviceNormalize`` normalises on the device.
 
 Sampling (:class:`ShardSampler`) keeps the engine's contract — ``(epoch, index)`` keys and
@@ -26,7 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from cnnlab.data.loader import collate, sample_seed
-from cnnlab.data.shards.jpeg import decode_crop, parse_layout
+from cnnlab.data.shards.jpeg import AREA_ABOVE, decode_crop, parse_layout
 from cnnlab.data.sources.base import BadImage
 from cnnlab.errors import CnnlabError
 
@@ -57,7 +58,9 @@ def rrc_box(width: int, height: int, rng: random.Random, scale: Sequence[float],
 def crop_array(img: np.ndarray, box: tuple[int, int, int, int], size: tuple[int, int], flip: bool) -> np.ndarray:
     """The same crop on an already decoded ``(H, W, C)`` array (PNG samples, or JPEGs we cannot parse)."""
     x, y, w, h = box
-    out = cv2.resize(np.ascontiguousarray(img[y : y + h, x : x + w]), (size[1], size[0]), interpolation=cv2.INTER_AREA if w > size[1] * 2 else cv2.INTER_LINEAR)
+    shrink = min(h / size[0], w / size[1])
+    interpolation = cv2.INTER_AREA if shrink > AREA_ABOVE else cv2.INTER_LINEAR  # as decode_crop
+    out = cv2.resize(np.ascontiguousarray(img[y : y + h, x : x + w]), (size[1], size[0]), interpolation=interpolation)
     if flip:
         out = cv2.flip(out, 1)
     return out if out.ndim == 3 else out[:, :, None]
@@ -97,6 +100,8 @@ class FastCropDataset(Dataset):
                 try:
                     layout = parse_layout(data)
                 except ValueError:  # not a JPEG after all (a PNG named .jpg): the general decoder knows
+                    layout = None
+                if layout is None or not layout.plain:
                     arr = self._decoded(data, rng)
                 else:
                     box = rrc_box(layout.width, layout.height, rng, self.scale, self.ratio)
