@@ -10,10 +10,10 @@ import argparse
 import importlib
 
 NAME = "data"
-HELP = "prepare datasets: ImageNet URL lists, ILSVRC archives, bounding boxes, darknet lists"
+HELP = "prepare datasets: ImageNet URL lists, ILSVRC archives, bounding boxes, darknet lists, shards"
 
 # Sub-command module suffixes, in the order `cnnlab data --help` lists them.
-SUBCOMMANDS: list[str] = ["urls", "ilsvrc", "bbox", "darknet"]
+SUBCOMMANDS: list[str] = ["urls", "ilsvrc", "bbox", "darknet", "shards"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

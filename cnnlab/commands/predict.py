@@ -14,7 +14,7 @@ HELP = "classify images with a trained model (same preprocessing as valid)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files; shards:DIR means every sample of DIR's val split (or of DIR, a split folder)")
     add_model_arguments(p)
     p.add_argument("-t", "--top", type=int, default=5, help="how many classes to print (default: 5)")
     p.add_argument("--format", choices=("text", "json", "csv"), default="text")
@@ -28,9 +28,9 @@ def run(args: argparse.Namespace) -> int:
     model, classes, pre, _ = load_model(args)
     predictor = Predictor(model, classes, pre, pick_device(args.device))
     results, failed = [], []
-    for path in args.images:
+    for path, data in _expand(args.images):
         try:
-            pred = predictor(path, args.top)
+            pred = predictor(path, args.top, data)
         except (BadImage, OSError) as e:
             failed.append(path)
             print(f"{path}: skipped: {e}", file=sys.stderr)
@@ -51,6 +51,22 @@ def run(args: argparse.Namespace) -> int:
             for rank, (label, index, prob) in enumerate(r.top, 1):
                 w.writerow([r.path, rank, label, index, f"{prob:.6f}"])
     if failed:
-        print(f"skipped {len(failed)} of {len(args.images)} image(s) that could not be read", file=sys.stderr)
+        print(f"skipped {len(failed)} of {len(results) + len(failed)} image(s) that could not be read", file=sys.stderr)
         return 1
     return 0
+
+
+def _expand(images: list[str]):
+    """(name, None) for files; (sample name, encoded bytes) for each sample of a ``shards:DIR``."""
+    for arg in images:
+        if not arg.startswith("shards:"):
+            yield arg, None
+            continue
+        from pathlib import Path
+
+        from cnnlab.data.shards.source import ShardSource, open_shards
+
+        root = Path(arg[len("shards:") :])
+        source = ShardSource(root) if (root / "manifest.json").is_file() else open_shards(str(root), "val")
+        for i in range(len(source)):
+            yield source.describe(i), source.encoded(i)

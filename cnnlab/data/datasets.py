@@ -9,6 +9,8 @@ layout is detected, in this order:
 3. class folders (``root/train/<class>/``, ``root/val/<class>/``, or ``root/<class>/`` with a
    seeded 10% hold-out as "val").
 
+``shards:DIR`` opens WebDataset shards written by ``cnnlab data shards`` (:mod:`cnnlab.data.shards`).
+
 Splits are ``"train"`` and ``"val"``. ``seed`` only chooses the hold-out of class folders without
 a val folder; built-ins have a fixed split (see :mod:`cnnlab.data.sources.builtin`) and idx/CIFAR
 files carry their own test split. Opening decodes nothing: folders are listed, arrays are read.
@@ -67,6 +69,10 @@ def open_split(spec: str, split: str, seed: int = 0) -> ImageSource:
     """The ``split`` ("train" or "val") of a built-in dataset or a dataset folder."""
     if split not in SPLITS:
         raise CnnlabError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
+    if spec.startswith("shards:"):  # written by `cnnlab data shards`
+        from cnnlab.data.shards.source import open_shards
+
+        return open_shards(spec[len("shards:") :], split)
     if spec in DATASETS:
         return DATASETS.get(spec).open(split)
     root = Path(spec).expanduser()

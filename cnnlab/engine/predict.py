@@ -29,10 +29,11 @@ class Predictor:
         self.normalize = DeviceNormalize(pre).to(device).eval()
 
     @torch.no_grad()
-    def __call__(self, path: str, top: int = 5) -> Prediction:
+    def __call__(self, path: str, top: int = 5, data: bytes | None = None) -> Prediction:
+        """Classify the file ``path``, or the encoded image ``data`` (a shard sample) named ``path``."""
         from cnnlab.data.images import decode_image
 
-        image = self.transform(decode_image(Path(path)))  # raises BadImage
+        image = self.transform(decode_image(Path(path) if data is None else data))  # raises BadImage
         x = self.normalize(image.unsqueeze(0).to(self.device))  # (1, C, H, W)
         t0 = time.perf_counter()
         probs = self.model(x).float().softmax(1)[0]

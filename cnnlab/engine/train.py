@@ -201,7 +201,9 @@ def train(cfg: TrainConfig, resume: str | None = None) -> dict:
         pre, cfg.crop, cfg.rrc_scale, cfg.rrc_ratio, cfg.hflip, cfg.rotation, cfg.translate, cfg.scale, cfg.color_jitter
     )
     pin = device.type == "cuda"
-    train_loader = make_loader(train_src, train_tf, cfg.batch_size, shuffle=True, seed=cfg.seed, workers=cfg.workers, drop_last=True, pin_memory=pin)
+    train_loader = _shard_loader(train_src, pre, cfg, pin) or make_loader(
+        train_src, train_tf, cfg.batch_size, shuffle=True, seed=cfg.seed, workers=cfg.workers, drop_last=True, pin_memory=pin
+    )
     val_loader = make_loader(val_src, eval_transform(pre), cfg.batch_size, shuffle=False, seed=cfg.seed, workers=cfg.workers, pin_memory=pin)
     micro_per_epoch = len(train_loader)
     if micro_per_epoch < cfg.accum_steps:
@@ -367,6 +369,20 @@ def train(cfg: TrainConfig, resume: str | None = None) -> dict:
     plot_curves(records, run_dir / "curves.png")
     plot_confusion(report.confusion, classes, run_dir / "confusion_matrix.png")
     return summary
+
+
+def _shard_loader(source: ImageSource, pre: Preprocess, cfg: TrainConfig, pin: bool):
+    """The fused decode-and-crop loader for shards, when the augmentation is one it implements
+    (random-resized crop + flip); otherwise None and the general loader runs the full pipeline."""
+    from cnnlab.data.shards import ShardSource, make_shard_loader
+
+    plain = not (cfg.rotation or cfg.translate or tuple(cfg.scale) != (1.0, 1.0) or cfg.color_jitter)
+    if not (isinstance(source, ShardSource) and cfg.crop == "rrc" and plain):
+        return None
+    return make_shard_loader(
+        source, pre.input_size[1:], pre.channels, cfg.batch_size, shuffle=True, seed=cfg.seed, workers=cfg.workers,
+        drop_last=True, rrc_scale=cfg.rrc_scale, rrc_ratio=cfg.rrc_ratio, hflip=cfg.hflip, pin_memory=pin,
+    )  # fmt: skip
 
 
 def _weights_from(path: str) -> dict:

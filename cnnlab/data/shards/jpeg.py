@@ -1,0 +1,288 @@
+"""Decode only what a random crop needs: its region of a JPEG, at the smallest DCT scale that covers it.
+
+Two savings, both exact up to rounding (``tests/shards/test_decode_accuracy.py`` bounds the error):
+
+* **Region.** Shards are written with a restart marker every 1-4 MCUs (16-64 px), dividing each
+  MCU row evenly (Pillow's ``restart_marker_blocks``). Restart intervals are entropy-coded
+  independently (DC predictors reset at each marker), so the intervals a crop touches can be cut
+  out of the byte stream, row by row, and handed to the decoder as a smaller valid JPEG: SOF gets
+  the region's width and height and the RSTn markers are renumbered from 0. Huffman decoding
+  dominates at quality 90 (a 1/8-scale decode of a 256-px image still costs 70% of a full one),
+  so decoding fewer bytes is what makes the difference: a random-resized crop touches about half.
+* **Scale.** libjpeg-turbo can run the inverse DCT at 1/2, 1/4 or 1/8 size (simplejpeg's
+  ``min_width``), which replaces most of a large shrink and acts as its anti-aliasing, so the
+  remaining resize shrinks by less than 2×. Only crops at least twice the output size use it
+  (original files; a 256-px store never does for 224-px crops).
+
+The marker surgery is hand-written because no maintained binding exposes libjpeg-turbo's partial
+decoding (``tj3SetCroppingRegion`` / ``jpeg_skip_scanlines``): simplejpeg and PyTurboJPEG decode
+whole images only, and PyTurboJPEG also needs a system ``libturbojpeg``. JPEGs without suitable
+restart markers (any file from elsewhere) simply take the whole-image path.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import threading
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import simplejpeg
+
+# OpenCV would otherwise start a thread pool in every DataLoader worker; the loader's parallelism
+# is its workers.
+cv2.setNumThreads(1)
+
+_SOF_BASELINE = (0xC0, 0xC1)  # baseline / extended sequential Huffman: restart-splittable
+_SOF_ANY = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+AREA_ABOVE = 1.5  # shrink factor past which resizing averages areas instead of bilinear sampling
+# Accurate IDCT and chroma upsampling: the fast variants save ~5% each but double the error of a
+# 256-px store's crops (mean 0.4 → 1.0 of 255, tests/shards/test_decode_accuracy.py).
+FAST = {"fastdct": False, "fastupsample": False}
+
+
+_TABLE_MARKER = 0xE9  # APP9
+_TABLE_TAG = b"cnnlab-rst\0"  # identifies our segment among other APP9 uses
+_local = threading.local()
+_RST_CYCLE = (0xD0 + np.arange(1 << 16) % 8).astype(np.uint8)  # more than the intervals of any JPEG
+
+
+def _scratch(nbytes: int) -> np.ndarray:
+    """A per-thread decode buffer, reused: a fresh 100-300 KB array per image costs ~5% in page
+    faults. The decoded pixels never leave :func:`decode_crop` (the resize makes a new array)."""
+    buf = getattr(_local, "buf", None)
+    if buf is None or buf.size < nbytes:
+        buf = _local.buf = np.empty(max(nbytes, 1 << 20), dtype=np.uint8)
+    return buf
+
+
+class JpegError(ValueError):
+    """Not a JPEG this module can parse (the caller falls back to a general decoder)."""
+
+
+@dataclass(frozen=True)
+class JpegLayout:
+    width: int
+    height: int
+    channels: int
+    mcu_width: int  # pixels per MCU (8 × max sampling factor; 8 for a one-component scan)
+    mcu_height: int
+    sof_at: int  # byte offset of the SOF's height field (the width follows it)
+    scan_start: int  # first byte of entropy-coded data
+    # A restart interval covers interval_rows MCU rows × interval_cols MCU columns (0, 0: no usable
+    # restart markers). Either whole rows (interval_cols = MCUs per row) or a divisor of a row.
+    interval_rows: int
+    interval_cols: int
+    sos_at: int = 0  # byte offset of the SOS marker
+    table_at: int = 0  # where our APP9 marker table's offsets start (0: none)
+    table_count: int = 0  # offsets in the table: > 0 as 4-byte, < 0 as 2-byte numbers
+    exif: bool = False  # has an Exif segment (which may rotate the image: see ``plain``)
+
+    @property
+    def plain(self) -> bool:
+        """Decodable here as is: grey or YCbCr colour, no Exif orientation to apply (CMYK and
+        rotated camera photos go to the general decoder). Shards are always plain."""
+        return self.channels in (1, 3) and not self.exif
+
+    @property
+    def mcus_per_row(self) -> int:
+        return -(-self.width // self.mcu_width)
+
+    @property
+    def mcu_rows(self) -> int:
+        return -(-self.height // self.mcu_height)
+
+
+def parse_layout(data: bytes) -> JpegLayout:
+    """Read the markers up to the scan (headers only, microseconds); raises :class:`JpegError`."""
+    if data[:2] != b"\xff\xd8":
+        raise JpegError("not a JPEG (no SOI marker)")
+    pos, n = 2, len(data)
+    width = height = channels = sof_at = 0
+    restart = table_at = table_count = 0
+    baseline = exif = False
+    hmax = vmax = 1
+    while pos + 4 <= n:
+        if data[pos] != 0xFF:
+            raise JpegError(f"corrupt JPEG header at byte {pos}")
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        (length,) = struct.unpack_from(">H", data, pos + 2)
+        if marker in _SOF_ANY:
+            # SOF: length(2) precision(1) height(2) width(2) components(1), then id/sampling/table each.
+            height, width, channels = struct.unpack_from(">HHB", data, pos + 5)
+            if pos + 10 + 3 * channels > n or not channels:
+                raise JpegError("truncated SOF")
+            sof_at = pos + 5
+            baseline = marker in _SOF_BASELINE
+            hmax = max(data[pos + 11 + 3 * c] >> 4 for c in range(channels))
+            vmax = max(data[pos + 11 + 3 * c] & 0x0F for c in range(channels))
+        elif marker == _TABLE_MARKER and data[pos + 4 : pos + 4 + len(_TABLE_TAG)] == _TABLE_TAG:
+            width_code = data[pos + 4 + len(_TABLE_TAG)]  # bytes per offset: 2 or 4
+            table_at = pos + 5 + len(_TABLE_TAG)
+            table_count = (length - 3 - len(_TABLE_TAG)) // 4 if width_code == 4 else -((length - 3 - len(_TABLE_TAG)) // 2)
+        elif marker == 0xE1 and data[pos + 4 : pos + 10] == b"Exif\x00\x00":
+            exif = True
+        elif marker == 0xDD:  # DRI: restart interval in MCUs
+            (restart,) = struct.unpack_from(">H", data, pos + 4)
+        elif marker == 0xDA:  # SOS: entropy-coded data follows the segment
+            if not width or not height:
+                raise JpegError("SOS before SOF")
+            if channels == 1:  # a single-component scan is not interleaved: 8×8 blocks
+                hmax = vmax = 1
+            per_row = -(-width // (8 * hmax))
+            rows = cols = 0
+            if baseline and restart and restart % per_row == 0:
+                rows, cols = restart // per_row, per_row
+            elif baseline and restart and per_row % restart == 0:
+                rows, cols = 1, restart
+            return JpegLayout(
+                width, height, channels, 8 * hmax, 8 * vmax, sof_at, pos + 2 + length, rows, cols, pos, table_at, table_count, exif
+            )
+        pos += 2 + length
+    raise JpegError("no image data (SOS marker missing)")
+
+
+def restart_blocks(width: int, mcu_width: int = 16) -> int:
+    """The restart interval (in MCUs) the writer uses: a small divisor of the MCUs per row, so a
+    crop can be cut out column-wise too (1 when the row's MCU count has none up to 4)."""
+    per_row = -(-width // mcu_width)
+    return next((k for k in (2, 3, 4) if per_row % k == 0), 1)
+
+
+def _region(data: bytes, layout: JpegLayout, x0: int, y0: int, x1: int, y1: int) -> tuple[bytes, int, int, int]:
+    """A valid JPEG holding the restart intervals that pixels ``[x0, x1) × [y0, y1)`` touch.
+
+    Returns it with its left, top and width in the original. Interval k ends with RST(k mod 8),
+    the last with EOI. The kept intervals, row by row, are concatenated and their markers
+    renumbered from RST0; SOF gets the new width and height (the restart interval stays valid
+    because whole intervals make up each new MCU row). Any surprise (markers not as we write
+    them) returns the whole image, which is always correct, just slower.
+    """
+    iw, ih = layout.interval_cols * layout.mcu_width, layout.interval_rows * layout.mcu_height  # pixels
+    n_rows = -(-layout.mcu_rows // layout.interval_rows)
+    n_cols = layout.mcus_per_row // layout.interval_cols
+    a0, a1, b0, b1 = y0 // ih, (y1 - 1) // ih, x0 // iw, (x1 - 1) // iw
+    if a0 == 0 and a1 == n_rows - 1 and b0 == 0 and b1 == n_cols - 1:
+        return data, 0, 0, layout.width
+    buf = np.frombuffer(data, dtype=np.uint8)
+    count = n_rows * n_cols
+    ends = _table(buf, layout) if abs(layout.table_count) == count - 1 else None
+    if ends is None:
+        ends = restart_markers(buf, layout.scan_start)
+    if len(ends) != count - 1 or data[-2:] != b"\xff\xd9":
+        return data, 0, 0, layout.width  # markers not as written by us: decode the whole image
+    bounds = np.empty(count + 1, dtype=np.int64)  # interval k spans bounds[k] .. bounds[k+1] - 2
+    bounds[0], bounds[1:-1], bounds[-1] = layout.scan_start - 2, ends, len(data) - 2
+    grid = bounds[1:].reshape(n_rows, n_cols)  # position of the marker (or EOI) ending each interval
+    # Row r contributes intervals b0..b1 in one piece, with the marker after it (EOI after the last).
+    s0 = bounds[a0 * n_cols + b0 : (a1 + 1) * n_cols : n_cols] + 2
+    e1 = grid[a0 : a1 + 1, b1] + 2
+    lengths = e1 - s0
+    body = np.concatenate([buf[i:j] for i, j in zip(s0.tolist(), e1.tolist())])
+    body[-2:] = (0xFF, 0xD9)  # the last piece's marker becomes EOI
+    offsets = np.cumsum(lengths) - lengths - s0  # new position = old position + offset of its row
+    markers = (grid[a0 : a1 + 1, b0 : b1 + 1] + offsets[:, None]).ravel()[:-1]
+    body[markers + 1] = _RST_CYCLE[: len(markers)]  # RST0, RST1, … in the new order
+    left, top = b0 * iw, a0 * ih
+    new_w, new_h = min(layout.width, (b1 + 1) * iw) - left, min(layout.height, (a1 + 1) * ih) - top
+    header = data[: layout.sof_at] + struct.pack(">HH", new_h, new_w) + data[layout.sof_at + 4 : layout.scan_start]
+    return header + body.tobytes(), left, top, new_w
+
+
+def restart_markers(buf: np.ndarray, scan_start: int) -> np.ndarray:
+    """Byte offsets of the RSTn markers after ``scan_start`` (a scan of the whole entropy-coded data)."""
+    # A literal 0xFF in entropy-coded data is stuffed as FF 00, so FF D0..D7 are always markers.
+    ff = np.flatnonzero(buf[scan_start:-1] == 0xFF)
+    ff += scan_start
+    return ff[(buf[ff + 1] & 0xF8) == 0xD0]
+
+
+def _table(buf: np.ndarray, layout: JpegLayout) -> np.ndarray | None:
+    """The marker offsets stored by :func:`add_marker_table`, checked against the data (None if wrong)."""
+    dtype = ">u4" if layout.table_count > 0 else ">u2"
+    ends = np.frombuffer(buf, dtype=dtype, count=abs(layout.table_count), offset=layout.table_at).astype(np.int64)
+    ends += layout.scan_start
+    if len(ends) and (ends[-1] + 1 >= len(buf) or not ((buf[ends] == 0xFF) & ((buf[ends + 1] & 0xF8) == 0xD0)).all()):
+        return None
+    return ends
+
+
+def add_marker_table(data: bytes) -> bytes:
+    """Insert an APP9 segment listing where each restart marker is, so a reader need not scan the
+    entropy-coded data for them (a third of the cost of cutting out a region). Decoders skip APPn
+    segments they do not know. Returned unchanged when there are no markers or too many to list."""
+    layout = parse_layout(data)
+    if not layout.interval_rows:
+        return data
+    ends = restart_markers(np.frombuffer(data, dtype=np.uint8), layout.scan_start) - layout.scan_start
+    wide = len(ends) > 0 and ends[-1] > 0xFFFF
+    payload = _TABLE_TAG + (b"\x04" + ends.astype(">u4").tobytes() if wide else b"\x02" + ends.astype(">u2").tobytes())
+    if len(payload) + 2 > 0xFFFF:
+        return data
+    segment = bytes((0xFF, _TABLE_MARKER)) + struct.pack(">H", len(payload) + 2) + payload
+    return data[: layout.sos_at] + segment + data[layout.sos_at :]
+
+
+def _sof_height(data: bytes, layout: JpegLayout) -> int:
+    return struct.unpack_from(">H", data, layout.sof_at)[0]  # the cut-out keeps the SOF where it was
+
+
+def decode_crop(
+    data: bytes,
+    box: tuple[int, int, int, int],
+    size: tuple[int, int],
+    flip: bool = False,
+    gray: bool = False,
+    partial: bool = True,
+    layout: JpegLayout | None = None,
+) -> np.ndarray:
+    """Crop ``box = (left, top, width, height)`` of a JPEG resized to ``size = (h, w)``, uint8 ``(h, w, C)``.
+
+    Raises ``ValueError`` (including :class:`JpegError`) for data that is not a decodable JPEG.
+    """
+    x, y, w, h = box
+    out_h, out_w = size
+    layout = layout or parse_layout(data)
+    left = top = 0
+    region_w = layout.width
+    original = data
+    if partial and layout.interval_rows:
+        data, left, top, region_w = _region(data, layout, x, y, x + w, y + h)
+    colorspace = "GRAY" if gray else "RGB"
+    # The smallest of 1/8, 1/4, 1/2 at which the crop still has at least the output's pixels. Other
+    # n/8 scales would fit tighter, but libjpeg-turbo has SIMD code only for these: 7/8 is 2× slower.
+    need = max(out_w / w, out_h / h)
+    scale = next((s for s in (0.125, 0.25, 0.5) if s >= need), 1.0)
+    region_h = layout.height if data is original else _sof_height(data, layout)
+    nbytes = (region_w + 8) * (region_h + 8) * (1 if gray else 3)  # ≥ any scaled size, rounded up
+    if scale < 1:
+        kw = {"min_width": math.ceil(region_w * scale), "min_height": 1}
+    else:
+        kw = {}
+    img = simplejpeg.decode_jpeg(data, colorspace=colorspace, buffer=_scratch(nbytes), **kw, **FAST)
+    # libjpeg-turbo scales by n/8 and rounds sizes up: recover n from the width.
+    f = round(8 * img.shape[1] / region_w) / 8 if region_w >= 16 else scale
+    if f == 1:  # integer box: slice exactly
+        band = img[y - top : y - top + h, x - left : x - left + w]
+    else:
+        # At reduced scale the box edges fall between decoded pixels; rounding them would shift the
+        # crop by up to 4 original pixels at 1/8 (MAE ≈ 8 on texture), so sample it sub-pixel.
+        bw, bh = max(1, round(w * f)), max(1, round(h * f))
+        centre = ((x - left + w / 2) * f - 0.5, (y - top + h / 2) * f - 0.5)
+        band = cv2.getRectSubPix(img, (bw, bh), centre)
+    # Past 1.5× shrink, plain bilinear aliases (error against an antialiased resize doubles); area
+    # averaging fixes that. A 256-px store gets there only for the widest crops, so shards stay fast.
+    shrink = min(band.shape[0] / out_h, band.shape[1] / out_w)
+    out = cv2.resize(band, (out_w, out_h), interpolation=cv2.INTER_AREA if shrink > AREA_ABOVE else cv2.INTER_LINEAR)
+    if flip:
+        out = cv2.flip(out, 1)
+    if out.ndim == 2:
+        out = out[:, :, None]
+    return out

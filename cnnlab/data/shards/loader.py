@@ -1,0 +1,233 @@
+"""The fast training loader: shard-aware sampling, and decode fused with random-resized-crop + flip.
+
+Per sample: read the JPEG header (no decoding), draw the random-resized-crop box and the flip from
+a generator seeded by ``(seed, epoch, index)``, then decode only the crop's region at the smallest
+DCT scale that keeps at least the output resolution (:mod:`.jpeg`), resize and flip. PNGs, CMYK
+JPEGs and camera photos with Exif orientation take the general decoder, then the same crop.
+Batches are uint8 ``(B, C, H, W)``; the engine's ``DeviceNormalize`` normalises on the device.
+
+Sampling (:class:`ShardSampler`) keeps the engine's contract — ``(epoch, index)`` keys and
+``set_epoch(epoch, start)`` — so determinism and mid-epoch resume work exactly as for the other
+sources. Each epoch the shards are permuted; rank r takes shards r, r + W, r + 2W … of that order
+(no shard is read by two ranks); within a rank, samples are shuffled inside windows of a few
+shards, so reads stay within a few open files. DataLoader workers take whole batches in turn, so no
+sample goes to two workers either. The crop is a function of (seed, epoch, index), not of the
+worker, so the batches do not depend on the number of workers.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator, Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from cnnlab.data.loader import collate, sample_seed
+from cnnlab.data.shards.jpeg import AREA_ABOVE, decode_crop, parse_layout
+from cnnlab.data.sources.base import BadImage
+from cnnlab.errors import CnnlabError
+
+WINDOW = 4  # shards shuffled together within a rank
+
+
+def rrc_box(width: int, height: int, rng: random.Random, scale: Sequence[float], ratio: Sequence[float]) -> tuple[int, int, int, int]:
+    """``(left, top, w, h)`` of a random-resized crop (the rule of Szegedy et al. that torchvision uses)."""
+    area = width * height
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    for _ in range(10):
+        target = area * rng.uniform(scale[0], scale[1])
+        aspect = math.exp(rng.uniform(log_lo, log_hi))
+        w, h = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            return rng.randint(0, width - w), rng.randint(0, height - h), w, h
+    # Fallback: the whole image, trimmed to the nearest allowed aspect ratio.
+    aspect = width / height
+    if aspect < ratio[0]:
+        w, h = width, round(width / ratio[0])
+    elif aspect > ratio[1]:
+        w, h = round(height * ratio[1]), height
+    else:
+        w, h = width, height
+    return (width - w) // 2, (height - h) // 2, w, h
+
+
+def crop_array(img: np.ndarray, box: tuple[int, int, int, int], size: tuple[int, int], flip: bool) -> np.ndarray:
+    """The same crop on an already decoded ``(H, W, C)`` array (PNG samples, or JPEGs we cannot parse)."""
+    x, y, w, h = box
+    shrink = min(h / size[0], w / size[1])
+    interpolation = cv2.INTER_AREA if shrink > AREA_ABOVE else cv2.INTER_LINEAR  # as decode_crop
+    out = cv2.resize(np.ascontiguousarray(img[y : y + h, x : x + w]), (size[1], size[0]), interpolation=interpolation)
+    if flip:
+        out = cv2.flip(out, 1)
+    return out if out.ndim == 3 else out[:, :, None]
+
+
+class FastCropDataset(Dataset):
+    """``(epoch, index)`` → ``(uint8 (C, H, W), label, index)``, or ``(None, reason, index)`` for a bad sample.
+
+    ``source`` needs ``encoded(index) -> bytes``, ``label``, ``describe`` and ``is_jpeg`` (shards,
+    or :class:`EncodedFiles` for image files).
+    """
+
+    def __init__(self, source, size: tuple[int, int], channels: int, seed: int, scale: Sequence[float] = (0.08, 1.0),
+                 ratio: Sequence[float] = (3 / 4, 4 / 3), hflip: float = 0.5, partial: bool = True) -> None:  # fmt: skip
+        if channels not in (1, 3):
+            raise CnnlabError(f"the fast loader makes 1- or 3-channel images, not {channels}")
+        self.source, self.size, self.channels, self.seed = source, tuple(size), channels, seed
+        self.scale, self.ratio, self.hflip, self.partial = tuple(scale), tuple(ratio), hflip, partial
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def _decoded(self, data: bytes, rng: random.Random) -> np.ndarray:
+        from cnnlab.data.images import decode_image
+        from cnnlab.data.transforms import MatchChannels
+
+        img = MatchChannels(self.channels)(decode_image(data)).permute(1, 2, 0).numpy()
+        box = rrc_box(img.shape[1], img.shape[0], rng, self.scale, self.ratio)
+        return crop_array(img, box, self.size, rng.random() < self.hflip)
+
+    def __getitem__(self, key: tuple[int, int]):
+        epoch, index = key
+        rng = random.Random(sample_seed(self.seed, epoch, index))
+        try:
+            data = self.source.encoded(index)
+            if self.source.is_jpeg(index):
+                try:
+                    layout = parse_layout(data)
+                except ValueError:  # not a JPEG after all (a PNG named .jpg): the general decoder knows
+                    layout = None
+                if layout is None or not layout.plain:
+                    arr = self._decoded(data, rng)
+                else:
+                    box = rrc_box(layout.width, layout.height, rng, self.scale, self.ratio)
+                    flip = rng.random() < self.hflip
+                    arr = decode_crop(data, box, self.size, flip, self.channels == 1, self.partial, layout)
+            else:
+                arr = self._decoded(data, rng)
+        except (BadImage, ValueError, OSError, cv2.error) as e:
+            return None, f"{self.source.describe(index)}: {str(e)[:100] or type(e).__name__}", index
+        return torch.from_numpy(arr).permute(2, 0, 1), self.source.label(index), index  # (C, H, W)
+
+
+class EncodedFiles:
+    """Image files of a folder source as encoded bytes, for :class:`FastCropDataset` on original files."""
+
+    def __init__(self, folder) -> None:  # a FolderSource
+        import os
+
+        self.paths = [os.path.join(folder.root, p) for p in folder.paths]
+        self.folder = folder
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def encoded(self, index: int) -> bytes:
+        with open(self.paths[index], "rb") as f:
+            return f.read()
+
+    def is_jpeg(self, index: int) -> bool:
+        return True  # decided from the bytes: non-JPEGs fall back to the general decoder
+
+    def label(self, index: int) -> int:
+        return self.folder.label(index)
+
+    def describe(self, index: int) -> str:
+        return self.paths[index]
+
+
+def dist_rank_world() -> tuple[int, int]:
+    """This process's DDP rank and world size (0, 1 outside torch.distributed)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class ShardSampler(Sampler[tuple[int, int]]):
+    """``(epoch, index)`` keys, shard-aware; the interface of :class:`cnnlab.data.loader.ResumableSampler`.
+
+    ``starts[k]:starts[k + 1]`` are shard k's sample indices. With ``drop_last`` every rank gets the
+    same number of samples (the smallest rank's share; DDP needs equal step counts).
+    """
+
+    def __init__(self, starts: Sequence[int], seed: int, shuffle: bool, rank: int = 0, world: int = 1,
+                 drop_last: bool = False, window: int = WINDOW) -> None:  # fmt: skip
+        self.starts = [int(s) for s in starts]
+        n_shards = len(self.starts) - 1
+        if not 0 <= rank < world:
+            raise CnnlabError(f"rank {rank} is outside world size {world}")
+        if n_shards < world:
+            raise CnnlabError(f"{n_shards} shard(s) cannot be shared by {world} ranks without overlap: rewrite them with a smaller --shard-size")
+        self.seed, self.shuffle, self.rank, self.world, self.drop_last, self.window = seed, shuffle, rank, world, drop_last, window
+        self.epoch = 0
+        self.start = 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def _shard_order(self) -> list[int]:
+        n_shards = len(self.starts) - 1
+        if not self.shuffle:
+            return list(range(n_shards))
+        g = torch.Generator().manual_seed(self.seed + 10_007 * self.epoch)
+        return torch.randperm(n_shards, generator=g).tolist()
+
+    def _indices(self) -> list[int]:
+        order = self._shard_order()
+        mine = order[self.rank :: self.world]
+        out: list[int] = []
+        g = torch.Generator().manual_seed(self.seed * 31 + 10_007 * self.epoch + 7 * self.rank + 1)
+        for w in range(0, len(mine), self.window):
+            block = np.concatenate([np.arange(self.starts[k], self.starts[k + 1]) for k in mine[w : w + self.window]])
+            if self.shuffle:
+                block = block[torch.randperm(len(block), generator=g).numpy()]
+            out += block.tolist()
+        if self.drop_last and self.world > 1:
+            sizes = [sum(self.starts[k + 1] - self.starts[k] for k in order[r :: self.world]) for r in range(self.world)]
+            out = out[: min(sizes)]
+        return out
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for i in self._indices()[self.start :]:
+            yield (self.epoch, i)
+
+    def __len__(self) -> int:
+        return max(0, len(self._indices()) - self.start)
+
+
+def make_shard_loader(
+    source,
+    size: tuple[int, int],
+    channels: int,
+    batch_size: int,
+    *,
+    shuffle: bool = True,
+    seed: int = 0,
+    workers: int = 0,
+    drop_last: bool = True,
+    rank: int | None = None,
+    world: int | None = None,
+    rrc_scale: Sequence[float] = (0.08, 1.0),
+    rrc_ratio: Sequence[float] = (3 / 4, 4 / 3),
+    hflip: float = 0.5,
+    pin_memory: bool = False,
+) -> DataLoader:
+    """Training batches from a :class:`~cnnlab.data.shards.source.ShardSource` (rank/world default to torch.distributed's)."""
+    if rank is None or world is None:
+        rank, world = dist_rank_world()
+    sampler = ShardSampler(source.starts, seed, shuffle, rank, world, drop_last=drop_last)
+    return DataLoader(
+        FastCropDataset(source, size, channels, seed, rrc_scale, rrc_ratio, hflip),
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate,
+        drop_last=drop_last,
+        pin_memory=pin_memory,
+        generator=torch.Generator().manual_seed(seed),  # as make_loader: do not shift the global RNG
+        prefetch_factor=4 if workers > 0 else None,
+    )

@@ -1,0 +1,113 @@
+"""Shards as an :class:`ImageSource`: random access to any sample by one ``pread``.
+
+``--data shards:DIR`` opens ``DIR/train`` or ``DIR/val`` (each written by ``cnnlab data shards``),
+or ``DIR`` itself when it is one split's folder. The per-shard indexes give each image's byte
+range inside its tar, so opening reads a few small JSON files and no tar headers, and any index
+can be read directly (the sampler still reads shard by shard; see :mod:`.loader`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cnnlab.data.images import decode_image
+from cnnlab.data.shards import format as fmt
+from cnnlab.data.sources.base import ImageSource
+from cnnlab.errors import CnnlabError
+
+_EXTS = ("jpg", "png")
+MAX_OPEN = 16  # shard files kept open per process (the sampler reads a window of 4 at a time)
+
+
+class ShardSource(ImageSource):
+    """One split of a shard folder. Holds only arrays and paths, so DataLoader workers get it cheaply."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        manifest_path = self.root / fmt.MANIFEST
+        try:
+            self.manifest = json.loads(manifest_path.read_text())
+        except FileNotFoundError:
+            hint = " (the writer did not finish: re-run the same `cnnlab data shards` command)" if (self.root / fmt.SETTINGS).is_file() else ""
+            raise CnnlabError(f"{self.root} has no {fmt.MANIFEST}: not a finished shard folder{hint}") from None
+        except ValueError:
+            raise CnnlabError(f"{manifest_path} is corrupt: re-run `cnnlab data shards` into a new folder") from None
+        if self.manifest.get("format") != fmt.FORMAT:
+            raise CnnlabError(f"{manifest_path} is format {self.manifest.get('format')!r}, this cnnlab reads {fmt.FORMAT}: rewrite the shards")
+        self.classes = list(self.manifest["classes"])
+        self.files: list[str] = [s["file"] for s in self.manifest["shards"]]
+        shard, offset, size, label, ext, keys = [], [], [], [], [], []
+        for k, s in enumerate(self.manifest["shards"]):
+            entries = json.loads((self.root / s["index"]).read_text())["samples"]
+            for key, off, n, lab, e in entries:
+                shard.append(k), offset.append(off), size.append(n), label.append(lab), ext.append(_EXTS.index(e)), keys.append(key)
+        self.shard = np.asarray(shard, dtype=np.int32)
+        self.offset = np.asarray(offset, dtype=np.int64)
+        self.size = np.asarray(size, dtype=np.int64)
+        self._labels = np.asarray(label, dtype=np.int64)
+        self.ext = np.asarray(ext, dtype=np.int8)
+        self.keys = keys
+        # Samples of shard k are the contiguous range [starts[k], starts[k + 1]).
+        self.starts = np.concatenate([[0], np.cumsum([s["samples"] for s in self.manifest["shards"]])]).astype(np.int64)
+        self._fds: OrderedDict[int, int] = OrderedDict()  # shard → open file, least recently used first
+        self._pid = -1
+
+    def __len__(self) -> int:
+        return len(self._labels)
+
+    def label(self, index: int) -> int:
+        return int(self._labels[index])
+
+    def labels(self) -> list[int]:
+        return self._labels.tolist()
+
+    def is_jpeg(self, index: int) -> bool:
+        return self.ext[index] == 0
+
+    def encoded(self, index: int) -> bytes:
+        """The stored image bytes of sample ``index`` (one pread; file descriptors kept per process)."""
+        if self._pid != os.getpid():  # a forked DataLoader worker opens its own files
+            self._fds, self._pid = OrderedDict(), os.getpid()
+        k = int(self.shard[index])
+        fd = self._fds.get(k)
+        if fd is None:
+            # A bounded set of open shards: an epoch visits every shard (1,282 for ImageNet), more
+            # than the usual limit of 1,024 open files per process.
+            if len(self._fds) >= MAX_OPEN:
+                os.close(self._fds.popitem(last=False)[1])
+            fd = self._fds[k] = os.open(self.root / self.files[k], os.O_RDONLY)
+        else:
+            self._fds.move_to_end(k)
+        return os.pread(fd, int(self.size[index]), int(self.offset[index]))
+
+    def load(self, index: int) -> torch.Tensor:
+        return decode_image(self.encoded(index))
+
+    def describe(self, index: int) -> str:
+        return f"{self.root / self.files[int(self.shard[index])]}:{self.keys[index]}.{_EXTS[self.ext[index]]}"
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_fds"], state["_pid"] = OrderedDict(), -1
+        return state
+
+
+def open_shards(spec: str, split: str) -> ShardSource:
+    """``DIR`` → ``DIR/<split>`` (as written by ``cnnlab data shards``), or ``DIR`` if it is that split."""
+    root = Path(spec).expanduser()
+    if (root / split / fmt.MANIFEST).is_file() or (root / split / fmt.SETTINGS).is_file():
+        return ShardSource(root / split)
+    if (root / fmt.MANIFEST).is_file():
+        got = json.loads((root / fmt.MANIFEST).read_text()).get("split")
+        if got == split:
+            return ShardSource(root)
+        raise CnnlabError(f"shards:{spec} holds the {got!r} split only: write {split!r} too (`cnnlab data shards SOURCE --split {split} --out {root.parent / split}`)")
+    if not root.exists():
+        raise CnnlabError(f"shard folder {spec} does not exist: write it with `cnnlab data shards SOURCE --out {spec}`")
+    raise CnnlabError(f"no {split!r} shards in {spec}: expected {root / split / fmt.MANIFEST} (written by `cnnlab data shards`)")

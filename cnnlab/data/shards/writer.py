@@ -1,0 +1,248 @@
+"""Write any :class:`ImageSource` split as WebDataset tar shards, deterministically and resumably.
+
+* **Order.** Samples are shuffled once with ``seed`` before sharding, so every shard mixes the
+  classes (class folders list one class after another) and shard-level shuffling is enough later.
+* **Determinism.** Images are decoded, resized (shorter side to ``resize``, never enlarged) and
+  re-encoded by Pillow with fixed options; tar headers have fixed mtime/uid/gid/mode and members are
+  written in sorted order. The same source and settings give byte-identical shards.
+* **Atomic and resumable.** Each shard is written to ``*.tmp`` and renamed, then its index; a shard
+  counts as done when its index exists. A killed writer re-run with the same settings skips the
+  finished shards and rewrites the rest; other settings, or a folder that is not ours, are refused.
+* **Bad samples** (``BadImage`` from the source) are skipped, counted and listed in the manifest.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import multiprocessing as mp
+import os
+import tarfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path, PurePath
+
+import numpy as np
+import torch
+from PIL import Image
+
+from cnnlab.data.shards import format as fmt
+from cnnlab.data.shards.jpeg import add_marker_table, restart_blocks
+from cnnlab.data.sources.base import BadImage, ImageSource
+from cnnlab.errors import CnnlabError
+
+SMALL_SIDE = 64  # "auto" stores images this small (MNIST, CIFAR, digits) losslessly as PNG
+IMAGE_FORMATS = ("auto", "jpg", "png")
+
+
+@dataclass(frozen=True)
+class Encoder:
+    resize: int
+    quality: int
+    image_format: str
+
+    def encode(self, img: torch.Tensor) -> tuple[bytes, str, float]:
+        """uint8 ``(C, H, W)`` → (encoded bytes, extension, scale applied to its size)."""
+        c, h, w = img.shape
+        arr = img.permute(1, 2, 0).numpy()
+        pil = Image.fromarray(arr[:, :, 0] if c == 1 else arr, "L" if c == 1 else "RGB")
+        factor = 1.0
+        if self.resize and min(h, w) > self.resize:
+            factor = self.resize / min(h, w)
+            size = (self.resize, round(h * factor)) if w <= h else (round(w * factor), self.resize)
+            pil = pil.resize(size, Image.Resampling.BICUBIC)
+        ext = self.image_format
+        if ext == "auto":
+            ext = "png" if min(h, w) <= SMALL_SIDE else "jpg"
+        buf = io.BytesIO()
+        if ext == "png":
+            pil.save(buf, "PNG", compress_level=6)
+        else:
+            # Restart markers every few MCUs let the loader decode only the region a crop needs.
+            mcu = 8 if pil.mode == "L" else 16  # 4:2:0 colour MCUs are 16 × 16
+            blocks = restart_blocks(pil.width, mcu)
+            pil.save(buf, "JPEG", quality=self.quality, subsampling="4:2:0", restart_marker_blocks=blocks)
+            return add_marker_table(buf.getvalue()), ext, factor
+        return buf.getvalue(), ext, factor
+
+
+def read_boxes(path: str) -> dict[str, list[list[float]]]:
+    """``cnnlab data bbox`` CSV → {image stem: [[xmin, ymin, xmax, ymax], ...]} in source pixels."""
+    boxes: dict[str, list[list[float]]] = {}
+    try:
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                stem = PurePath(row["filename"]).stem
+                boxes.setdefault(stem, []).append([float(row[k]) for k in ("xmin", "ymin", "xmax", "ymax")])
+    except (OSError, KeyError, ValueError) as e:
+        raise CnnlabError(f"cannot read boxes from {path} ({e}): give a CSV written by `cnnlab data bbox`") from None
+    return boxes
+
+
+# The state a worker process needs; set once per process (fork inherits it, nothing is pickled).
+_JOB: dict = {}
+
+
+def _write_shard(k: int) -> None:
+    source: ImageSource = _JOB["source"]
+    out: Path = _JOB["out"]
+    name, order, size = _JOB["name"], _JOB["order"], _JOB["shard_size"]
+    encoder: Encoder = _JOB["encoder"]
+    boxes: dict = _JOB["boxes"]
+    counter = _JOB.get("counter")  # shared with the parent (worker processes)
+    tick = _JOB.get("tick")  # the progress bar itself (writing in this process)
+    tmp = out / (fmt.shard_file(name, k) + ".tmp")
+    entries: list[list] = []
+    skipped: list[str] = []
+    with open(tmp, "wb") as f, tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for pos in range(k * size, min(len(order), (k + 1) * size)):
+            i = int(order[pos])
+            try:
+                img = source.load(i)
+            except BadImage as e:
+                skipped.append(f"{source.describe(i)}: {e}")
+                _count(counter, tick)
+                continue
+            label = source.label(i)
+            data, ext, factor = encoder.encode(img)
+            original = source.describe(i)
+            sidecar = {
+                "label": label,
+                "class": source.classes[label],  # the wnid for ImageNet folders
+                "original": original,
+                "original_size": [int(img.shape[2]), int(img.shape[1])],  # width, height
+                "boxes": [[round(v * factor, 2) for v in b] for b in boxes.get(PurePath(original).stem, [])],
+            }
+            key = f"{pos:09d}"
+            members = [("cls", str(label).encode()), (ext, data), ("json", json.dumps(sidecar, sort_keys=True).encode())]
+            for suffix, payload in sorted(members):
+                if suffix == ext:
+                    entries.append([key, tar.offset + fmt.TAR_HEADER, len(payload), label, ext])
+                tar.addfile(fmt.tar_info(f"{key}.{suffix}", len(payload)), io.BytesIO(payload))
+            _count(counter, tick)
+    os.replace(tmp, out / fmt.shard_file(name, k))
+    fmt.write_json_atomic(out / fmt.index_file(name, k), {"samples": entries, "skipped": skipped})
+
+
+def _count(counter, tick) -> None:
+    if counter is not None:
+        with counter.get_lock():
+            counter.value += 1
+    elif tick is not None:
+        tick(1)
+
+
+def _init_worker(job: dict) -> None:
+    _JOB.clear()
+    _JOB.update(job)
+
+
+def _check_out(out: Path, settings: fmt.Settings) -> None:
+    """Refuse to touch a folder that holds something else; accept our own (resume)."""
+    if not out.exists():
+        out.mkdir(parents=True)
+        return
+    if not out.is_dir():
+        raise CnnlabError(f"--out {out} is a file: give a folder (new, or one this command wrote)")
+    saved = out / fmt.SETTINGS
+    if saved.is_file():
+        try:
+            old = json.loads(saved.read_text())
+        except ValueError:
+            raise CnnlabError(f"{saved} is corrupt: delete {out} or write to another --out") from None
+        diff = settings.differences(old)
+        if diff:
+            raise CnnlabError(
+                f"{out} already holds shards written from other data or settings ({'; '.join(diff)}): "
+                f"use another --out, or delete {out} to rewrite it"
+            )
+        return
+    if any(out.iterdir()):
+        raise CnnlabError(f"{out} exists and holds other files: give a new or empty folder as --out (nothing there is overwritten)")
+
+
+def write_shards(
+    source: ImageSource,
+    out: Path,
+    settings: fmt.Settings,
+    workers: int = 1,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Write (or finish writing) one split; returns the manifest."""
+    if settings.shard_size < 1:
+        raise CnnlabError("--shard-size must be at least 1")
+    if settings.image_format not in IMAGE_FORMATS:
+        raise CnnlabError(f"unknown image format {settings.image_format!r}: use one of {', '.join(IMAGE_FORMATS)}")
+    if not 1 <= settings.quality <= 100:
+        raise CnnlabError(f"--quality {settings.quality} is out of range: use 1..100 (90 is the default recipe)")
+    out = Path(out)
+    _check_out(out, settings)
+    fmt.write_json_atomic(out / fmt.SETTINGS, settings.to_dict())
+    name = settings.split
+    n = len(source)
+    order = np.random.default_rng(settings.seed).permutation(n) if n else np.zeros(0, dtype=np.int64)
+    n_shards = -(-n // settings.shard_size)
+    todo = [k for k in range(n_shards) if not ((out / fmt.index_file(name, k)).is_file() and (out / fmt.shard_file(name, k)).is_file())]
+    done_samples = sum(min(n, (k + 1) * settings.shard_size) - k * settings.shard_size for k in range(n_shards) if k not in set(todo))
+    if done_samples:
+        log(f"{out}: resuming, {n_shards - len(todo)} of {n_shards} shards already written")
+    job = {
+        "source": source, "out": out, "name": name, "order": order, "shard_size": settings.shard_size,
+        "encoder": Encoder(settings.resize, settings.quality, settings.image_format),
+        "boxes": read_boxes(settings.boxes) if settings.boxes else {},
+    }  # fmt: skip
+    from tqdm import tqdm
+
+    bar = tqdm(total=n, initial=done_samples, unit="img", desc=f"shards {name}", disable=not progress, dynamic_ncols=True)
+    t0 = time.perf_counter()
+    if workers <= 1 or len(todo) <= 1:
+        _init_worker(job | {"tick": bar.update})
+        for k in todo:
+            _write_shard(k)
+    else:
+        ctx = mp.get_context("fork")  # workers inherit the opened source instead of re-opening it
+        counter = ctx.Value("q", 0)
+        job["counter"] = counter
+        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=ctx, initializer=_init_worker, initargs=(job,)) as pool:
+            pending = {pool.submit(_write_shard, k) for k in todo}
+            while pending:
+                finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    fut.result()  # re-raise a worker's error here
+                bar.n = done_samples + counter.value
+                bar.refresh()
+    bar.close()
+    seconds = time.perf_counter() - t0
+    manifest = build_manifest(out, settings, n_shards)
+    fmt.write_json_atomic(out / fmt.MANIFEST, manifest)
+    written = n - done_samples
+    log(
+        f"{out}: {manifest['samples']} samples in {n_shards} shards, {len(manifest['skipped'])} unreadable skipped"
+        + (f" ({written / max(seconds, 1e-9):.0f} images/s)" if written else "")
+    )
+    return manifest
+
+
+def build_manifest(out: Path, settings: fmt.Settings, n_shards: int) -> dict:
+    shards, skipped = [], []
+    per_class: Counter[int] = Counter()
+    for k in range(n_shards):
+        index = json.loads((out / fmt.index_file(settings.split, k)).read_text())
+        shards.append({"file": fmt.shard_file(settings.split, k), "index": fmt.index_file(settings.split, k), "samples": len(index["samples"])})
+        per_class.update(entry[3] for entry in index["samples"])
+        skipped += index["skipped"]
+    return {
+        "format": fmt.FORMAT,
+        "split": settings.split,
+        "classes": settings.classes,
+        "samples": sum(s["samples"] for s in shards),
+        "shards": shards,
+        "class_counts": {c: per_class.get(i, 0) for i, c in enumerate(settings.classes)},
+        "skipped": skipped,
+        "settings": settings.to_dict(),
+    }
