@@ -169,9 +169,7 @@ def _process(client: HttpClient, e: Entry, out: Path, opts: DownloadOptions, sto
         img = normalise(body, grayscale=opts.grayscale, resize_short=opts.resize_short)
     except Unusable as u:
         return Result(e, u.outcome, None, u.detail)
-    dest = out / "train" / e.wnid / f"{e.image_id}.JPEG"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(dest, img.data, out / ".cnnlab" / "tmp")
+    write_bytes_atomic(out / "train" / e.wnid / f"{e.image_id}.JPEG", img.data, out / ".cnnlab" / "tmp")
     return Result(e, img.outcome, sha)
 
 
