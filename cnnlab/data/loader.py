@@ -125,8 +125,15 @@ def make_loader(
     pin_memory: bool = False,
 ) -> DataLoader:
     sampler = ResumableSampler(len(source), seed, shuffle, rank, world, drop_last=drop_last)
+    return batch_loader(TransformedSource(source, transform, seed), sampler, batch_size, workers, drop_last, pin_memory, seed)
+
+
+def batch_loader(
+    dataset: Dataset, sampler: Sampler, batch_size: int, workers: int, drop_last: bool, pin_memory: bool, seed: int
+) -> DataLoader:
+    """The DataLoader every cnnlab loader uses: :func:`collate` into :class:`Batch`, resumable sampler."""
     return DataLoader(
-        TransformedSource(source, transform, seed),
+        dataset,
         batch_size=batch_size,
         sampler=sampler,
         num_workers=workers,

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from cnnlab.data.loader import collate, sample_seed
+from cnnlab.data.loader import batch_loader, sample_seed
 from cnnlab.data.shards.jpeg import AREA_ABOVE, decode_crop, parse_layout
 from cnnlab.data.sources.base import BadImage
 from cnnlab.errors import CnnlabError
@@ -220,14 +220,5 @@ def make_shard_loader(
     if rank is None or world is None:
         rank, world = dist_rank_world()
     sampler = ShardSampler(source.starts, seed, shuffle, rank, world, drop_last=drop_last)
-    return DataLoader(
-        FastCropDataset(source, size, channels, seed, rrc_scale, rrc_ratio, hflip),
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=workers,
-        collate_fn=collate,
-        drop_last=drop_last,
-        pin_memory=pin_memory,
-        generator=torch.Generator().manual_seed(seed),  # as make_loader: do not shift the global RNG
-        prefetch_factor=4 if workers > 0 else None,
-    )
+    dataset = FastCropDataset(source, size, channels, seed, rrc_scale, rrc_ratio, hflip)
+    return batch_loader(dataset, sampler, batch_size, workers, drop_last, pin_memory, seed)
