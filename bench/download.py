@@ -2,7 +2,8 @@
 
 Claim: cnnlab downloads, validates and writes ImageNet URL lists at >= 1.5x img2dataset's rate.
 Evidence: this script serves N generated JPEGs on 127.0.0.1 (bounded in requests and lifetime),
-runs both tools as a user would (their command lines, one process, the same thread count) and prints
+runs both tools as a user would (their command lines, one process, the same number of concurrent
+downloads: img2dataset's threads, cnnlab's --workers) and prints
 images/s for each and the ratio. img2dataset must be installed in a separate venv (`--img2dataset
 PATH`, default /tmp/venv-i2d/bin/img2dataset); without it, cnnlab's figure is printed alone.
 
@@ -99,7 +100,7 @@ def count_files(root: Path, suffixes: tuple[str, ...]) -> int:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=3000)
-    ap.add_argument("--threads", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=16, help="img2dataset threads = cnnlab --workers")
     ap.add_argument("--img2dataset", default="/tmp/venv-i2d/bin/img2dataset")
     args = ap.parse_args()
 

@@ -1,8 +1,11 @@
 """``cnnlab data urls``: download an ImageNet URL list into class folders, robustly and resumably.
 
-Threads + one shared ``urllib3`` pool (connection reuse, per-request timeouts; urllib3 costs about
-half the CPU per request of httpx here, and a loaded 2-core machine is CPU-bound). Redirects are
-followed by hand so every hop's scheme is checked (http/https only) and Flickr's
+One asyncio event loop with an ``aiohttp`` session (connection reuse, per-request timeouts, proxies
+from the environment); validation and writing run in a small thread pool (PIL releases the GIL while
+decoding). Against 16 threads sharing a urllib3 pool this moved 1.3x the images per second with a
+quarter less CPU on 2 cores: the threads made ~90 futex calls per image handing the GIL around.
+
+Redirects are followed by hand so every hop's scheme is checked (http/https only) and Flickr's
 ``photo_unavailable`` redirect is caught before the placeholder image is fetched. Each finished
 entry is appended to ``DIR/.cnnlab/urls.jsonl`` after its file is renamed into place, so a killed
 run resumes where the journal ends. Content duplicates are resolved at the end, in list order, so
@@ -11,22 +14,23 @@ the result does not depend on which download finished first.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import os
 import random
 import shutil
 import threading
 import time
 import urllib.request
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import SplitResult, urljoin, urlsplit
 
-import urllib3
+import aiohttp
 from tqdm import tqdm
-from urllib3.exceptions import HTTPError, LocationParseError, LocationValueError, NewConnectionError
-from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 from cnnlab.data.imagenet.imagecheck import Unusable, normalise
 from cnnlab.data.imagenet.report import KEPT, Report, write_bytes_atomic, write_json_atomic
@@ -61,94 +65,73 @@ class _Transient(Exception):
         self.detail = detail
 
 
-class HttpClient:
-    """Thread-safe pooled GETs; honours http(s)_proxy / no_proxy from the environment like browsers."""
-
-    def __init__(self, opts: DownloadOptions) -> None:
-        common = dict(maxsize=opts.workers, retries=False, headers={"User-Agent": opts.user_agent})
-        self._direct = urllib3.PoolManager(num_pools=64, **common)
-        self._proxies = {
-            scheme: urllib3.ProxyManager(url, num_pools=64, **common)
-            for scheme, url in urllib.request.getproxies().items()
-            if scheme in ("http", "https")
-        }
-        self.timeout = urllib3.Timeout(connect=opts.timeout, read=opts.timeout)
-
-    def open(self, url: str) -> urllib3.BaseHTTPResponse:
-        parts = urlsplit(url)
-        pool = self._proxies.get(parts.scheme.lower())
-        if pool is None or urllib.request.proxy_bypass(parts.hostname or ""):
-            pool = self._direct
-        return pool.request("GET", url, redirect=False, preload_content=False, timeout=self.timeout)
-
-    def close(self) -> None:
-        for pool in (self._direct, *self._proxies.values()):
-            pool.clear()
-
-
-def _fetch_once(client: HttpClient, url: str, opts: DownloadOptions) -> bytes:
+async def _fetch_once(session: aiohttp.ClientSession, url: str, opts: DownloadOptions) -> bytes:
     current = url
     deadline = time.monotonic() + 2 * opts.timeout
     for _hop in range(opts.max_redirects + 1):
-        parts = urlsplit(current)
+        try:
+            parts = urlsplit(current)
+        except ValueError as e:  # e.g. "Invalid IPv6 URL"
+            raise Unusable("bad_url", f"{e}: {current[:200]}") from None
         if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
             raise Unusable("bad_scheme", current[:200])
         if any(p in current for p in opts.placeholder_patterns):
             raise Unusable("placeholder", current[:200])
         try:
-            r = client.open(current)
-        except (LocationParseError, LocationValueError) as e:
+            async with session.get(current, allow_redirects=False, proxy=_proxy_for(parts)) as r:
+                if 300 <= r.status < 400 and r.status != 304:
+                    loc = r.headers.get("Location")
+                    if not loc:
+                        raise Unusable("http_error", f"{r.status} without Location")
+                    current = urljoin(current, loc)
+                    continue
+                if r.status in TRANSIENT_STATUS:
+                    raise _Transient("http_error", str(r.status))
+                if not 200 <= r.status < 300:
+                    raise Unusable("http_error", str(r.status))
+                length = r.headers.get("Content-Length")
+                if length and length.isdigit() and int(length) > opts.max_bytes:
+                    raise Unusable("too_large", f"{length} bytes")
+                body = bytearray()
+                async for chunk in r.content.iter_chunked(CHUNK):
+                    body += chunk
+                    if len(body) > opts.max_bytes:
+                        raise Unusable("too_large", f"> {opts.max_bytes} bytes")
+                    if time.monotonic() > deadline:  # a trickling server defeats the read timeout
+                        raise _Transient("timeout", "response too slow")
+                return bytes(body)
+        except (aiohttp.InvalidURL, ValueError) as e:  # yarl refuses some URLs with ValueError
             raise Unusable("bad_url", str(e)[:200]) from None
-        except NewConnectionError as e:  # a subclass of urllib3's connect timeout: refused is not slow
-            raise _Transient("connection_error", f"{type(e).__name__}: {e}"[:200]) from None
-        except Urllib3Timeout as e:
+        except TimeoutError as e:  # aiohttp's connect/read timeouts are TimeoutError subclasses
             raise _Transient("timeout", type(e).__name__) from None
-        except HTTPError as e:
+        except aiohttp.ClientError as e:  # refused, reset, bad chunking, short read
             raise _Transient("connection_error", f"{type(e).__name__}: {e}"[:200]) from None
-        complete = False  # only a fully read response leaves its connection reusable
-        try:
-            if 300 <= r.status < 400 and r.status != 304:
-                loc = r.headers.get("location")
-                if not loc:
-                    raise Unusable("http_error", f"{r.status} without Location")
-                current = urljoin(current, loc)
-                continue
-            if r.status in TRANSIENT_STATUS:
-                raise _Transient("http_error", str(r.status))
-            if not 200 <= r.status < 300:
-                raise Unusable("http_error", str(r.status))
-            length = r.headers.get("content-length")
-            if length and length.isdigit() and int(length) > opts.max_bytes:
-                raise Unusable("too_large", f"{length} bytes")
-            body = bytearray()
-            for chunk in r.stream(CHUNK):
-                body += chunk
-                if len(body) > opts.max_bytes:
-                    raise Unusable("too_large", f"> {opts.max_bytes} bytes")
-                if time.monotonic() > deadline:  # a trickling server defeats the read timeout
-                    raise _Transient("timeout", "response too slow")
-            complete = True
-            return bytes(body)
-        except Urllib3Timeout as e:
-            raise _Transient("timeout", type(e).__name__) from None
-        except HTTPError as e:  # reset mid-body, bad chunking, short read
-            raise _Transient("connection_error", f"{type(e).__name__}: {e}"[:200]) from None
-        finally:
-            if not complete:
-                r.close()  # unread bytes would otherwise be taken as the next response on this connection
-            r.release_conn()
     raise Unusable("too_many_redirects", url[:200])
 
 
-def fetch(client: HttpClient, url: str, opts: DownloadOptions, stop: threading.Event | None = None) -> bytes:
+@lru_cache(maxsize=1)
+def _env_proxies() -> dict[str, str]:
+    return {k: v for k, v in urllib.request.getproxies().items() if k in ("http", "https")}
+
+
+def _proxy_for(parts: SplitResult) -> str | None:
+    """http(s)_proxy / no_proxy from the environment, as browsers honour them. Resolved here because
+    aiohttp's ``trust_env`` re-reads the environment and ~/.netrc in a thread for every request."""
+    proxy = _env_proxies().get(parts.scheme.lower())
+    if proxy is None or urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
+    return proxy
+
+
+async def fetch(session: aiohttp.ClientSession, url: str, opts: DownloadOptions) -> bytes:
     """The body of ``url``, retrying transient failures; raises :class:`Unusable` otherwise."""
     for attempt in range(opts.retries + 1):
         try:
-            return _fetch_once(client, url, opts)
+            return await _fetch_once(session, url, opts)
         except _Transient as e:
-            if attempt == opts.retries or (stop is not None and stop.is_set()):
+            if attempt == opts.retries:
                 raise Unusable(e.outcome, e.detail) from None
-            time.sleep(opts.backoff * (2**attempt) * (0.5 + random.random()))
+            await asyncio.sleep(opts.backoff * (2**attempt) * (0.5 + random.random()))
     raise AssertionError("unreachable")
 
 
@@ -160,17 +143,27 @@ class Result:
     detail: str = ""
 
 
-def _process(client: HttpClient, e: Entry, out: Path, opts: DownloadOptions, stop: threading.Event) -> Result:
+def _keep(e: Entry, body: bytes, out: Path, opts: DownloadOptions) -> Result:
+    """Validate (full decode), normalise and write one downloaded body; runs in a worker thread."""
+    sha = hashlib.sha256(body).hexdigest()
+    if sha in opts.placeholder_sha256:
+        return Result(e, "placeholder", sha, "known placeholder content")
     try:
-        body = fetch(client, e.url, opts, stop)
-        sha = hashlib.sha256(body).hexdigest()
-        if sha in opts.placeholder_sha256:
-            return Result(e, "placeholder", sha, "known placeholder content")
         img = normalise(body, grayscale=opts.grayscale, resize_short=opts.resize_short)
     except Unusable as u:
         return Result(e, u.outcome, None, u.detail)
     write_bytes_atomic(out / "train" / e.wnid / f"{e.image_id}.JPEG", img.data, out / ".cnnlab" / "tmp")
     return Result(e, img.outcome, sha)
+
+
+async def _process(
+    session: aiohttp.ClientSession, pool: ThreadPoolExecutor, e: Entry, out: Path, opts: DownloadOptions
+) -> Result:
+    try:
+        body = await fetch(session, e.url, opts)
+    except Unusable as u:
+        return Result(e, u.outcome, None, u.detail)
+    return await asyncio.get_running_loop().run_in_executor(pool, _keep, e, body, out, opts)
 
 
 def _read_journal(path: Path) -> dict[str, dict]:
@@ -192,38 +185,62 @@ def download(entries: list[Entry], out: Path, opts: DownloadOptions, list_report
     journal_path.parent.mkdir(parents=True, exist_ok=True)
     done = _read_journal(journal_path)
     todo = [e for e in entries if e.image_id not in done]
-    stop = threading.Event()
-    client = HttpClient(opts)
-    with ThreadPoolExecutor(opts.workers) as pool, open(journal_path, "a") as journal, tqdm(
+    with open(journal_path, "a") as journal, tqdm(
         total=len(entries), initial=len(entries) - len(todo), unit="img", desc="download",
         disable=not opts.progress, dynamic_ncols=True, smoothing=0.1,
     ) as bar:
-        pending: set[Future[Result]] = set()
-        it = iter(todo)
-        try:
-            while True:
-                # A bounded window keeps memory flat on lists of millions of URLs.
-                while len(pending) < opts.workers * 4:
-                    e = next(it, None)
-                    if e is None:
-                        break
-                    pending.add(pool.submit(_process, client, e, out, opts, stop))
-                if not pending:
-                    break
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    r = fut.result()
-                    rec = {"id": r.entry.image_id, "outcome": r.outcome, "sha256": r.sha256, "detail": r.detail}
-                    journal.write(json.dumps(rec) + "\n")
-                    done[r.entry.image_id] = rec
-                    bar.update(1)
-                journal.flush()  # to the kernel: survives the process being killed
-        finally:
-            stop.set()  # on Ctrl-C, in-flight downloads stop retrying
-            for f in pending:
-                f.cancel()
-    client.close()
+
+        def record(r: Result) -> None:
+            rec = {"id": r.entry.image_id, "outcome": r.outcome, "sha256": r.sha256, "detail": r.detail}
+            journal.write(json.dumps(rec) + "\n")
+            journal.flush()  # to the kernel: survives the process being killed
+            done[r.entry.image_id] = rec
+            bar.update(1)
+
+        _run_coroutine(_download_all(todo, out, opts, record))
     return finalise(entries, done, out, opts, list_report)
+
+
+async def _download_all(todo: list[Entry], out: Path, opts: DownloadOptions, record) -> None:
+    """``opts.workers`` coroutines share one iterator over ``todo``: at most that many requests are in
+    flight, and memory stays flat on lists of millions of URLs."""
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=opts.timeout, sock_read=opts.timeout)
+    connector = aiohttp.TCPConnector(limit=opts.workers)
+    headers = {"User-Agent": opts.user_agent}
+    it = iter(todo)
+    with ThreadPoolExecutor(max(2, os.cpu_count() or 2)) as pool:
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers) as session:
+
+            async def worker() -> None:
+                for e in it:
+                    record(await _process(session, pool, e, out, opts))
+
+            await asyncio.gather(*(worker() for _ in range(opts.workers)))
+
+
+def _run_coroutine(coro) -> None:
+    """``asyncio.run``, also from code that already runs an event loop (a notebook): then in a thread."""
+    try:
+        asyncio.get_running_loop()
+        in_a_loop = True
+    except RuntimeError:
+        in_a_loop = False
+    if not in_a_loop:
+        asyncio.run(coro)
+        return
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            asyncio.run(coro)
+        except BaseException as e:  # re-raised in the caller's thread
+            errors.append(e)
+
+    t = threading.Thread(target=target)
+    t.start()
+    t.join()
+    if errors:
+        raise errors[0]
 
 
 def _val_key(image_id: str) -> str:
