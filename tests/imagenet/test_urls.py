@@ -4,6 +4,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -74,6 +75,13 @@ def make_routes() -> tuple[dict, dict[str, bytes]]:
     return routes, good
 
 
+def closed_port() -> int:
+    """A local port nothing listens on (connections to it are refused at once)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def write_list(path: Path, base: str) -> None:
     lines = [
         f"{A}_1\t{base}/a.jpg",
@@ -89,6 +97,8 @@ def write_list(path: Path, base: str) -> None:
         f"{B}_2\t{base}/copy-of-a.jpg",
         f"{B}_3\t{base}/flaky.jpg",
         f"{B}_1\t{base}/other.jpg",
+        f"{B}_4\thttp://[::1/broken-ipv6.jpg",
+        f"{B}_5\thttp://127.0.0.1:{closed_port()}/refused.jpg",
         "this line is malformed",
     ]
     path.write_bytes(("\n".join(lines) + "\n").encode() + b"n01443537_9\thttp://\xff\n")
@@ -111,12 +121,15 @@ def test_report_counts_every_outcome(tmp_path: Path) -> None:
         "corrupt": 1,
         "timeout": 1,
         "bad_scheme": 2,  # file:// in the list, and a redirect hop to file://
+        "bad_url": 1,
+        "connection_error": 1,  # refused (not a timeout)
         "duplicate": 2,  # repeated id in the list, same content as a
         "bad_line": 2,
     }
     f = result["failures"]
     assert f["http_error"] == [f"{A}_3"] and f["placeholder"] == [f"{A}_4"] and f["not_image"] == [f"{A}_5"]
     assert f["corrupt"] == [f"{A}_6"] and f["timeout"] == [f"{A}_7"] and f["bad_scheme"] == [f"{A}_8", f"{A}_9"]
+    assert f["bad_url"] == [f"{B}_4"] and f["connection_error"] == [f"{B}_5"]
     assert any(d.startswith(f"{B}_2 ") for d in f["duplicate"])
     out = tmp_path / "out"
     assert sorted(tree(out)) == sorted([
