@@ -185,7 +185,10 @@ def train(cfg: TrainConfig, resume: str | None = None) -> dict:
     val_src = SubsetSource.limit(val_src, cfg.val_limit, cfg.seed)
     classes = list(train_src.classes)
 
-    model = create_model(cfg.model, num_classes=len(classes), **cfg.model_kwargs)
+    ckpt = ckpt_mod.load(run_dir / "checkpoints" / "last.pt", map_location=device) if resume else None
+    # A resumed run rebuilds the network its checkpoint describes (a darknet cfg's text travels in it),
+    # so editing or moving a cfg file after starting does not change the run.
+    model = ckpt_mod.build_model(ckpt["arch"]) if ckpt else create_model(cfg.model, num_classes=len(classes), **cfg.model_kwargs)
     pre = build_preprocess(model, cfg.preprocess)
     if cfg.init and cfg.finetune:
         raise CnnlabError("give either --init (same classes) or --finetune (new classifier), not both")
@@ -231,8 +234,7 @@ def train(cfg: TrainConfig, resume: str | None = None) -> dict:
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True) if cfg.ema_decay > 0 else None
 
     state = TrainState()
-    if resume:
-        ckpt = ckpt_mod.load(run_dir / "checkpoints" / "last.pt", map_location=device)
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])

@@ -256,12 +256,19 @@ def test_features_and_head_compose_to_forward() -> None:
         assert model.forward_head(feats, pre_logits=True).shape == (2, 32 * 8 * 8)
 
 
-def test_weights_for_another_cfg_are_one_line(capsys, tmp_path: Path) -> None:
+def test_resume_uses_the_cfg_stored_in_the_checkpoint(capsys, tmp_path: Path) -> None:
     cfg = tmp_path / "small.cfg"
     cfg.write_text(SMALL)
     common = ["--model", f"darknet:{cfg}", "--data", "digits", "--batch-size", "16", "--train-limit", "32", "--val-limit", "16",
               "--workers", "0", "--no-progress", "--epochs", "1"]  # fmt: skip
     assert cli(capsys, "train", *common, "--out", tmp_path / "run")[0] == 0
+    shapes = {k: tuple(v.shape) for k, v in ckpt_mod.load(tmp_path / "run/checkpoints/last.pt")["model"].items() if isinstance(v, torch.Tensor)}
     cfg.write_text(SMALL.replace("filters=32", "filters=24"))  # edited while the run could still be resumed
     code, _, err = cli(capsys, "train", "--resume", tmp_path / "run", "--epochs", "2")
-    assert code == 2 and "was the cfg edited" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert code == 0, err
+    resumed = ckpt_mod.load(tmp_path / "run/checkpoints/last.pt")
+    assert resumed["train_state"]["epoch"] == 2
+    assert {k: tuple(v.shape) for k, v in resumed["model"].items() if isinstance(v, torch.Tensor)} == shapes
+    # The edited cfg is another network: starting it from the run's weights is one clear line.
+    code, _, err = cli(capsys, "train", *common, "--init", tmp_path / "run", "--out", tmp_path / "other")
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
