@@ -10,8 +10,9 @@ Resuming is darknet's: pass a backup as WEIGHTS and its ``seen`` restarts the co
 schedule and (here) the image order. Differences, on purpose: labels are the folder that carries
 the class name exactly (darknet's substring search labels ``.../class_10/x.png`` as ``class_1``),
 the image order is a seeded shuffle per epoch instead of sampling with replacement, existing
-weights are never overwritten without ``--force``, and augmentation is darknet's random crop of a
-random short side in ``[min_crop, max_crop]`` plus a flip (no hue/saturation/exposure/angle jitter).
+weights are never overwritten without ``--force``. Augmentation is darknet's (crop, angle, aspect,
+flip, hue, saturation, exposure; :mod:`cnnlab.darknet.augment`), seeded per sample; AlexeyAB's
+mixup/cutmix/mosaic, blur and label smoothing are not implemented (a warning says so).
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cnnlab.darknet.augment import Augment
 from cnnlab.darknet.cfg import read_data_file, resolve_data_path as _resolve
 from cnnlab.darknet.model import DarknetNet, load_darknet
-from cnnlab.darknet.preprocess import load_image, resize
+from cnnlab.darknet.preprocess import load_image
 from cnnlab.darknet.schedule import NetTraining
 from cnnlab.darknet.weights import WeightsHeader
 from cnnlab.errors import CnnlabError
@@ -101,32 +103,6 @@ def _read_lines(path: Path, what: str, data_file: Path) -> list[str]:
         return [line.strip() for line in path.read_text().splitlines() if line.strip()]
     except OSError:
         raise CnnlabError(f"{data_file}: cannot read the {what} {str(path)!r}") from None
-
-
-class Augment:
-    """darknet's classification crop: short side to a random size in [min_crop, max_crop], a random
-    w×h crop, a random horizontal flip; each draw from a generator keyed by the sample's index."""
-
-    def __init__(self, net: DarknetNet, seed: int) -> None:
-        opts = net.net_options
-        self.w, self.h = net.width, net.height
-        self.min = opts.int("min_crop", self.w)
-        self.max = max(self.min, opts.int("max_crop", self.w * 2))
-        self.flip = bool(opts.int("flip", 1))
-        self.seed = seed
-
-    def __call__(self, im: np.ndarray, sample: int) -> np.ndarray:  # (C, H, W) float32 → (C, h, w)
-        rng = np.random.default_rng([self.seed, sample])
-        size = int(rng.integers(self.min, self.max + 1))
-        c, H, W = im.shape
-        nw, nh = (size, H * size // W) if W < H else (W * size // H, size)
-        r = resize(im, max(nw, self.w), max(nh, self.h))  # never smaller than the crop
-        y = int(rng.integers(0, r.shape[1] - self.h + 1))
-        x = int(rng.integers(0, r.shape[2] - self.w + 1))
-        out = r[:, y : y + self.h, x : x + self.w]
-        if self.flip and rng.random() < 0.5:
-            out = out[:, :, ::-1]
-        return np.ascontiguousarray(out)
 
 
 def _optimizer(model: DarknetNet, t: NetTraining) -> torch.optim.SGD:
@@ -221,7 +197,9 @@ def train_classifier(
     header = WeightsHeader(0, 2, 0 if flavor == "pjreddie" else 5, model.header.seen, 8)
     model.header = header
 
-    augment = Augment(model, seed)
+    augment = Augment(model.net_options, model.width, model.height, seed, flavor)
+    for key in augment.unsupported:
+        print(f"warning: [net] {key}= is not implemented by cnnlab's darknet training and is ignored", file=err)
     optimizer = _optimizer(model, t)
     model.train()
     avg_loss = -1.0

@@ -257,3 +257,20 @@ def test_clear_and_a_partial_backbone_start_a_new_run(dataset: Path) -> None:
     # -clear on a full backup: the counter restarts (darknet's fine-tuning recipe)
     _, lines, _ = _train(dataset, str(trained), max_batches=2, clear=True, force=True)
     assert [int(PROGRESS.fullmatch(l).group(1)) for l in lines if PROGRESS.fullmatch(l)] == [1, 2]
+
+
+def test_darknet_augmentation_options_train_and_still_learn(dataset: Path) -> None:
+    cfg = dataset.parent / "net.cfg"
+    options = "angle=10\naspect=1.2\nhue=.1\nsaturation=1.5\nexposure=1.5\nmixup=1\n"
+    cfg.write_text(CFG.replace("max_crop=20\n", "max_crop=20\n" + options))
+    torch.manual_seed(0)
+    final, lines, err = _train(dataset)
+    losses = [float(PROGRESS.fullmatch(l).group(3)) for l in lines if PROGRESS.fullmatch(l)]
+    assert len(losses) == 24 and np.mean(losses[-5:]) < 0.5 * np.mean(losses[:3]), losses
+    assert "warning: [net] mixup= is not implemented" in err  # AlexeyAB's classifier mixup: said, not silently dropped
+    # the same seed repeats the run exactly (the augmentation is a function of the sample index)
+    weights = final.read_bytes()
+    torch.manual_seed(0)
+    _, lines, _ = _train(dataset, force=True)
+    assert [float(PROGRESS.fullmatch(l).group(3)) for l in lines if PROGRESS.fullmatch(l)] == losses
+    assert final.read_bytes() == weights
