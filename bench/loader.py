@@ -153,7 +153,7 @@ def main() -> None:
     print(f"\nper core: decode + RandomResizedCrop(224) + flip, {n} images, best of {args.rounds} rounds "
           f"(load average {load[0]:.1f} {load[1]:.1f})")  # fmt: skip
     base_rate = best["torchvision ImageFolder + PIL + v2 (baseline)"]
-    print(f"| pipeline | images/s per core | vs baseline |\n| --- | --- | --- |")
+    print("| pipeline | images/s per core | vs baseline |\n| --- | --- | --- |")
     for name, rate in best.items():
         print(f"| {name.strip()} | {rate:.0f} | {rate / base_rate:.2f}x |")
 
@@ -174,7 +174,7 @@ def main() -> None:
     for r in range(args.rounds):
         for name, make in loaders.items():
             wall[name] = max(wall[name], loader_wall(make(), n))
-    print(f"\nDataLoader, 2 workers, batch 64 (wall clock, includes worker start-up):\n| pipeline | images/s | vs baseline |\n| --- | --- | --- |")
+    print("\nDataLoader, 2 workers, batch 64 (wall clock, includes worker start-up):\n| pipeline | images/s | vs baseline |\n| --- | --- | --- |")
     for name, rate in wall.items():
         print(f"| {name} | {rate:.0f} | {rate / wall['baseline']:.2f}x |")
     ratio_shards = best["cnnlab loader, shards (256 px, q90)"] / base_rate

@@ -167,3 +167,19 @@ def resolve_data_path(path: str, data_file: Path) -> Path:
         if cand.exists():
             return cand
     return p
+
+
+def label_of(path: str, labels: list[str]) -> int:
+    """Class of ``path``: the innermost folder named exactly like a label; else, as darknet, the label
+    found in the file name (``12_airplane.png``), the longest when one found label contains the
+    others (darknet's substring search over the whole path mislabels ``.../class_10/x`` as
+    ``class_1``). -1 when no label, or several unrelated ones, match."""
+    lookup = {name: i for i, name in enumerate(labels)}
+    parts = Path(path).parts
+    for part in reversed(parts[:-1]):
+        if part in lookup:
+            return lookup[part]
+    name = parts[-1] if parts else ""
+    hits = [i for i, label in enumerate(labels) if label and label in name]
+    longest = [i for i in hits if not any(labels[i] != labels[j] and labels[i] in labels[j] for j in hits)]
+    return longest[0] if len(longest) == 1 else -1

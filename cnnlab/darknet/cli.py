@@ -14,7 +14,7 @@ from typing import TextIO
 import numpy as np
 import torch
 
-from cnnlab.darknet.cfg import read_data_file, resolve_data_path as _resolve
+from cnnlab.darknet.cfg import label_of, read_data_file, resolve_data_path as _resolve
 from cnnlab.darknet.detect import Detections, network_boxes, nms_sort
 from cnnlab.darknet.layers import Yolo
 from cnnlab.darknet.model import DarknetNet, load_darknet
@@ -121,13 +121,6 @@ def classifier_predict(
             return 0
 
 
-def _label_of(path: str, labels: list[str]) -> int:
-    """Exact folder-name labels (darknet's substring match is a known bug); see :func:`cnnlab.darknet.train.label_of`."""
-    from cnnlab.darknet.train import label_of
-
-    return label_of(path, labels)
-
-
 def classifier_valid(
     data: str,
     cfg: str,
@@ -153,7 +146,7 @@ def classifier_valid(
     acc = acck = 0.0
     unlabelled = 0
     for i, path in enumerate(paths):
-        cls = _label_of(path, labels)
+        cls = label_of(path, labels)
         unlabelled += cls < 0
         im = load_image(_resolve(path, data_file))
         x = preprocess(im, model.width, model.height, flavor, "classify")

@@ -8,7 +8,7 @@ state_dict as extra state so that save → checkpoint → save stays byte-identi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -17,6 +17,9 @@ from cnnlab.darknet.cfg import Section, parse_cfg, read_cfg
 from cnnlab.darknet.layers import LAYERS, BuildContext, DarknetLayer, Region, Softmax, Yolo
 from cnnlab.darknet.weights import WeightsHeader, load_weights, save_weights
 from cnnlab.errors import CnnlabError
+
+if TYPE_CHECKING:
+    from cnnlab.models import Preprocess
 
 FLAVORS = ("pjreddie", "alexeyab")
 
@@ -254,7 +257,7 @@ def from_checkpoint_payload(payload: dict[str, Any]) -> DarknetNet:
     return rebuild_darknet(payload["cfg_text"], payload["flavor"], payload["state_dict"])
 
 
-def darknet_preprocess(model: DarknetNet) -> "Preprocess":
+def darknet_preprocess(model: DarknetNet) -> Preprocess:
     """cnnlab's :class:`Preprocess` for this net, following the flavor's classifier path: pjreddie
     letterboxes into width×height (grey canvas, no crop); AlexeyAB resizes the short side to ``width``
     (even for the height) and centre-crops. Pixels x/255, no mean/std, as darknet. The geometry is

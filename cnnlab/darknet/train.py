@@ -29,28 +29,12 @@ import torch
 import torch.nn.functional as F
 
 from cnnlab.darknet.augment import Augment
-from cnnlab.darknet.cfg import read_data_file, resolve_data_path as _resolve
+from cnnlab.darknet.cfg import label_of, read_data_file, resolve_data_path as _resolve
 from cnnlab.darknet.model import DarknetNet, load_darknet
 from cnnlab.darknet.preprocess import load_image
 from cnnlab.darknet.schedule import NetTraining
 from cnnlab.darknet.weights import WeightsHeader
 from cnnlab.errors import CnnlabError
-
-
-def label_of(path: str, labels: list[str]) -> int:
-    """Class of ``path``: the innermost folder named exactly like a label; else, as darknet, the label
-    found in the file name (``12_airplane.png``), the longest when one found label contains the
-    others (darknet's substring search over the whole path mislabels ``.../class_10/x`` as
-    ``class_1``). -1 when no label, or several unrelated ones, match."""
-    lookup = {name: i for i, name in enumerate(labels)}
-    parts = Path(path).parts
-    for part in reversed(parts[:-1]):
-        if part in lookup:
-            return lookup[part]
-    name = parts[-1] if parts else ""
-    hits = [i for i, label in enumerate(labels) if label and label in name]
-    longest = [i for i in hits if not any(labels[i] != labels[j] and labels[i] in labels[j] for j in hits)]
-    return longest[0] if len(longest) == 1 else -1
 
 
 def basecfg(cfg: str) -> str:

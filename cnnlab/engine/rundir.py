@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cnnlab.errors import CnnlabError
+from cnnlab.fileio import write_json_atomic
 
 
 def git_revision() -> str:
@@ -71,10 +72,7 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    tmp.replace(path)
+write_json = write_json_atomic  # summary.json, valid.json: never half written
 
 
 def plot_curves(records: list[dict], path: Path) -> None:

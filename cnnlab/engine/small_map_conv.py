@@ -5,7 +5,7 @@ Why this exists: under CPU bf16 autocast, oneDNN's convolution *backward* on map
 while a bf16 matrix product on the same core reaches about 800 GFLOP/s (AMX). Measured here on
 ResNet-18, 64×64, batch 128, one thread: the three 512→512 3×3 convs on 2×2 maps took a third of
 the whole train step. Written as im2col + matmul (``F.unfold``/``F.fold``), those layers run about
-3.5× faster, and the step 1.3-1.4× faster. On maps of 4×4 the two are even and from 8×8 oneDNN wins,
+3.5× faster, and the whole step 1.3-1.6× faster. On maps of 4×4 the two are even and from 8×8 oneDNN wins,
 so only maps of at most :data:`MAX_PIXELS` pixels take this path. No library offers this routing.
 
 The swap keeps the same ``Parameter`` objects and ``state_dict`` keys, so checkpoints, optimizers

@@ -46,7 +46,7 @@ def test_unfold_conv2d_equals_conv2d_forward_and_backward(geometry) -> None:
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
-def test_routing_keeps_parameters_keys_and_results() -> None:
+def test_routing_keeps_parameters_and_state_dict_keys() -> None:
     torch.manual_seed(0)
     model = create_model("resnet18", num_classes=10)
     keys = list(model.state_dict())

@@ -33,9 +33,10 @@ import aiohttp
 from tqdm import tqdm
 
 from cnnlab.data.imagenet.imagecheck import Unusable, normalise
-from cnnlab.data.imagenet.report import KEPT, Report, write_bytes_atomic, write_json_atomic
+from cnnlab.data.imagenet.report import KEPT, Report
 from cnnlab.data.imagenet.synsets import write_labels, write_synsets_tsv
 from cnnlab.data.imagenet.urllist import Entry
+from cnnlab.fileio import write_bytes_atomic, write_json_atomic
 
 TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 CHUNK = 64 * 1024

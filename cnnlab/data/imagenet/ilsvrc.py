@@ -23,7 +23,8 @@ from tqdm import tqdm
 from cnnlab.data.imagenet.archive import unsafe_reason
 from cnnlab.data.imagenet.devkit import Devkit, read_devkit
 from cnnlab.data.imagenet.imagecheck import Normalised, Unusable, normalise
-from cnnlab.data.imagenet.report import Report, write_bytes_atomic, write_json_atomic
+from cnnlab.data.imagenet.report import Report
+from cnnlab.fileio import write_bytes_atomic, write_json_atomic
 from cnnlab.data.imagenet.synsets import known_val_labels, standard_1k, write_labels, write_synsets_tsv
 from cnnlab.errors import CnnlabError
 

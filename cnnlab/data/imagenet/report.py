@@ -6,10 +6,7 @@ also lists the ids so a user can look at them.
 
 from __future__ import annotations
 
-import json
-import os
 from collections import Counter, defaultdict
-from pathlib import Path
 from typing import Any
 
 KEPT = frozenset({"ok", "converted_cmyk", "converted_png", "converted_other", "converted_grayscale", "grayscale"})
@@ -51,29 +48,3 @@ class Report:
 
     def summary(self) -> str:
         return ", ".join(f"{k}={n}" for k, n in sorted(self.counts.items())) or "nothing processed"
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Temp file + rename, so a kill never leaves half a JSON file behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=False) + "\n")
-    os.replace(tmp, path)
-
-
-def write_bytes_atomic(path: Path, data: bytes, tmp_dir: Path) -> None:
-    """Write via ``tmp_dir`` (same filesystem, outside the class folders) and rename into place.
-
-    Both folders are created on first need only: a ``mkdir -p`` per file cost 12% of a download's CPU.
-    """
-    tmp = tmp_dir / f"{os.getpid()}-{id(data):x}-{path.name}"
-    try:
-        tmp.write_bytes(data)
-    except FileNotFoundError:
-        tmp_dir.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(data)
-    try:
-        os.replace(tmp, path)
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, path)

@@ -9,11 +9,8 @@ shard is written, ``manifest.json``.
 
 from __future__ import annotations
 
-import json
-import os
 import tarfile
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 FORMAT = "cnnlab-shards/1"
@@ -56,12 +53,6 @@ class Settings:
         mine = self.to_dict()
         return [f"{k} {other.get(k)!r} → {mine[k]!r}" if k != "classes" else "classes"
                 for k in mine if other.get(k) != mine[k]]  # fmt: skip
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
 
 
 def tar_info(name: str, size: int) -> tarfile.TarInfo:

@@ -34,6 +34,7 @@ from cnnlab.data.shards import format as fmt
 from cnnlab.data.shards.jpeg import add_marker_table, restart_blocks
 from cnnlab.data.sources.base import BadImage, ImageSource
 from cnnlab.errors import CnnlabError
+from cnnlab.fileio import write_json_atomic
 
 SMALL_SIDE = 64  # "auto" stores images this small (MNIST, CIFAR, digits) losslessly as PNG
 IMAGE_FORMATS = ("auto", "jpg", "png")
@@ -125,7 +126,7 @@ def _write_shard(k: int) -> None:
                 tar.addfile(fmt.tar_info(f"{key}.{suffix}", len(payload)), io.BytesIO(payload))
             _count(counter, tick)
     os.replace(tmp, out / fmt.shard_file(name, k))
-    fmt.write_json_atomic(out / fmt.index_file(name, k), {"samples": entries, "skipped": skipped})
+    write_json_atomic(out / fmt.index_file(name, k), {"samples": entries, "skipped": skipped})
 
 
 def _count(counter, tick) -> None:
@@ -182,13 +183,14 @@ def write_shards(
         raise CnnlabError(f"--quality {settings.quality} is out of range: use 1..100 (90 is the default recipe)")
     out = Path(out)
     _check_out(out, settings)
-    fmt.write_json_atomic(out / fmt.SETTINGS, settings.to_dict())
+    write_json_atomic(out / fmt.SETTINGS, settings.to_dict())
     name = settings.split
     n = len(source)
     order = np.random.default_rng(settings.seed).permutation(n) if n else np.zeros(0, dtype=np.int64)
     n_shards = -(-n // settings.shard_size)
     todo = [k for k in range(n_shards) if not ((out / fmt.index_file(name, k)).is_file() and (out / fmt.shard_file(name, k)).is_file())]
-    done_samples = sum(min(n, (k + 1) * settings.shard_size) - k * settings.shard_size for k in range(n_shards) if k not in set(todo))
+    pending = set(todo)
+    done_samples = sum(min(n, (k + 1) * settings.shard_size) - k * settings.shard_size for k in range(n_shards) if k not in pending)
     if done_samples:
         log(f"{out}: resuming, {n_shards - len(todo)} of {n_shards} shards already written")
     job = {
@@ -219,7 +221,7 @@ def write_shards(
     bar.close()
     seconds = time.perf_counter() - t0
     manifest = build_manifest(out, settings, n_shards)
-    fmt.write_json_atomic(out / fmt.MANIFEST, manifest)
+    write_json_atomic(out / fmt.MANIFEST, manifest)
     written = n - done_samples
     log(
         f"{out}: {manifest['samples']} samples in {n_shards} shards, {len(manifest['skipped'])} unreadable skipped"
