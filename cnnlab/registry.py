@@ -7,6 +7,8 @@ One registry per kind of thing. Builders register with a decorator; a duplicate 
 from __future__ import annotations
 
 import difflib
+import functools
+import importlib
 import fnmatch
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
@@ -20,6 +22,9 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind  # e.g. "model", used in error messages
         self._entries: dict[str, T] = {}
+        # "prefix:" → "module:function" builders for names that are files, not entries (darknet:x.cfg);
+        # imported on first use so this registry's package need not import the builder's
+        self._prefixes: dict[str, str] = {}
 
     def register(self, name: str | None = None) -> Callable[[T], T]:
         """Decorator: ``@MODELS.register()`` uses the function's ``__name__``."""
@@ -36,7 +41,17 @@ class Registry(Generic[T]):
             raise ValueError(f"duplicate {self.kind} name {name!r}: each {self.kind} must be registered once")
         self._entries[name] = obj
 
+    def add_prefix(self, prefix: str, target: str) -> None:
+        """Names ``prefix:REST`` resolve to ``functools.partial(function, name)`` from ``"module:function"``."""
+        if prefix in self._prefixes:
+            raise ValueError(f"duplicate {self.kind} prefix {prefix!r}")
+        self._prefixes[prefix] = target
+
     def get(self, name: str) -> T:
+        prefix, sep, _ = name.partition(":")
+        if sep and prefix in self._prefixes:
+            module, _, function = self._prefixes[prefix].partition(":")
+            return functools.partial(getattr(importlib.import_module(module), function), name)  # type: ignore[return-value]
         try:
             return self._entries[name]
         except KeyError:

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 from cnnlab.errors import CnnlabError
 
 if TYPE_CHECKING:  # torch is imported when a model is loaded, not when the CLI parser is built
-    from cnnlab.models import Classifier, Preprocess
+    from cnnlab.model_meta import Preprocess
+    from cnnlab.models import Classifier
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:

@@ -27,40 +27,41 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cnnlab.models import create_model
-    from cnnlab.models.summary import summarize
 
     size = parse_input_size(args.input) if args.input else None
-    if args.model.startswith("darknet:"):
-        return _darknet_summary(args.model, size)
-    kwargs = {"in_chans": size[0]} if size else {}
-    model = create_model(args.model, **kwargs)
+    model = create_model(args.model, **({"in_chans": size[0]} if size else {}))
+    if hasattr(model, "layer_table"):  # a darknet cfg: the table darknet itself prints
+        return _darknet_summary(args.model, model, size)
     size = size or model.meta.preprocess.input_size
-    try:
-        table = summarize(model, size).table()
-    except RuntimeError as e:  # e.g. a map shrinking below a kernel at a too-small input
-        first = str(e).strip().splitlines()[0]
-        raise CnnlabError(
-            f"{args.model} cannot take a {'x'.join(map(str, size))} input ({first}); "
-            f"try its own size {'x'.join(map(str, model.meta.preprocess.input_size))}"
-        ) from None
     print(f"{args.model}: input {'x'.join(map(str, size))}")
-    print(table)
+    print(_zoo_table(args.model, model, size))
     return 0
 
 
-def _darknet_summary(name: str, size: tuple[int, int, int] | None) -> int:
-    """A darknet cfg: the layer table darknet itself prints, then the totals."""
-    from cnnlab.darknet.classifier import PREFIX
-    from cnnlab.darknet.model import load_darknet
+def _zoo_table(name: str, model, size: tuple[int, int, int]) -> str:
+    from cnnlab.models.summary import summarize
 
-    net = load_darknet(name[len(PREFIX) :])
+    try:
+        return summarize(model, size).table()
+    except RuntimeError as e:  # e.g. a map shrinking below a kernel at a too-small input
+        first = str(e).strip().splitlines()[0]
+        raise CnnlabError(
+            f"{name} cannot take a {'x'.join(map(str, size))} input ({first}); "
+            f"try its own size {'x'.join(map(str, model.meta.preprocess.input_size))}"
+        ) from None
+
+
+def _darknet_summary(name: str, model, size: tuple[int, int, int] | None) -> int:
+    """A darknet cfg: the layer table darknet itself prints, then the totals."""
+    net = getattr(model, "net", model)  # DarknetClassifier wraps its DarknetNet; a detector is one
     own = (net.channels, net.height, net.width)
     if size is not None and size != own:
         raise CnnlabError(f"a darknet cfg sets its own input size ({'x'.join(map(str, own))}, [net] channels/height/width); edit the cfg instead of --input")
-    bflops = sum(float(line.split()[-2]) for line in net.layer_table().splitlines() if line.endswith("BFLOPs"))
+    table = net.layer_table()
+    bflops = sum(float(line.split()[-2]) for line in table.splitlines() if line.endswith("BFLOPs"))
     params = sum(p.numel() for p in net.parameters())
     print(f"{name}: input {'x'.join(map(str, own))}, {'detector' if net.is_detector else f'{net.classes} outputs'}")
-    print(net.layer_table())
+    print(table)
     print(f"Total BFLOPS {bflops:.3f}")
     print(f"parameters {params:,}")
     return 0

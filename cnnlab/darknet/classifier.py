@@ -159,6 +159,20 @@ def create_darknet_classifier(
     return DarknetClassifier(cfg_text, flavor, path or "<cfg>", num_classes, in_chans)
 
 
+def create_darknet_model(
+    name: str, num_classes: int | None = None, in_chans: int | None = None, cfg_text: str | None = None, flavor: str = "pjreddie"
+) -> DarknetClassifier | DarknetNet:
+    """The model registry's builder for ``darknet:PATH.cfg``: a classifier cfg becomes a
+    :class:`DarknetClassifier`; a detector cfg ([yolo]/[region]) its :class:`DarknetNet`."""
+    if cfg_text is None and name.startswith(PREFIX):
+        _, cfg_text = read_cfg(name[len(PREFIX) :])
+    if cfg_text is not None and DarknetNet(cfg_text, flavor, name[len(PREFIX) :] or "<cfg>").is_detector:
+        if num_classes is not None or in_chans is not None:
+            raise CnnlabError(f"{name} is a detector ([yolo]/[region]): its classes and channels are set in the cfg")
+        return DarknetNet(cfg_text, flavor, name[len(PREFIX) :] or "<cfg>")
+    return create_darknet_classifier(name, num_classes, in_chans, cfg_text, flavor)
+
+
 def classifier_from_net(net: DarknetNet) -> DarknetClassifier:
     """Wrap an already loaded network (e.g. with .weights read) without copying its cfg from disk."""
     model = DarknetClassifier(net.cfg_text, net.flavor, net.source)

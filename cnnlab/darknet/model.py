@@ -8,7 +8,7 @@ state_dict as extra state so that save → checkpoint → save stays byte-identi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
@@ -17,9 +17,7 @@ from cnnlab.darknet.cfg import Section, parse_cfg, read_cfg
 from cnnlab.darknet.layers import LAYERS, BuildContext, DarknetLayer, Region, Softmax, Yolo
 from cnnlab.darknet.weights import WeightsHeader, load_weights, save_weights
 from cnnlab.errors import CnnlabError
-
-if TYPE_CHECKING:
-    from cnnlab.models import Preprocess
+from cnnlab.model_meta import Preprocess
 
 FLAVORS = ("pjreddie", "alexeyab")
 
@@ -263,8 +261,6 @@ def darknet_preprocess(model: DarknetNet) -> Preprocess:
     (even for the height) and centre-crops. Pixels x/255, no mean/std, as darknet. The geometry is
     darknet's; the resize kernel is torchvision's (:mod:`cnnlab.darknet.preprocess` has darknet's own
     kernel, which the ``cnnlab darknet`` commands use)."""
-    from cnnlab.models._base import Preprocess
-
     c = model.channels
     mode = "letterbox" if model.flavor == "pjreddie" else "short"
     return Preprocess(

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torchvision.transforms import InterpolationMode, v2
 
-from cnnlab.models import Preprocess
+from cnnlab.model_meta import Preprocess
 
 INTERPOLATION = {
     "bilinear": InterpolationMode.BILINEAR,

@@ -11,7 +11,7 @@ from torch import nn
 
 from cnnlab.data.sources.base import BadImage
 from cnnlab.data.transforms import DeviceNormalize, eval_transform
-from cnnlab.models import Preprocess
+from cnnlab.model_meta import Preprocess
 
 
 @dataclass

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-
 from cnnlab.models._base import Classifier, ModelMeta, Preprocess
 from cnnlab.registry import Registry
 
 MODELS: Registry = Registry("model")
 register_model = MODELS.register
+# A darknet cfg is a file, not a registry entry (so zoo-wide tests don't list it).
+MODELS.add_prefix("darknet", "cnnlab.darknet.classifier:create_darknet_model")
 
 
 def create_model(name: str, num_classes: int | None = None, in_chans: int | None = None, **kwargs) -> Classifier:
     """Build a registered architecture, e.g. ``create_model("resnet18", num_classes=10)``, or a
     darknet classifier cfg: ``create_model("darknet:path/to/net.cfg")``."""
-    if name.startswith("darknet:"):  # a file, not a registry entry (so zoo-wide tests don't see it)
-        from cnnlab.darknet.classifier import create_darknet_classifier
-
-        return create_darknet_classifier(name, num_classes, in_chans, **kwargs)
     builder = MODELS.get(name)
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
