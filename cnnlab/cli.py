@@ -55,11 +55,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except CnnlabError as e:
-        print(f"cnnlab {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        print(f"{_rank_prefix()}cnnlab {args.command}: error: {e}", file=sys.stderr)
+        return getattr(e, "exit_code", 2)
     except KeyboardInterrupt:
         print(f"cnnlab {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _rank_prefix() -> str:
+    """``rank N: `` on the processes of a distributed run, so a failed rank names itself."""
+    import os
+
+    return f"rank {os.environ['RANK']}: " if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 and "RANK" in os.environ else ""
 
 
 if __name__ == "__main__":

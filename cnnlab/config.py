@@ -25,6 +25,7 @@ RECIPES_DIR = Path(__file__).parent / "recipes"
 @dataclass
 class TrainConfig:
     # --- what to train on what
+    task: str = "classify"  # classify | embedding (metric learning from positive and negative pairs)
     model: str = "resnet18"
     data: str = "mnist5k"  # built-in dataset name or a path (class folders, MNIST idx, CIFAR batches)
     out: str = ""  # run directory; default runs/<model>-<data>[-N], never an existing one
@@ -52,6 +53,8 @@ class TrainConfig:
     clip_grad: float = 0.0  # max global grad norm; 0 = off
     label_smoothing: float = 0.0
     ema_decay: float = 0.0  # exponential moving average of weights; 0 = off (e.g. 0.999)
+    class_weights: str = ""  # loss weight per class: auto (inverse frequency) or a file (one per class); "" = off
+    balance: str = "none"  # none | sampler (draw every class equally often)
 
     # --- learning-rate schedule (stepped every optimizer step)
     sched: str = "cosine"  # constant | step | multistep | cosine | onecycle
@@ -67,6 +70,7 @@ class TrainConfig:
     amp: str = "auto"  # auto (bf16 on CPU, fp16 on CUDA) | off | bf16 | fp16
     channels_last: bool = True
     compile: bool = False  # torch.compile the model
+    sync_bn: bool = False  # SyncBatchNorm across processes (CUDA only; on the CPU statistics are averaged per epoch)
 
     # --- augmentation (train only; evaluation uses the model's resize + center crop)
     crop: str = "rrc"  # rrc (random resized crop) | center (resize + center crop, as in eval)

@@ -7,6 +7,7 @@ confusion matrix, per-class precision/recall/F1 and Cohen's kappa.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torchmetrics import MetricCollection
@@ -18,6 +19,8 @@ from torchmetrics.classification import (
     MulticlassPrecision,
     MulticlassRecall,
 )
+
+from cnnlab.engine.task import Report
 
 
 def build_metrics(num_classes: int, device: torch.device | str = "cpu") -> MetricCollection:
@@ -39,7 +42,7 @@ def build_metrics(num_classes: int, device: torch.device | str = "cpu") -> Metri
 
 
 @dataclass
-class ClassificationReport:
+class ClassificationReport(Report):
     top1: float  # percent
     top5: float
     loss: float
@@ -71,6 +74,27 @@ class ClassificationReport:
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
+
+    @property
+    def primary(self) -> float:
+        return self.top1
+
+    def record(self) -> dict[str, float]:
+        return {"val_loss": self.loss, "val_top1": self.top1, "val_top5": self.top5}
+
+    def line(self) -> str:
+        return f"val loss {self.loss:.4f} top-1 {self.top1:.2f}% top-5 {self.top5:.2f}%"
+
+    def headline(self) -> str:
+        return f"top-1 {self.top1:.2f}%  top-5 {self.top5:.2f}%  loss {self.loss:.4f}"
+
+    def summary(self) -> dict[str, float]:
+        return {"top1": self.top1, "top5": self.top5, "loss": self.loss, "kappa": self.kappa}
+
+    def figures(self, run_dir: Path) -> None:
+        from cnnlab.engine.rundir import plot_confusion
+
+        plot_confusion(self.confusion, self.classes, run_dir / "confusion_matrix.png")
 
     def table(self, max_rows: int = 50) -> str:
         """Per-class precision/recall/F1 as a fixed-width table, then the totals."""

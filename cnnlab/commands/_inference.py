@@ -44,8 +44,6 @@ def load_model(args: argparse.Namespace, classes_hint: list[str] | None = None) 
         classes = classes_hint
     else:
         raise CnnlabError("--model/--weights need class names: pass --labels FILE (one name per line)")
-    from cnnlab.engine.train import _weights_from
-
     model = create_model(args.model, num_classes=len(classes))
-    ckpt_mod.load_weights(model, _weights_from(args.weights), args.weights)
+    ckpt_mod.load_weights(model, ckpt_mod.weights_from(args.weights), args.weights)
     return model, classes, model.meta.preprocess, {}

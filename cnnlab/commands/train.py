@@ -31,10 +31,11 @@ def run(args: argparse.Namespace) -> int:
     else:
         cfg = config.resolve(config.load_recipe(args.config) if args.config else {}, overrides)
     summary = train(cfg, resume=args.resume)
+    if summary is None:  # not the main process of a distributed run
+        return 0
     print(
-        f"held-out top-1 {summary['top1']:.2f}%  top-5 {summary['top5']:.2f}%  loss {summary['loss']:.4f}  "
-        f"({summary['val_images']} images; {summary['epochs']} epochs in {summary['train_seconds']:.1f} s, "
-        f"{summary['images_per_second']:.0f} img/s)"
+        f"held-out {summary['headline']}  ({summary['val_images']} images; {summary['epochs']} epochs in "
+        f"{summary['train_seconds']:.1f} s, {summary['images_per_second']:.0f} img/s)"
     )
     if summary["bad_images"]:
         print(f"skipped {len(summary['bad_images'])} unreadable image(s); they are listed in {summary['run_dir']}/summary.json")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from cnnlab.commands._inference import add_model_arguments, load_model
@@ -31,6 +32,8 @@ def run(args: argparse.Namespace) -> int:
     from cnnlab.data.transforms import DeviceNormalize, eval_transform, tencrop_transform
     from cnnlab.engine.device import pick_device
     from cnnlab.engine.evaluate import evaluate
+    from cnnlab.engine.logger import Progress
+    from cnnlab.engine.task import build_task, task_of
 
     data = args.data
     model, classes, pre, ckpt = load_model(args)
@@ -44,7 +47,9 @@ def run(args: argparse.Namespace) -> int:
     tf = tencrop_transform(pre) if args.tencrop else eval_transform(pre)
     loader = make_loader(source, tf, args.batch_size, shuffle=False, workers=args.workers, pin_memory=device.type == "cuda")
     bad = BadImageLog(max_fraction=1.0)
-    report = evaluate(model, loader, DeviceNormalize(pre).to(device), device, classes, None, bad, not args.no_progress)
+    evaluator = build_task(task_of(ckpt), None, source, device).evaluator()
+    progress = Progress("valid", len(source), 0, "img", sys.stderr, not args.no_progress)
+    report = evaluate(model, loader, DeviceNormalize(pre).to(device), evaluator, device, None, bad, progress)
     print(report.table())
     if bad.bad:
         print(bad.report())

@@ -123,8 +123,10 @@ def make_loader(
     rank: int = 0,
     world: int = 1,
     pin_memory: bool = False,
+    sampler: Sampler | None = None,
 ) -> DataLoader:
-    sampler = ResumableSampler(len(source), seed, shuffle, rank, world, drop_last=drop_last)
+    """Batches of ``source`` through ``transform``: this rank's share of a seeded order (or ``sampler``'s)."""
+    sampler = sampler or ResumableSampler(len(source), seed, shuffle, rank, world, drop_last=drop_last)
     return batch_loader(TransformedSource(source, transform, seed), sampler, batch_size, workers, drop_last, pin_memory, seed)
 
 
@@ -161,12 +163,19 @@ class BadImageLog:
         for reason in batch.bad:
             self.bad[reason] = None
 
-    def check(self, min_seen: int = 100) -> None:
-        """Raise once enough samples were seen to judge the fraction (or at the end: min_seen=0)."""
-        if self.seen >= min_seen and self.seen and len(self.bad) / self.seen > self.max_fraction:
-            first = next(iter(self.bad))
+    def restore(self, bad: list[str], seen: int) -> None:
+        """Continue counting from a checkpoint's figures (a run resumed mid-epoch)."""
+        self.bad = dict.fromkeys(bad)
+        self.seen = seen
+
+    def check(self, min_seen: int = 100, totals: tuple[int, int] | None = None) -> None:
+        """Raise once enough samples were seen to judge the fraction (or at the end: min_seen=0).
+        ``totals``: (bad, seen) summed over every process, when the limit is global."""
+        n_bad, seen = totals if totals is not None else (len(self.bad), self.seen)
+        if seen >= min_seen and seen and n_bad / seen > self.max_fraction:
+            first = next(iter(self.bad), "on another process")
             raise CnnlabError(
-                f"{len(self.bad)} of {self.seen} images could not be read (more than "
+                f"{n_bad} of {seen} images could not be read (more than "
                 f"{self.max_fraction:.0%}), e.g. {first}; fix or remove them, or raise --max-bad-fraction"
             )
 

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from cnnlab.errors import CnnlabError
-from cnnlab.models import Classifier, Preprocess, create_model
+from cnnlab.model_meta import Preprocess
+from cnnlab.models import Classifier, create_model
 
 FORMAT = "cnnlab-checkpoint/1"
 
@@ -101,7 +102,7 @@ def _tuplify(x: Any) -> Any:
     return tuple(_tuplify(v) for v in x) if isinstance(x, (list, tuple)) else x
 
 
-def arch_of(model: Classifier, model_kwargs: dict | None = None) -> dict:
+def arch_of(model: nn.Module, model_kwargs: dict | None = None) -> dict:
     return {
         "name": model.meta.name,
         "num_classes": model.num_classes,
@@ -157,3 +158,27 @@ def model_from_checkpoint(ckpt: dict, use_ema: bool = True) -> tuple[Classifier,
     weights = ckpt["ema"] if use_ema and ckpt.get("ema") is not None else ckpt["model"]
     load_weights(model, weights, "checkpoint")
     return model, list(ckpt["classes"]), Preprocess.from_dict(ckpt["preprocess"])
+
+
+def weights_from(path: str) -> dict:
+    """Model weights from a cnnlab checkpoint (its EMA when kept) or a plain state_dict file (torchvision/timm)."""
+    p = resolve_path(path)
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CnnlabError(f"{p} is corrupt or not a PyTorch weights file ({type(e).__name__})") from None
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        return obj["ema"] if obj.get("ema") is not None else obj["model"]
+    if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return obj
+    raise CnnlabError(f"{p} holds neither a cnnlab checkpoint nor a state_dict")
+
+
+def start_weights(model: nn.Module, init: str, finetune: str) -> None:
+    """``--init`` (every weight, same classes) or ``--finetune`` (all but the classifier) for a new run."""
+    if init and finetune:
+        raise CnnlabError("give either --init (same classes) or --finetune (new classifier), not both")
+    if init:
+        load_weights(model, weights_from(init), init)
+    if finetune:
+        load_features(model, weights_from(finetune))

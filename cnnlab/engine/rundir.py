@@ -12,8 +12,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from cnnlab.errors import CnnlabError
@@ -51,6 +53,60 @@ def new_run_dir(out: str, model: str, data: str) -> Path:
     raise CnnlabError("too many runs in ./runs; pass --out")
 
 
+@dataclass(frozen=True)
+class RunDir:
+    path: Path
+    resuming: bool  # checkpoints/last.pt exists and the run continues from it
+
+    @property
+    def last(self) -> Path:
+        return self.path / "checkpoints" / "last.pt"
+
+
+def open_run(cfg, resume: str | None, dist) -> RunDir:
+    """The run's folder, decided by rank 0 and shared with every rank: ``--resume RUN`` continues RUN
+    (or starts it over if it stopped before its first checkpoint); under a torchrun restart the same
+    command continues its ``--out`` folder; otherwise a new folder with the resolved config."""
+    from cnnlab.engine import distributed
+
+    decision: tuple[str, bool] | str = ""
+    if dist.is_main:
+        try:
+            run = _open_on_main(cfg, resume, dist.world)
+            decision = (str(run.path), run.resuming)
+        except CnnlabError as e:
+            decision = str(e)
+    decision = distributed.gather_objects(decision)[0]
+    if isinstance(decision, str):  # every rank stops with rank 0's message
+        raise CnnlabError(decision)
+    return RunDir(Path(decision[0]), decision[1])
+
+
+def _open_on_main(cfg, resume: str | None, world: int) -> RunDir:
+    restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) > 0
+    target = Path(resume) if resume else Path(cfg.out) if (restarted and cfg.out) else None
+    if target is not None:
+        if (target / "checkpoints" / "last.pt").is_file():
+            return RunDir(target, True)
+        if (target / "config.yaml").is_file():  # stopped before its first checkpoint: nothing to keep
+            (target / "metrics.jsonl").unlink(missing_ok=True)
+            _save_config(cfg, target, world)
+            return RunDir(target, False)
+        if resume:
+            raise CnnlabError(f"nothing to resume in {target}: no checkpoints/last.pt (start a new run without --resume)")
+    path = new_run_dir(cfg.out, cfg.model, cfg.data)
+    _save_config(cfg, path, world)
+    return RunDir(path, False)
+
+
+def _save_config(cfg, path: Path, world: int) -> None:
+    from cnnlab import __version__, config as config_mod
+
+    extra = {"cnnlab_version": __version__, "git_revision": git_revision(), "world_size": world,
+             "global_batch": world * cfg.batch_size * cfg.accum_steps}  # fmt: skip
+    config_mod.save(cfg, path / "config.yaml", extra)
+
+
 def append_jsonl(path: Path, record: dict) -> None:
     with path.open("a") as f:
         f.write(json.dumps(record) + "\n")
@@ -76,6 +132,7 @@ write_json = write_json_atomic  # summary.json, valid.json: never half written
 
 
 def plot_curves(records: list[dict], path: Path) -> None:
+    """Loss (train and val) on the left; every other train_/val_ figure of the records on the right."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -84,17 +141,18 @@ def plot_curves(records: list[dict], path: Path) -> None:
     if not records:
         return
     epochs = [r["epoch"] for r in records]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    ax_loss.plot(epochs, [r["train_loss"] for r in records], label="train")
-    ax_loss.plot(epochs, [r["val_loss"] for r in records], label="val")
+    keys = [k for k in records[-1] if k.startswith(("train_", "val_")) and isinstance(records[-1][k], (int, float))]
+    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 4))
+    for key in keys:
+        ax = ax_loss if key.endswith("loss") else ax_metric
+        ax.plot(epochs, [r.get(key, float("nan")) for r in records], label=key.replace("_", " "),
+                linestyle="--" if key.startswith("val_") and not key.endswith(("loss", "top1")) else "-")  # fmt: skip
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
-    ax_acc.plot(epochs, [r["train_top1"] for r in records], label="train top-1")
-    ax_acc.plot(epochs, [r["val_top1"] for r in records], label="val top-1")
-    ax_acc.plot(epochs, [r["val_top5"] for r in records], label="val top-5", linestyle="--")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
-    for ax in (ax_loss, ax_acc):
+    ax_metric.set(xlabel="epoch", title="metrics")
+    for ax in (ax_loss, ax_metric):
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.lines:
+            ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

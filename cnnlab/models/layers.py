@@ -61,13 +61,22 @@ class AuxHeads:
         return list(getattr(self, "_aux_out", []))
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The network inside DDP (``.module``) and ``torch.compile`` (``._orig_mod``) wrappers, however nested."""
+    while True:
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
 def aux_loss(model: nn.Module, criterion: nn.Module, target: torch.Tensor) -> torch.Tensor | float:
     """Weighted sum of the auxiliary heads' losses from the last forward (0.0 for most models).
 
     A training loop adds this to ``criterion(logits, target)``; it works for every model, with or
     without auxiliary heads (unwraps DDP/compile wrappers through ``.module``/``._orig_mod``).
     """
-    inner = getattr(model, "module", getattr(model, "_orig_mod", model))
+    inner = unwrap(model)
     outputs = inner.aux_outputs() if hasattr(inner, "aux_outputs") else []
     total: torch.Tensor | float = 0.0
     for weight, logits in outputs:

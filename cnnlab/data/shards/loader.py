@@ -140,13 +140,6 @@ class EncodedFiles:
         return self.paths[index]
 
 
-def dist_rank_world() -> tuple[int, int]:
-    """This process's DDP rank and world size (0, 1 outside torch.distributed)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
 class ShardSampler(Sampler[tuple[int, int]]):
     """``(epoch, index)`` keys, shard-aware; the interface of :class:`cnnlab.data.loader.ResumableSampler`.
 
@@ -209,16 +202,14 @@ def make_shard_loader(
     seed: int = 0,
     workers: int = 0,
     drop_last: bool = True,
-    rank: int | None = None,
-    world: int | None = None,
+    rank: int = 0,
+    world: int = 1,
     rrc_scale: Sequence[float] = (0.08, 1.0),
     rrc_ratio: Sequence[float] = (3 / 4, 4 / 3),
     hflip: float = 0.5,
     pin_memory: bool = False,
 ) -> DataLoader:
-    """Training batches from a :class:`~cnnlab.data.shards.source.ShardSource` (rank/world default to torch.distributed's)."""
-    if rank is None or world is None:
-        rank, world = dist_rank_world()
+    """Training batches from a :class:`~cnnlab.data.shards.source.ShardSource`: this rank's share of ``world``."""
     sampler = ShardSampler(source.starts, seed, shuffle, rank, world, drop_last=drop_last)
     dataset = FastCropDataset(source, size, channels, seed, rrc_scale, rrc_ratio, hflip)
     return batch_loader(dataset, sampler, batch_size, workers, drop_last, pin_memory, seed)

@@ -1,0 +1,49 @@
+"""Samplers beside :class:`~cnnlab.data.loader.ResumableSampler` that keep its contract:
+``(epoch, index)`` keys, ``set_epoch(epoch, start)``, this rank's share only, and an order that is a
+function of (seed, epoch) — so runs repeat, resume mid-epoch, and split over ranks without overlap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch.utils.data import Sampler
+
+from cnnlab.errors import CnnlabError
+
+
+class ClassBalancedSampler(Sampler[tuple[int, int]]):
+    """``--balance sampler``: each draw picks a class uniformly, then one of its images uniformly
+    (with replacement), so rare classes are seen as often as common ones. An epoch is as many draws
+    as there are images; rank r takes draws r, r + W, … of the epoch's sequence (equal shares)."""
+
+    def __init__(self, labels: Sequence[int], seed: int, rank: int = 0, world: int = 1) -> None:
+        if not labels:
+            raise CnnlabError("--balance sampler: the training set is empty")
+        by_class: dict[int, list[int]] = {}
+        for index, label in enumerate(labels):
+            by_class.setdefault(int(label), []).append(index)
+        self.members = [torch.tensor(v, dtype=torch.int64) for _, v in sorted(by_class.items())]
+        self.n, self.seed, self.rank, self.world = len(labels), seed, rank, world
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def _indices(self) -> list[int]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + 10_007 * self.epoch + 17)
+        total = self.n - self.n % self.world
+        classes = torch.randint(len(self.members), (total,), generator=g)
+        picks = torch.rand(total, generator=g, dtype=torch.float64)
+        sizes = torch.tensor([len(m) for m in self.members])
+        within = (picks * sizes[classes]).long()
+        order = [int(self.members[c][w]) for c, w in zip(classes.tolist(), within.tolist())]
+        return order[self.rank :: self.world]
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for i in self._indices()[self.start :]:
+            yield (self.epoch, i)
+
+    def __len__(self) -> int:
+        return max(0, self.n // self.world - self.start)

@@ -1,0 +1,129 @@
+"""Building a run from its config: the data (``load_data``), the model on its device, the optimizer and
+the learning-rate schedule. Each function takes the few config values it needs."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from cnnlab.config import TrainConfig
+from cnnlab.data.loader import make_loader
+from cnnlab.data.samplers import ClassBalancedSampler
+from cnnlab.data.sources.base import ImageSource
+from cnnlab.data.sources.subset import SubsetSource
+from cnnlab.data.transforms import DeviceNormalize, eval_transform, train_transform
+from cnnlab.engine.distributed import Dist
+from cnnlab.engine.optim import build_optimizer, build_scheduler
+from cnnlab.engine.small_map_conv import route_small_map_convs
+from cnnlab.errors import CnnlabError
+from cnnlab.model_meta import Preprocess
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class Data:
+    train: ImageSource
+    val: ImageSource
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.train.classes)
+
+
+def load_sources(cfg: TrainConfig) -> Data:
+    """The training and validation sources (``--train-limit``/``--val-limit`` applied)."""
+    from cnnlab.data.datasets import open_split
+
+    train = SubsetSource.limit(open_split(cfg.data, "train", seed=cfg.seed), cfg.train_limit, cfg.seed)
+    val = SubsetSource.limit(open_split(cfg.data, "val", seed=cfg.seed), cfg.val_limit, cfg.seed)
+    return Data(train, val)
+
+
+def build_preprocess(model: nn.Module, overrides: dict) -> Preprocess:
+    pre = model.meta.preprocess
+    if overrides:
+        d = pre.to_dict()
+        unknown = set(overrides) - set(d)
+        if unknown:
+            raise CnnlabError(f"unknown preprocess key(s) {sorted(unknown)}; valid: {sorted(d)}")
+        d.update(overrides)
+        pre = Preprocess.from_dict(d)
+    return pre
+
+
+def load_data(cfg: TrainConfig, data: Data, pre: Preprocess, dist: Dist, pin: bool):
+    """``(train_loader, val_loader)``, each this rank's share: training batches drop the remainder so
+    every rank takes the same number of steps; validation keeps every image exactly once."""
+    train = _shard_loader(data.train, pre, cfg, dist, pin)
+    if train is None:
+        tf = train_transform(pre, cfg.crop, cfg.rrc_scale, cfg.rrc_ratio, cfg.hflip, cfg.rotation, cfg.translate, cfg.scale, cfg.color_jitter)
+        sampler = _balanced_sampler(cfg, data.train, dist)
+        train = make_loader(data.train, tf, cfg.batch_size, shuffle=True, seed=cfg.seed, workers=cfg.workers,
+                            drop_last=True, rank=dist.rank, world=dist.world, pin_memory=pin, sampler=sampler)  # fmt: skip
+    val = make_loader(data.val, eval_transform(pre), cfg.batch_size, shuffle=False, seed=cfg.seed, workers=cfg.workers,
+                      rank=dist.rank, world=dist.world, pin_memory=pin)  # fmt: skip
+    return train, val
+
+
+def _balanced_sampler(cfg: TrainConfig, source: ImageSource, dist: Dist):
+    if cfg.balance == "none":
+        return None
+    return ClassBalancedSampler(source.labels(), cfg.seed, dist.rank, dist.world)
+
+
+def _shard_loader(source: ImageSource, pre: Preprocess, cfg: TrainConfig, dist: Dist, pin: bool):
+    """The fused decode-and-crop loader for shards, when the augmentation is one it implements
+    (random-resized crop + flip, natural class frequencies); otherwise None and the general loader
+    runs the full pipeline."""
+    from cnnlab.data.shards import ShardSource, make_shard_loader
+
+    plain = not (cfg.rotation or cfg.translate or tuple(cfg.scale) != (1.0, 1.0) or cfg.color_jitter)
+    if not (isinstance(source, ShardSource) and cfg.crop == "rrc" and plain and cfg.balance == "none"):
+        return None
+    return make_shard_loader(
+        source, pre.input_size[1:], pre.channels, cfg.batch_size, shuffle=True, seed=cfg.seed, workers=cfg.workers,
+        drop_last=True, rank=dist.rank, world=dist.world, rrc_scale=cfg.rrc_scale, rrc_ratio=cfg.rrc_ratio,
+        hflip=cfg.hflip, pin_memory=pin,
+    )  # fmt: skip
+
+
+def prepare_for_training(
+    model: nn.Module, pre: Preprocess, cfg: TrainConfig, device: torch.device, amp: torch.dtype | None
+) -> DeviceNormalize:
+    """Move ``model`` to the device and layout the step runs fastest in; returns the on-device normaliser."""
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if device.type == "cpu" and amp is torch.bfloat16:
+        route_small_map_convs(model)  # oneDNN's bf16 conv backward is slow on maps of a few pixels
+    return DeviceNormalize(pre, cfg.pca_lighting, cfg.channels_last).to(device)
+
+
+def build_optimization(model: nn.Module, cfg: TrainConfig, steps_per_epoch: int):
+    """``(optimizer, scheduler)``; the schedule is stepped every optimizer step."""
+    optimizer = build_optimizer(model, cfg.opt, cfg.lr, cfg.momentum, cfg.nesterov, cfg.weight_decay, cfg.no_decay_bn_bias)
+    scheduler = build_scheduler(
+        optimizer, steps_per_epoch, cfg.epochs, sched=cfg.sched, warmup_epochs=cfg.warmup_epochs,
+        warmup_factor=cfg.warmup_factor, step_size=cfg.step_size, milestones=cfg.milestones, gamma=cfg.gamma,
+        min_lr_factor=cfg.min_lr_factor, pct_start=cfg.pct_start,
+    )  # fmt: skip
+    return optimizer, scheduler
+
+
+def steps_per_epoch(micro_batches: int, cfg: TrainConfig, n_images: int, world: int) -> int:
+    if micro_batches < cfg.accum_steps:
+        raise CnnlabError(
+            f"{n_images} training images make {micro_batches} batches of {cfg.batch_size} per process "
+            f"({world} process{'es' if world > 1 else ''}); lower --batch-size (or --accum-steps) so an epoch has "
+            "at least one optimizer step"
+        )
+    return micro_batches // cfg.accum_steps

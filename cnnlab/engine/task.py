@@ -1,0 +1,133 @@
+"""The task interface: what the engine asks of a kind of problem, so that the loop never names one.
+
+A :class:`Task` says what a sample's target is (a class index; boxes for detection), how a model is
+built for it, the loss as a dict of named terms (their sum is optimised, each is logged, as in
+detectron2's ``run_step``), what running figures training keeps, and which :class:`Evaluator`
+measures it. An evaluator's :class:`Report` knows its one-line summary, its table, its JSON and
+the figure that picks ``best.pt``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from cnnlab.data.loader import Batch
+from cnnlab.registry import Registry
+
+
+class Report(ABC):
+    """The result of one evaluation pass."""
+
+    count: int  # samples evaluated (over every rank)
+
+    @property
+    @abstractmethod
+    def primary(self) -> float:
+        """The figure ``best.pt`` is chosen by (higher is better)."""
+
+    @abstractmethod
+    def record(self) -> dict[str, float]:
+        """Flat ``val_*`` figures for ``metrics.jsonl`` and TensorBoard."""
+
+    @abstractmethod
+    def line(self) -> str:
+        """The evaluation part of an epoch's console line."""
+
+    @abstractmethod
+    def headline(self) -> str:
+        """The final figures in a few words, for the line ``cnnlab train`` ends with."""
+
+    @abstractmethod
+    def table(self) -> str:
+        """``cnnlab valid``'s printout."""
+
+    @abstractmethod
+    def to_dict(self) -> dict:
+        """The full report, JSON-ready (``valid.json``)."""
+
+    @abstractmethod
+    def summary(self) -> dict[str, float]:
+        """The headline figures for ``summary.json``."""
+
+    def figures(self, run_dir: Path) -> None:
+        """Plots of the report in the run directory (none by default)."""
+
+
+class Evaluator(ABC):
+    """Accumulates one pass over a validation loader; :meth:`compute` is collective over ranks."""
+
+    @abstractmethod
+    def update(self, model: nn.Module, images: torch.Tensor, batch: Batch) -> None:
+        """``images`` are normalised, on the device; ``batch`` carries targets and indices."""
+
+    @abstractmethod
+    def compute(self) -> Report:
+        """The report over every rank's samples (each sample counted once)."""
+
+
+class Task(ABC):
+    """One kind of problem the engine trains."""
+
+    name: ClassVar[str]
+    checkpoint_key: ClassVar[str] = "task"
+
+    def __init__(self, classes: list[str], device: torch.device) -> None:
+        self.classes, self.device = list(classes), device
+
+    @abstractmethod
+    def build_model(self, model: str, model_kwargs: dict) -> nn.Module:
+        """A new network for this task (a resumed run rebuilds it from its checkpoint instead)."""
+
+    def check_model(self, model: nn.Module) -> None:
+        """Refuse, in one line, a network this task cannot train (e.g. a detector for classification)."""
+
+    def targets(self, batch: Batch) -> Any:
+        """The batch's targets on the device (class indices by default)."""
+        return batch.labels.to(self.device, non_blocking=True)
+
+    @abstractmethod
+    def losses(self, model: nn.Module, images: torch.Tensor, targets: Any) -> tuple[dict[str, torch.Tensor], Any]:
+        """Named loss terms (fp32 scalars; their sum is optimised) and the outputs for :meth:`tally`."""
+
+    def tally(self, outputs: Any, targets: Any) -> dict[str, float]:
+        """Sums kept over a training epoch (e.g. correct predictions); :meth:`train_record` reads them."""
+        return {}
+
+    def train_record(self, sums: dict[str, float], seen: int) -> dict[str, float]:
+        """``train_*`` figures of an epoch from the sums of :meth:`tally`."""
+        return {}
+
+    def train_line(self, record: dict[str, float]) -> str:
+        """The training part of an epoch's console line (after the loss)."""
+        return ""
+
+    @abstractmethod
+    def evaluator(self) -> Evaluator:
+        """A fresh evaluator for one pass."""
+
+    def extra_state(self, model: nn.Module, loader_factory: Any) -> dict:
+        """Anything besides the weights that using the model later needs (saved in the checkpoint)."""
+        return {}
+
+
+# Task builders ``(cfg, train_source, device) -> Task`` by name (``cnnlab train --task NAME``); the
+# implementations live in cnnlab/tasks/, one module each, registered with ``@TASKS.register(name)``.
+# ``cfg`` is None when the task only evaluates or predicts (cnnlab valid / predict).
+TASKS: Registry = Registry("task")
+
+
+def build_task(name: str, cfg: Any, source: Any, device: torch.device) -> Task:
+    """The task ``name`` for a run on ``source`` (an ImageSource: its classes, and labels when needed)."""
+    import cnnlab.tasks  # noqa: F401  (registers the built-in tasks)
+
+    return TASKS.get(name)(cfg, source, device)
+
+
+def task_of(ckpt: dict) -> str:
+    """The task a checkpoint was trained for (checkpoints from before tasks existed: classification)."""
+    return ckpt.get("task", "classify") if ckpt else "classify"
