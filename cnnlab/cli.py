@@ -49,9 +49,11 @@ def _unknown_options(parser: Parser, args: argparse.Namespace, extras: list[str]
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args, extras = parser.parse_known_args(argv)
     if extras:
         _unknown_options(parser, args, extras)
+    args._argv = argv  # the command as given (cnnlab train --nproc passes it on to its workers)
     try:
         return int(args._run(args) or 0)
     except CnnlabError as e:

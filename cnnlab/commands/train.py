@@ -14,11 +14,18 @@ HELP = "train a model (every config key is a flag; see the defaults below)"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="RECIPE", help=f"YAML recipe file, or a bundled one: {', '.join(config.list_recipes())}")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run exactly where it stopped")
+    p.add_argument("--nproc", type=int, metavar="N", help="train with N processes on this machine (torchrun; gloo on CPU, nccl on CUDA)")
+    p.add_argument("--max-restarts", type=int, default=0, metavar="K", help="with --nproc: restart the processes up to K times after a failure, resuming from the last checkpoint")
     config.add_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
     from cnnlab.engine.train import train
+
+    if args.nproc is not None:
+        from cnnlab.engine.launch import launch
+
+        return launch(args.nproc, args._argv[1:], args.max_restarts)
 
     overrides = config.overrides_from_args(args)
     if args.resume:

@@ -57,8 +57,22 @@ def setup(device: torch.device) -> tuple[Dist, torch.device]:
         device = torch.device("cuda", d.local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", device_id=device if device.type == "cuda" else None)
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        store = _restart_store(d.world)
+        extra = {"store": store, "rank": d.rank, "world_size": d.world} if store is not None else {}
+        dist.init_process_group(backend=backend, device_id=device if device.type == "cuda" else None, **extra)
     return d, device
+
+
+def _restart_store(world: int) -> dist.Store | None:
+    """After a torchrun restart: the agent's store under a prefix of this attempt. The agent keeps one
+    store across restarts, so without the prefix a restarted rank reads the dead attempt's gloo
+    addresses and fails to connect (seen with torch 2.14's ``--standalone``). None: plain env://."""
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    if attempt in ("", "0") or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    base = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world, is_master=False)
+    return dist.PrefixStore(f"/cnnlab/attempt_{attempt}", base)
 
 
 def teardown() -> None:
@@ -129,7 +143,8 @@ def wrap(model: nn.Module, device: torch.device, sync_bn: bool) -> nn.Module:
             raise CnnlabError(_SYNC_BN_CPU)
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     ids = [device.index] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+    # rank-local BatchNorm statistics (averaged per epoch), not rank 0's copied at every forward
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False)
 
 
 _SYNC_BN_CPU = (
