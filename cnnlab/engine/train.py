@@ -15,7 +15,9 @@ the remaining batches bit for bit (at the same number of processes).
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,7 +70,7 @@ def train(cfg: TrainConfig, resume: str | None = None) -> dict | None:
     dist, device = distributed.setup(pick_device(cfg.device))
     try:
         r = setup(cfg, resume, dist, device)
-        with Preemption() as preempt:
+        with Preemption() as preempt, out_of_memory_explained(cfg):
             try:
                 report = fit(r, preempt)
             finally:
@@ -77,6 +79,30 @@ def train(cfg: TrainConfig, resume: str | None = None) -> dict | None:
         return summary if dist.is_main else None
     finally:
         distributed.teardown()
+
+
+@contextlib.contextmanager
+def out_of_memory_explained(cfg: TrainConfig) -> Iterator[None]:
+    """A step that runs out of memory (CUDA, or a CPU allocation that fails) ends in one line naming the
+    batch size and how to keep the same global batch in smaller pieces (darknet's subdivisions=)."""
+    try:
+        yield
+    except (torch.OutOfMemoryError, MemoryError, RuntimeError) as e:
+        if not is_out_of_memory(e):
+            raise
+        half = max(1, cfg.batch_size // 2)
+        raise CnnlabError(
+            f"out of memory with --batch-size {cfg.batch_size} per process ({type(e).__name__}); keep the global "
+            f"batch in smaller pieces with --batch-size {half} --accum-steps {cfg.accum_steps * cfg.batch_size // half} "
+            "(gradient accumulation: darknet's subdivisions=), or use a smaller --model input"
+        ) from None
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    text = str(e)
+    return isinstance(e, (torch.OutOfMemoryError, MemoryError)) or any(
+        s in text for s in ("can't allocate memory", "out of memory", "Cannot allocate memory", "std::bad_alloc")
+    )
 
 
 def setup(cfg: TrainConfig, resume: str | None, dist: Dist, device: torch.device) -> Run:
