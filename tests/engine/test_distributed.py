@@ -127,3 +127,24 @@ def test_failed_rank_is_one_line_per_rank(cli, tmp_path: Path) -> None:
     assert "Traceback" not in r.err and len(lines) == 4, r.err
     assert sum(line.startswith("rank ") and "does not exist" in line for line in lines) == 2
     assert sum(line.startswith("cnnlab train: rank ") for line in lines) == 2
+
+
+def test_resume_at_another_world_size_starts_at_the_next_epoch(tmp_path: Path) -> None:
+    from tests.engine.conftest import cnnlab_process
+
+    run = tmp_path / "run"
+    p = cnnlab_process("train", *BASE, "--epochs", "2", "--batch-size", "8", "--ckpt-every", "3", "--out", run)
+    deadline = time.monotonic() + 240
+    while not (run / "checkpoints" / "last.pt").exists():
+        assert p.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    p.send_signal(signal.SIGTERM)
+    p.communicate(timeout=120)
+    assert p.returncode == 143
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["train_state"]["samples_drawn"] > 0
+    r = run_process("train", "--resume", run, "--nproc", "2")
+    assert r.code == 0, r.err
+    assert "this run has 2: the rest of epoch 1 is skipped and training continues at the start of epoch 2" in r.out
+    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["train_state"]["epoch"] == 2 and ckpt["world"] == 2
+    assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [2]
