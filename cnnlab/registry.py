@@ -19,8 +19,10 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, listing: str | None = "") -> None:
         self.kind = kind  # e.g. "model", used in error messages
+        # where a user finds the valid names; None: name them in the error itself (few entries)
+        self.listing = f"List them with `cnnlab {kind}s`." if listing == "" else listing
         self._entries: dict[str, T] = {}
         # "prefix:" → "module:function" builders for names that are files, not entries (darknet:x.cfg);
         # imported on first use so this registry's package need not import the builder's
@@ -57,9 +59,8 @@ class Registry(Generic[T]):
         except KeyError:
             close = difflib.get_close_matches(name, list(self._entries), n=3, cutoff=0.5)
             hint = f" Did you mean {', '.join(close)}?" if close else ""
-            raise CnnlabError(
-                f"unknown {self.kind} {name!r}.{hint} List them with `cnnlab {self.kind}s`."
-            ) from None
+            listing = self.listing if self.listing is not None else f"Valid: {', '.join(self.names())}."
+            raise CnnlabError(f"unknown {self.kind} {name!r}.{hint} {listing}") from None
 
     def names(self, pattern: str | None = None) -> list[str]:
         """Sorted names, optionally filtered by a shell-style glob (``resnet*``)."""

@@ -118,7 +118,7 @@ class Task(ABC):
 # Task builders ``(cfg, train_source, device) -> Task`` by name (``cnnlab train --task NAME``); the
 # implementations live in cnnlab/tasks/, one module each, registered with ``@TASKS.register(name)``.
 # ``cfg`` is None when the task only evaluates or predicts (cnnlab valid / predict).
-TASKS: Registry = Registry("task")
+TASKS: Registry = Registry("task", listing=None)
 
 
 def build_task(name: str, cfg: Any, source: Any, device: torch.device) -> Task:

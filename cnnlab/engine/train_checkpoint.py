@@ -87,6 +87,11 @@ def check_resume(ckpt: dict, cfg: TrainConfig, classes: list[str], run_dir: Path
     task = ckpt.get("task", "classify")
     if task != cfg.task:
         raise CnnlabError(f"{run_dir} is a {task} run, not {cfg.task}; resume it without --task, or start a new run with --out")
+    if saved.get("data", cfg.data) != cfg.data:
+        raise CnnlabError(
+            f"{run_dir} was trained on {saved['data']!r}, not {cfg.data!r}; resume without --data, "
+            "or start a new run (--finetune RUN to carry the weights over)"
+        )
     if list(ckpt["classes"]) != list(classes):
         what = f"{len(ckpt['classes'])} classes there, {len(classes)} here" if len(ckpt["classes"]) != len(classes) else "the class names differ"
         raise CnnlabError(
