@@ -30,7 +30,10 @@ from cnnlab.config import TrainConfig
 from cnnlab.data.loader import Batch, BadImageLog
 from cnnlab.engine.device import amp_dtype, pick_device
 from cnnlab.engine.optim import build_optimizer, build_scheduler
-from cnnlab.engine.train import TrainState, prepare_for_training, train_one_epoch
+from cnnlab.engine.build import prepare_for_training
+from cnnlab.engine.loop import Trainer, train_one_epoch
+from cnnlab.engine.state import TrainState
+from cnnlab.tasks.classification import Classification
 from cnnlab.models import create_model
 
 
@@ -71,12 +74,11 @@ def cnnlab_default_step(model: nn.Module, images_u8: torch.Tensor, labels: torch
     scheduler = build_scheduler(optimizer, s.warmup + s.steps, 1, sched="constant")
     scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
     batch = Batch(images_u8, labels, torch.arange(s.batch), [], s.batch)
+    task = Classification([str(i) for i in range(int(labels.max()) + 1)], device, cfg.label_smoothing)
+    trainer = Trainer(model, task, normalize, optimizer, scheduler, scaler, None, device, amp, cfg.accum_steps, cfg.clip_grad, cfg.seed)
 
     def run(n: int) -> None:
-        train_one_epoch(
-            model, [batch] * n, normalize, optimizer, scheduler, scaler, None, TrainState(), device, amp,
-            cfg.accum_steps, cfg.label_smoothing, cfg.clip_grad, BadImageLog(1.0), cfg.seed,
-        )  # fmt: skip
+        train_one_epoch(trainer, [batch] * n, TrainState(), BadImageLog(1.0))
 
     run(s.warmup)
     t0 = time.perf_counter()
