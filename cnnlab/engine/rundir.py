@@ -82,10 +82,47 @@ def open_run(cfg, resume: str | None, dist) -> RunDir:
     return RunDir(Path(decision[0]), decision[1])
 
 
+_LOCKS: dict[Path, int] = {}  # run directory → open lock file descriptor (held until the process ends)
+
+
+def lock_run(path: Path) -> None:
+    """Hold ``RUN/.lock`` for this process's lifetime: a second process on the same run directory
+    (two terminals, a script run twice) stops with one line instead of both writing ``last.pt``."""
+    import fcntl
+
+    path = path.resolve()
+    if path in _LOCKS:
+        return
+    fd = os.open(path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise CnnlabError(f"{path} is in use by another cnnlab process (pid {holder}); wait for it to finish, or choose another --out") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    _LOCKS[path] = fd
+
+
+def release_runs() -> None:
+    """Let go of every run directory this process holds (closing a descriptor releases its flock)."""
+    while _LOCKS:
+        os.close(_LOCKS.popitem()[1])
+
+
 def _open_on_main(cfg, resume: str | None, world: int) -> RunDir:
+    run = _choose_run(cfg, resume, world)
+    lock_run(run.path)
+    return run
+
+
+def _choose_run(cfg, resume: str | None, world: int) -> RunDir:
     restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) > 0
     target = Path(resume) if resume else Path(cfg.out) if (restarted and cfg.out) else None
     if target is not None:
+        if target.is_dir():
+            lock_run(target)  # before anything in it is read or rewritten
         if (target / "checkpoints" / "last.pt").is_file():
             return RunDir(target, True)
         if (target / "config.yaml").is_file():  # stopped before its first checkpoint: nothing to keep

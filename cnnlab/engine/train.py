@@ -36,7 +36,7 @@ from cnnlab.engine.evaluate import evaluate
 from cnnlab.engine.logger import RunLogger
 from cnnlab.engine.loop import NonFiniteLoss, Trainer, train_one_epoch  # noqa: F401  (NonFiniteLoss: public)
 from cnnlab.engine.preemption import Preemption
-from cnnlab.engine.rundir import RunDir, open_run, read_jsonl, write_json
+from cnnlab.engine.rundir import RunDir, open_run, read_jsonl, release_runs, write_json
 from cnnlab.engine.state import RankState, TrainState
 from cnnlab.engine.train_checkpoint import CheckpointWriter, check_resume, restore
 from cnnlab.engine.task import Report, Task, build_task
@@ -78,6 +78,7 @@ def train(cfg: TrainConfig, resume: str | None = None) -> dict | None:
         summary = finish(r, report)
         return summary if dist.is_main else None
     finally:
+        release_runs()
         distributed.teardown()
 
 

@@ -67,3 +67,22 @@ def test_a_run_that_failed_before_its_first_checkpoint_can_be_resumed(cli, tmp_p
     r = cli("train", "--resume", run, "--lr", "0.05")
     assert r.code == 0, r.err
     assert (run / "checkpoints" / "last.pt").is_file() and len((run / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_two_processes_on_one_run_directory(cli, tiny_run: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.engine.conftest import REPO
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from cnnlab.engine.rundir import lock_run; from pathlib import Path; "
+         "lock_run(Path(sys.argv[1])); print('locked', flush=True); time.sleep(60)", str(tiny_run)],
+        stdout=subprocess.PIPE, text=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        _one_line(cli("train", "--resume", tiny_run), "is in use by another cnnlab process", f"pid {holder.pid}")
+    finally:
+        holder.kill()
+        holder.wait()
