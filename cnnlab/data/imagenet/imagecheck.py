@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from cnnlab.data.images import jpeg_damage
+
 MAX_PIXELS = 89_478_485  # PIL's own bomb threshold; larger images are refused, not decoded
 JPEG_QUALITY = 90  # re-encode quality for converted / resized images (libjpeg scale 1-95)
 JPEG_MAX_SIDE = 65_500  # libjpeg's limit per side: a wider PNG cannot become a JPEG
@@ -70,6 +72,8 @@ def normalise(
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise Unusable("corrupt", str(e)) from None
 
+    if fmt == "JPEG" and (damage := jpeg_damage(data)) is not None:
+        raise Unusable("corrupt", damage)  # the policy of every path: PIL fills damage with grey silently
     w, h = im.size
     if w < 1 or h < 1:
         raise Unusable("corrupt", f"size {w}x{h}")
