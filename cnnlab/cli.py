@@ -10,14 +10,23 @@ import argparse
 import difflib
 import importlib
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from cnnlab.commands import COMMANDS
 from cnnlab.errors import CnnlabError
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with one-line errors: the problem, and where the valid choices are listed."""
+    """argparse with one-line errors: the problem, and where the valid choices are listed.
+
+    Abbreviations are off (``allow_abbrev=False``) for the main parser and every subcommand: with
+    them ``--epoch 3`` was silently taken as ``--epochs 3``, and adding an option could change what
+    an old command line meant. A prefix is now an unknown option, reported with the closest name.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")

@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from cnnlab.errors import CnnlabError
+
 
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Temp file + rename, so a kill never leaves half a JSON file behind."""
@@ -32,3 +34,23 @@ def write_bytes_atomic(path: Path, data: bytes, tmp_dir: Path) -> None:
     except FileNotFoundError:
         path.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, path)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """UTF-8 text via a temp file + rename: readers see the old file or the new one, never a part."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # disk full, Ctrl-C: no temp file left beside the user's
+        raise
+
+
+def refuse_changes(texts: dict[Path, str], force: bool) -> None:
+    """Nothing a user has is replaced without ``--force``: one line naming the first existing file
+    whose content would change (a file that would be rewritten identically is no loss)."""
+    changed = [p for p, text in texts.items() if p.exists() and (not p.is_file() or p.read_bytes() != text.encode("utf-8"))]
+    if changed and not force:
+        more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
+        raise CnnlabError(f"{changed[0]}{more} exists: pass --force to replace it, or write elsewhere")

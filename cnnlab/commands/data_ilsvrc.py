@@ -34,4 +34,11 @@ def run(args: argparse.Namespace) -> int:
     result = prepare_ilsvrc(args.out, args.devkit, args.train, args.val, args.bbox, opts)
     counts = ", ".join(f"{k}={v}" for k, v in result["counts"].items())
     print(f"{args.out}: kept {result['kept']} images ({counts}); details in {args.out / 'report.json'}")
+    damaged = result["failures"].get("corrupt_archive", [])
+    if damaged:
+        # Exit 1: the output is usable but not complete. Classes read in full are kept; a re-run with a
+        # repaired archive redoes only the others.
+        print(f"cnnlab data ilsvrc: {len(damaged)} damaged archive part(s), e.g. {damaged[0]}: "
+              f"re-run with a repaired archive to complete them", file=sys.stderr)  # fmt: skip
+        return 1
     return 0

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from cnnlab.commands._inference import add_model_arguments, load_model
 from cnnlab.errors import CnnlabError
+from cnnlab.fileio import write_json_atomic
 
 NAME = "valid"
 HELP = "evaluate a checkpoint on a dataset split"
@@ -22,6 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--json", metavar="PATH", help="write the full report here (default: valid-<split>.json in the checkpoint's run directory)")
+    p.add_argument("--force", action="store_true", help="let --json replace an existing file")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -35,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
     from cnnlab.engine.logger import Progress
     from cnnlab.engine.task import build_task, task_of
 
+    if args.json:
+        _check_json_target(Path(args.json), args.force)  # before the evaluation, not after it
     data = args.data
     model, classes, pre, ckpt = load_model(args)
     if data is None:
@@ -56,9 +59,18 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.json) if args.json else _default_json(args)
     if out is not None:
         doc = report.to_dict() | {"data": data, "split": args.split, "tencrop": args.tencrop, "bad_images": list(bad.bad)}
-        out.write_text(json.dumps(doc, indent=2) + "\n")
+        write_json_atomic(out, doc)
         print(f"report: {out}")
     return 0
+
+
+def _check_json_target(path: Path, force: bool) -> None:
+    """``--json`` names a file the user may already have: replace it only with ``--force``. (The
+    default ``RUN/valid-<split>.json`` is this command's own report and is refreshed each time.)"""
+    if path.is_dir():
+        raise CnnlabError(f"--json {path} is a folder: give a file name, e.g. {path / 'valid.json'}")
+    if path.exists() and not force:
+        raise CnnlabError(f"--json {path} exists: pass --force to replace it, or give another file name")
 
 
 def _default_json(args: argparse.Namespace) -> Path | None:

@@ -23,6 +23,24 @@ Decisions, in the order they are applied:
   Compositing makes that deterministic. Applies to RGBA, LA, palette images with a transparent
   index and RGB/L images with a ``tRNS`` colour key.
 * Multi-frame files (GIF, TIFF) use their first frame. ICC profiles are not applied.
+* **Damaged JPEGs: one policy for every path** (folders, shards, predict, valid, ``data urls`` and
+  ``data ilsvrc``). libjpeg does not stop at most damage: it warns, fills what it could not decode
+  with grey and goes on, and PIL never passes the warning on. So JPEGs are decoded by libjpeg-turbo
+  through simplejpeg with warnings made errors (:func:`decode_jpeg_checked`; same library and
+  settings as PIL's, identical pixels), and each complaint is judged:
+
+  - **bad** (``BadImage``, skipped and counted) — pixels are missing or wrong: ``Premature end of
+    JPEG file`` (truncated), ``premature end of data segment`` (the scan stops early, e.g. an early
+    end-of-image marker), ``bad Huffman code`` / ``bad arithmetic code`` / ``found marker ...
+    instead of RSTn`` (corrupt entropy-coded data), inconsistent progression, and every fatal error;
+  - **benign** (decoded, not reported) — every pixel is there: bytes after the end-of-image marker
+    (libjpeg never reads them), ``extraneous bytes before marker`` (padding between segments, as in
+    real ImageNet files), an unknown JFIF revision or Adobe transform code, a bad ICC marker,
+    ``Invalid SOS parameters for sequential JPEG``. See :data:`BENIGN_JPEG_WARNINGS`.
+
+  libjpeg stops at its first complaint in strict mode, so a benign one found in the headers hides
+  any later damage in that file (the decode is redone leniently); one found before the
+  end-of-image marker comes after all the pixel data and hides nothing.
 """
 
 from __future__ import annotations
@@ -30,8 +48,10 @@ from __future__ import annotations
 import io
 from pathlib import Path
 from struct import error as struct_error  # some plugins raise struct.error on junk
+from typing import Any
 
 import numpy as np
+import simplejpeg
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -73,6 +93,55 @@ def _open(data: bytes | str | Path) -> Image.Image:
         raise BadImage(_short(f"unreadable: {e}")) from None
     except _DECODER_ERRORS as e:  # a plugin choking on a malformed header
         raise BadImage(_short(f"corrupt header ({e})")) from None
+
+
+# libjpeg warnings after which every pixel is still decoded correctly (substrings of its messages).
+BENIGN_JPEG_WARNINGS = (
+    "extraneous bytes before marker",  # padding between segments (real ImageNet files have it)
+    "unknown JFIF revision",
+    "unknown Adobe color transform",
+    "bad ICC marker",  # the profile is unreadable; profiles are not applied anyway
+    "Invalid SOS parameters for sequential JPEG",
+)
+
+
+def decode_jpeg_checked(data: bytes, **kw: Any) -> np.ndarray:
+    """``simplejpeg.decode_jpeg(data, **kw)`` under the damage policy (module docstring): raises
+    :class:`BadImage` for a damaged JPEG, decodes one with only benign complaints."""
+    try:
+        return simplejpeg.decode_jpeg(data, strict=True, **kw)
+    except ValueError as e:
+        message = str(e)
+    if not any(w in message for w in BENIGN_JPEG_WARNINGS):
+        raise BadImage(_short(f"{'truncated' if 'Premature end of JPEG file' in message else 'corrupt'} JPEG ({message})"))
+    try:
+        return simplejpeg.decode_jpeg(data, strict=False, **kw)
+    except ValueError as e:
+        raise BadImage(_short(f"corrupt JPEG ({e})")) from None
+
+
+def jpeg_damage(data: bytes) -> str | None:
+    """Why the JPEG ``data`` is bad under the policy, or None: a full entropy decode at 1/8 scale
+    (the Huffman decoding, where damage shows, is all done; the inverse DCT is cheap)."""
+    try:
+        colorspace = simplejpeg.decode_jpeg_header(data)[2]
+        decode_jpeg_checked(data, colorspace="CMYK" if colorspace in ("CMYK", "YCCK") else "GRAY", min_width=1, min_height=1)
+    except BadImage as e:
+        return str(e)
+    except ValueError as e:  # the header itself
+        return _short(f"corrupt JPEG ({e})")
+    return None
+
+
+def _read(path: str | Path) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise BadImage("file not found") from None
+    except IsADirectoryError:
+        raise BadImage("is a directory") from None
+    except OSError as e:
+        raise BadImage(_short(f"unreadable: {e}")) from None
 
 
 def image_size_and_format(data: bytes | str | Path) -> tuple[int, int, str]:
@@ -122,6 +191,20 @@ def _to_array(img: Image.Image) -> np.ndarray:
     return np.asarray(img)
 
 
+def _plain_jpeg(raw: bytes, img: Image.Image) -> np.ndarray | None:
+    """A YCbCr/RGB or grey JPEG without an Exif rotation, decoded under the damage policy; None for
+    anything else. libjpeg-turbo with PIL's settings (accurate IDCT, smooth upsampling): same pixels."""
+    if img.format != "JPEG" or img.mode not in ("RGB", "L"):
+        return None
+    try:
+        if img.getexif().get(_ORIENTATION, 1) not in (1, None):
+            return None
+    except Exception:  # noqa: BLE001 - unreadable EXIF: the pixels are as stored
+        pass
+    arr = decode_jpeg_checked(raw, colorspace="GRAY" if img.mode == "L" else "RGB", fastdct=False, fastupsample=False)
+    return arr[:, :, 0] if arr.ndim == 3 and arr.shape[2] == 1 else arr
+
+
 def _oriented(img: Image.Image) -> Image.Image:
     """Apply EXIF orientation; only when a rotation/flip is needed (exif_transpose copies the image)."""
     try:
@@ -134,19 +217,24 @@ def _oriented(img: Image.Image) -> Image.Image:
 
 def decode_image(data: bytes | str | Path) -> torch.Tensor:
     """Decode encoded bytes or a file to uint8 ``(C, H, W)``, C in {1, 3}; raises :class:`BadImage`."""
-    with _open(data) as img:
+    raw = bytes(data) if isinstance(data, (bytes, bytearray, memoryview)) else _read(data)
+    with _open(raw) as img:
         if img.width * img.height > max_pixels():
             raise BadImage(f"too large ({img.width}x{img.height} pixels)")
-        try:
-            img.load()  # full decode: a truncated or corrupt file fails here
-        except Image.DecompressionBombError:
-            raise BadImage("too large (decompression bomb guard)") from None
-        except (OSError, *_DECODER_ERRORS) as e:
-            raise BadImage("truncated" if "truncated" in str(e) else _short(f"corrupt ({e})")) from None
-        try:
-            arr = _to_array(_oriented(img))
-        except (OSError, ValueError) as e:
-            raise BadImage(_short(f"cannot convert mode {img.mode} ({e})")) from None
+        arr = _plain_jpeg(raw, img)
+        if arr is None:
+            if img.format == "JPEG" and (reason := jpeg_damage(raw)) is not None:
+                raise BadImage(reason)  # CMYK or rotated: judged by the same policy, decoded by PIL
+            try:
+                img.load()  # full decode: a truncated or corrupt file fails here
+            except Image.DecompressionBombError:
+                raise BadImage("too large (decompression bomb guard)") from None
+            except (OSError, *_DECODER_ERRORS) as e:
+                raise BadImage("truncated" if "truncated" in str(e) else _short(f"corrupt ({e})")) from None
+            try:
+                arr = _to_array(_oriented(img))
+            except (OSError, ValueError) as e:
+                raise BadImage(_short(f"cannot convert mode {img.mode} ({e})")) from None
     if arr.ndim == 2:
         arr = arr[:, :, None]  # (H, W) → (H, W, 1)
     # A writable, contiguous copy: PIL's buffer is read-only and must not outlive the file.

@@ -36,9 +36,11 @@ def new_run_dir(out: str, model: str, data: str) -> Path:
     """``out`` if given (it must not hold a run already), else ``runs/<model>-<data>[-N]``."""
     if out:
         p = Path(out)
+        if p.exists() and not p.is_dir():
+            raise CnnlabError(f"--out {p} is a file, not a folder: choose another --out (the file is left as it is)")
         if p.exists() and any(p.iterdir()):
             raise CnnlabError(f"run directory {p} already exists; continue it with --resume {p}, or choose another --out")
-        p.mkdir(parents=True, exist_ok=True)
+        _mkdir(p, exist_ok=True)
         return p
     # "darknet:cfg/yolo.cfg" → "darknet-yolo": a model given as a file must not put its path in the name
     family, _, path = model.partition(":")
@@ -48,7 +50,7 @@ def new_run_dir(out: str, model: str, data: str) -> Path:
     for n in range(1, 10_000):
         p = base / (stem if n == 1 else f"{stem}-{n}")
         if not p.exists():
-            p.mkdir(parents=True)
+            _mkdir(p, exist_ok=False)
             return p
     raise CnnlabError("too many runs in ./runs; pass --out")
 
@@ -142,6 +144,14 @@ def _save_config(cfg, path: Path, world: int) -> None:
     extra = {"cnnlab_version": __version__, "git_revision": git_revision(), "world_size": world,
              "global_batch": world * cfg.batch_size * cfg.accum_steps}  # fmt: skip
     config_mod.save(cfg, path / "config.yaml", extra)
+
+
+def _mkdir(p: Path, exist_ok: bool) -> None:
+    """``mkdir -p`` whose failures (a file on the path, no permission, disk full) are one line."""
+    try:
+        p.mkdir(parents=True, exist_ok=exist_ok)
+    except OSError as e:
+        raise CnnlabError(f"cannot create run directory {p}: {e.strerror or e}; choose another --out") from None
 
 
 def append_jsonl(path: Path, record: dict) -> None:

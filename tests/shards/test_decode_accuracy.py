@@ -16,6 +16,7 @@ import random
 
 import numpy as np
 import pytest
+import simplejpeg
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -57,7 +58,7 @@ def test_reduced_scale_partial_decode_matches_full_decode(resize, monkeypatch):
     stored = encode(resize)
     full = decode_image(stored)  # (3, 256, 384) or (3, 800, 1200): libjpeg through Pillow, whole image
     scaled, regions = [], []
-    real_decode, real_region = jpeg.simplejpeg.decode_jpeg, jpeg._region
+    real_decode, real_region = simplejpeg.decode_jpeg, jpeg._region
 
     def decode_spy(data, **kw):
         scaled.append("min_width" in kw)  # asked for a reduced DCT scale
@@ -68,7 +69,7 @@ def test_reduced_scale_partial_decode_matches_full_decode(resize, monkeypatch):
         regions.append(len(out[0]) < len(data))  # decoded a cut-out of the stream
         return out
 
-    monkeypatch.setattr(jpeg.simplejpeg, "decode_jpeg", decode_spy)
+    monkeypatch.setattr(simplejpeg, "decode_jpeg", decode_spy)  # what every JPEG decode calls
     monkeypatch.setattr(jpeg, "_region", region_spy)
     rng = random.Random(0)
     errors = []

@@ -32,7 +32,7 @@ from urllib.parse import SplitResult, urljoin, urlsplit
 import aiohttp
 from tqdm import tqdm
 
-from cnnlab.data.imagenet.imagecheck import Unusable, normalise
+from cnnlab.data.imagenet.imagecheck import Unusable, check
 from cnnlab.data.imagenet.report import KEPT, Report
 from cnnlab.data.imagenet.synsets import write_labels, write_synsets_tsv
 from cnnlab.data.imagenet.urllist import Entry
@@ -149,10 +149,9 @@ def _keep(e: Entry, body: bytes, out: Path, opts: DownloadOptions) -> Result:
     sha = hashlib.sha256(body).hexdigest()
     if sha in opts.placeholder_sha256:
         return Result(e, "placeholder", sha, "known placeholder content")
-    try:
-        img = normalise(body, grayscale=opts.grayscale, resize_short=opts.resize_short)
-    except Unusable as u:
-        return Result(e, u.outcome, None, u.detail)
+    img = check(body, grayscale=opts.grayscale, resize_short=opts.resize_short)
+    if isinstance(img, Unusable):
+        return Result(e, img.outcome, None, img.detail)
     write_bytes_atomic(out / "train" / e.wnid / f"{e.image_id}.JPEG", img.data, out / ".cnnlab" / "tmp")
     return Result(e, img.outcome, sha)
 
@@ -164,6 +163,8 @@ async def _process(
         body = await fetch(session, e.url, opts)
     except Unusable as u:
         return Result(e, u.outcome, None, u.detail)
+    except Exception as x:  # noqa: BLE001 - one URL's unforeseen failure is its outcome, not the run's end
+        return Result(e, "error", None, f"{type(x).__name__}: {x}"[:200])
     return await asyncio.get_running_loop().run_in_executor(pool, _keep, e, body, out, opts)
 
 

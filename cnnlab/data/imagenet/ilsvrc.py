@@ -13,6 +13,7 @@ import json
 import re
 import shutil
 import tarfile
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePath
@@ -22,13 +23,15 @@ from tqdm import tqdm
 
 from cnnlab.data.imagenet.archive import unsafe_reason
 from cnnlab.data.imagenet.devkit import Devkit, read_devkit
-from cnnlab.data.imagenet.imagecheck import Normalised, Unusable, normalise
+from cnnlab.data.imagenet.imagecheck import Normalised, Unusable, check
 from cnnlab.data.imagenet.report import Report
 from cnnlab.fileio import write_bytes_atomic, write_json_atomic
 from cnnlab.data.imagenet.synsets import known_val_labels, standard_1k, write_labels, write_synsets_tsv
 from cnnlab.errors import CnnlabError
 
 WNID = re.compile(r"^n\d{8}$")
+# What reading a damaged or truncated (possibly compressed) tar raises, besides TarError.
+ARCHIVE_ERRORS = (tarfile.TarError, EOFError, OSError, zlib.error)
 BATCH = 32  # images decoded together by the thread pool (PIL releases the GIL while decoding)
 
 
@@ -53,19 +56,25 @@ def _image_name(member_name: str) -> str:
 
 
 def _members(tf: tarfile.TarFile, report: Report, prefix: str) -> Iterator[tuple[tarfile.TarInfo, bytes]]:
-    """Safe file members with their bytes; unsafe ones are counted as ``unsafe_member``."""
-    for m in tf:
+    """Safe file members with their bytes; unsafe ones are counted as ``unsafe_member``. In a damaged
+    archive the members before the damage are yielded and the damage is counted as ``corrupt_archive``."""
+    for m in _read_to_damage(tf, report, prefix.rstrip(":")):
         if m.isdir():
             continue
         reason = unsafe_reason(m)
         if reason is not None:
             report.add("unsafe_member", f"{prefix}{m.name} ({reason})")
             continue
-        f = tf.extractfile(m)
-        if f is None:
+        try:
+            f = tf.extractfile(m)
+            data = f.read() if f is not None else None
+        except ARCHIVE_ERRORS as e:
+            report.add("corrupt_archive", f"{prefix}{m.name} ({e})")
+            return
+        if data is None:
             report.add("unsafe_member", f"{prefix}{m.name} (unreadable)")
             continue
-        yield m, f.read()
+        yield m, data
 
 
 def _normalise_batch(
@@ -73,27 +82,26 @@ def _normalise_batch(
 ) -> list[tuple[str, Normalised | Unusable]]:
     def one(item: tuple[str, bytes]) -> tuple[str, Normalised | Unusable]:
         name, data = item
-        try:
-            return name, normalise(data, grayscale=opts.grayscale, resize_short=opts.resize_short)
-        except Unusable as e:
-            return name, e
+        return name, check(data, grayscale=opts.grayscale, resize_short=opts.resize_short)
 
     return list(pool.map(one, batch))
 
 
 def _process_class(
     wnid: str, inner: IO[bytes], dest: Path, tmp: Path, opts: Options, pool: ThreadPoolExecutor, bar: tqdm
-) -> Report:
+) -> tuple[Report, bool]:
+    """Write one class's images into ``dest``; returns its report and whether its tar was read to the
+    end (False: the tar is damaged, and the images before the damage are all the class has)."""
     report = Report()
     if dest.exists():
         shutil.rmtree(dest)  # a partial class from an interrupted run: redo it whole
     dest.mkdir(parents=True)
     seen: set[str] = set()
     try:
-        tf = tarfile.open(fileobj=inner, mode="r|*")
-    except tarfile.TarError as e:
+        tf = tarfile.open(fileobj=inner, mode="r:*")  # seekable (the outer member), so its end can be checked
+    except ARCHIVE_ERRORS as e:
         report.add("corrupt_archive", f"train/{wnid}.tar ({e})")
-        return report
+        return report, False
     batch: list[tuple[str, bytes]] = []
 
     def flush() -> None:
@@ -107,8 +115,10 @@ def _process_class(
             bar.update(1)
         batch.clear()
 
+    members = 0
     try:
         for m, data in _members(tf, report, f"train/{wnid}.tar:"):
+            members += 1
             name = _image_name(m.name)
             if name in seen:
                 report.add("duplicate", f"train/{wnid}/{name}")
@@ -118,10 +128,14 @@ def _process_class(
             if len(batch) >= BATCH:
                 flush()
         flush()
-    except tarfile.TarError as e:
+    except ARCHIVE_ERRORS as e:  # _members counts damage itself; this keeps any other read error from passing as complete
         flush()
         report.add("corrupt_archive", f"train/{wnid}.tar ({e})")
-    return report
+    if report.counts["corrupt_archive"]:
+        return report, False
+    if not members and not report.counts:
+        report.add("empty_class", f"train/{wnid}.tar")
+    return report, True
 
 
 def prepare_train(train_tar: Path, devkit: Devkit, out: Path, opts: Options) -> Report:
@@ -136,7 +150,7 @@ def prepare_train(train_tar: Path, devkit: Devkit, out: Path, opts: Options) -> 
         unit="img", desc="train", disable=not opts.progress, dynamic_ncols=True
     ) as bar:
         seen: set[str] = set()
-        for m in outer:
+        for m in _read_to_damage(outer, total, "train"):
             if m.isdir():
                 continue
             reason = unsafe_reason(m)
@@ -153,23 +167,72 @@ def prepare_train(train_tar: Path, devkit: Devkit, out: Path, opts: Options) -> 
             seen.add(stem)
             done_json = state / f"{stem}.json"
             final = out / "train" / stem
-            if done_json.exists() and final.is_dir():
-                cls_report = Report.from_dict(json.loads(done_json.read_text()))
+            earlier = _read_done(done_json) if final.is_dir() else None
+            if earlier is not None and earlier.get("complete", True):
+                cls_report = Report.from_dict(earlier)
                 bar.update(cls_report.kept)
                 total.merge(cls_report)
                 continue  # resumed: this class finished in an earlier run
-            if final.exists():
+            if earlier is not None:
+                shutil.rmtree(final)  # ours, from a damaged tar: redo it from this archive
+            elif final.exists():
                 raise CnnlabError(f"{final} exists but was not written by this command; use an empty --out folder")
-            inner = outer.extractfile(m)
-            assert inner is not None
-            cls_report = _process_class(stem, inner, partial / stem, tmp, opts, pool, bar)
-            write_json_atomic(done_json, cls_report.to_dict())
+            if m.size == 0:  # an empty member is no tar at all; reading it would call it corrupt
+                cls_report, complete = Report(), True
+                cls_report.add("empty_class", f"train/{stem}.tar")
+                (partial / stem).mkdir(parents=True, exist_ok=True)
+            else:
+                inner = outer.extractfile(m)
+                assert inner is not None
+                cls_report, complete = _process_class(stem, inner, partial / stem, tmp, opts, pool, bar)
+            # "Done" means complete: a class from a damaged tar keeps what it had, and is redone next run.
+            write_json_atomic(done_json, cls_report.to_dict() | {"complete": complete})
             (partial / stem).rename(final)  # the commit point for this class
             total.merge(cls_report)
     missing = sorted(known - seen)
     for w in missing:
         total.add("missing_class", f"train/{w}")
     return total
+
+
+def _read_done(path: Path) -> dict | None:
+    """A class's record from an earlier run; a missing or damaged one means "not done"."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict):
+        return None
+    if "complete" not in record:  # written before "complete" was recorded: judge by its report
+        record["complete"] = "corrupt_archive" not in record.get("counts", {})
+    return record
+
+
+def _read_to_damage(tf: tarfile.TarFile, report: Report, what: str) -> Iterator[tarfile.TarInfo]:
+    """The members of ``tf`` up to the point where it is damaged or cut short; the damage is counted
+    as ``corrupt_archive`` (and the rest of the run goes on: the report is still written)."""
+    it = iter(tf)
+    while True:
+        try:
+            m = next(it)
+        except StopIteration:
+            if not _ends_properly(tf):
+                report.add("corrupt_archive", f"{what}: cut short (no end-of-archive marker after the last member)")
+            return
+        except ARCHIVE_ERRORS as e:
+            report.add("corrupt_archive", f"{what}: {e}")
+            return
+        yield m
+
+
+def _ends_properly(tf: tarfile.TarFile) -> bool:
+    """Whether the archive ends with tar's zero block. tarfile takes a header cut short (a download
+    stopped at the wrong byte) for the end of the archive and says nothing; this tells them apart."""
+    try:
+        tf.fileobj.seek(tf.offset)
+        return tf.fileobj.read(tarfile.BLOCKSIZE) == tarfile.NUL * tarfile.BLOCKSIZE
+    except (*ARCHIVE_ERRORS, ValueError):
+        return False
 
 
 def prepare_val(val_tar: Path, devkit: Devkit, out: Path, opts: Options) -> Report:

@@ -11,8 +11,11 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from cnnlab.data.images import jpeg_damage
+
 MAX_PIXELS = 89_478_485  # PIL's own bomb threshold; larger images are refused, not decoded
 JPEG_QUALITY = 90  # re-encode quality for converted / resized images (libjpeg scale 1-95)
+JPEG_MAX_SIDE = 65_500  # libjpeg's limit per side: a wider PNG cannot become a JPEG
 
 
 class Unusable(Exception):
@@ -69,6 +72,8 @@ def normalise(
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise Unusable("corrupt", str(e)) from None
 
+    if fmt == "JPEG" and (damage := jpeg_damage(data)) is not None:
+        raise Unusable("corrupt", damage)  # the policy of every path: PIL fills damage with grey silently
     w, h = im.size
     if w < 1 or h < 1:
         raise Unusable("corrupt", f"size {w}x{h}")
@@ -92,6 +97,18 @@ def normalise(
     if keep_bytes:
         return Normalised(data, outcome, w, h)
 
+    try:
+        return _reencode(im, outcome, target_mode, is_gray, resize_short if needs_resize else None)
+    except Unusable:
+        raise
+    except (OSError, ValueError, MemoryError) as e:  # the encoder refusing this image is this image's outcome
+        raise Unusable("unencodable", f"{w}x{h} {mode}: {e}"[:200]) from None
+
+
+def _reencode(im: Image.Image, outcome: str, target_mode: str, is_gray: bool, resize_short: int | None) -> Normalised:
+    """Convert (transparency onto white, 16-bit to 8), resize, encode as JPEG; raises on encoder limits."""
+    w, h = im.size
+    mode = im.mode
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in im.info):
         # Transparent pixels become white, as a viewer would show them, not black.
         rgba = im.convert("RGBA")
@@ -100,11 +117,12 @@ def normalise(
     if mode in ("I;16", "I"):
         im = im.point(lambda v: v / 256).convert("L") if mode == "I;16" else im.convert("L")
     im = im.convert(target_mode)
-    if needs_resize:
-        assert resize_short is not None
+    if resize_short is not None:
         scale = resize_short / min(w, h)
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
         im = im.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
+    if max(im.size) > JPEG_MAX_SIDE:
+        raise Unusable("too_large", f"{im.size[0]}x{im.size[1]} pixels: a JPEG holds at most {JPEG_MAX_SIDE} per side (try --resize)")
     buf = io.BytesIO()
     im.save(buf, format="JPEG", quality=JPEG_QUALITY)
     if outcome == "grayscale" and target_mode == "RGB":
@@ -119,3 +137,15 @@ def normalise(
 def _palette_is_gray(im: Image.Image) -> bool:
     pal = im.getpalette() or []
     return all(pal[i] == pal[i + 1] == pal[i + 2] for i in range(0, len(pal) - 2, 3))
+
+
+def check(data: bytes, *, grayscale: str = "keep", resize_short: int | None = None) -> Normalised | Unusable:
+    """:func:`normalise` for one image of a data command: every failure is an outcome, never an
+    exception. A failure nobody foresaw becomes ``error`` with its type and message (counted and
+    listed in report.json): one odd image must not stop, for good, a run over a million."""
+    try:
+        return normalise(data, grayscale=grayscale, resize_short=resize_short)
+    except Unusable as e:
+        return e
+    except Exception as e:  # noqa: BLE001 - see the docstring; the id and the reason are reported
+        return Unusable("error", f"{type(e).__name__}: {e}"[:200])

@@ -9,9 +9,13 @@ shard is written, ``manifest.json``.
 
 from __future__ import annotations
 
+import json
 import tarfile
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
+
+from cnnlab.errors import CnnlabError
 
 FORMAT = "cnnlab-shards/1"
 MANIFEST = "manifest.json"
@@ -61,3 +65,34 @@ def tar_info(name: str, size: int) -> tarfile.TarInfo:
     info.uid = info.gid = 0
     info.uname = info.gname = ""
     return info
+
+
+REWRITE = "re-run the same `cnnlab data shards` command (it rewrites damaged shards), or write them into a new --out"
+
+
+def read_json(path: Path, fix: str = REWRITE) -> Any:
+    """A shard folder's JSON file (manifest, settings, index); a missing, unreadable or corrupt one is
+    a :class:`CnnlabError` naming the file and ``fix``, never a JSONDecodeError traceback."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CnnlabError(f"{path} is missing: {fix}") from None
+    except (OSError, ValueError) as e:  # ValueError: JSONDecodeError and UnicodeDecodeError
+        raise CnnlabError(f"{path} is corrupt ({str(e)[:80]}): {fix}") from None
+
+
+def read_index(path: Path) -> list[list]:
+    """The ``samples`` of one ``NAME-k.idx.json``, checked entry by entry (``[key, offset, size, label, ext]``)."""
+    doc = read_json(path)
+    try:
+        samples = doc["samples"]
+        for key, offset, size, label, ext in samples:
+            if not (isinstance(key, str) and isinstance(offset, int) and isinstance(size, int) and isinstance(label, int) and ext in ("jpg", "png")):
+                raise ValueError(f"bad entry for {key!r}")
+            if offset < 0 or size < 0 or label < 0:
+                raise ValueError(f"negative number in the entry for {key!r}")
+        if not isinstance(doc.get("skipped", []), list):
+            raise ValueError("'skipped' is not a list")
+    except (KeyError, TypeError, ValueError) as e:
+        raise CnnlabError(f"{path} is corrupt ({str(e)[:80] or type(e).__name__}): {REWRITE}") from None
+    return samples

@@ -29,7 +29,8 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-import simplejpeg
+
+from cnnlab.data.images import decode_jpeg_checked
 
 # OpenCV would otherwise start a thread pool in every DataLoader worker; the loader's parallelism
 # is its workers.
@@ -245,7 +246,8 @@ def decode_crop(
 ) -> np.ndarray:
     """Crop ``box = (left, top, width, height)`` of a JPEG resized to ``size = (h, w)``, uint8 ``(h, w, C)``.
 
-    Raises ``ValueError`` (including :class:`JpegError`) for data that is not a decodable JPEG.
+    Raises :class:`JpegError` (a ``ValueError``) for data that is not a JPEG this module parses and
+    :class:`~cnnlab.data.sources.base.BadImage` for a damaged one (the policy in :mod:`cnnlab.data.images`).
     """
     x, y, w, h = box
     out_h, out_w = size
@@ -266,7 +268,8 @@ def decode_crop(
         kw = {"min_width": math.ceil(region_w * scale), "min_height": 1}
     else:
         kw = {}
-    img = simplejpeg.decode_jpeg(data, colorspace=colorspace, buffer=_scratch(nbytes), **kw, **FAST)
+    # The damaged-JPEG policy of every other path (cnnlab.data.images): damage is BadImage, benign complaints pass.
+    img = decode_jpeg_checked(data, colorspace=colorspace, buffer=_scratch(nbytes), **kw, **FAST)
     # libjpeg-turbo scales by n/8 and rounds sizes up: recover n from the width.
     f = round(8 * img.shape[1] / region_w) / 8 if region_w >= 16 else scale
     if f == 1:  # integer box: slice exactly

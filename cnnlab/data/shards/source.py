@@ -8,7 +8,6 @@ can be read directly (the sampler still reads shard by shard; see :mod:`.loader`
 
 from __future__ import annotations
 
-import json
 import os
 from collections import OrderedDict
 from pathlib import Path
@@ -31,21 +30,28 @@ class ShardSource(ImageSource):
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         manifest_path = self.root / fmt.MANIFEST
-        try:
-            self.manifest = json.loads(manifest_path.read_text())
-        except FileNotFoundError:
+        if not manifest_path.is_file():
             hint = " (the writer did not finish: re-run the same `cnnlab data shards` command)" if (self.root / fmt.SETTINGS).is_file() else ""
-            raise CnnlabError(f"{self.root} has no {fmt.MANIFEST}: not a finished shard folder{hint}") from None
-        except ValueError:
-            raise CnnlabError(f"{manifest_path} is corrupt: re-run `cnnlab data shards` into a new folder") from None
-        if self.manifest.get("format") != fmt.FORMAT:
-            raise CnnlabError(f"{manifest_path} is format {self.manifest.get('format')!r}, this cnnlab reads {fmt.FORMAT}: rewrite the shards")
-        self.classes = list(self.manifest["classes"])
-        self.files: list[str] = [s["file"] for s in self.manifest["shards"]]
+            raise CnnlabError(f"{self.root} has no {fmt.MANIFEST}: not a finished shard folder{hint}")
+        self.manifest = fmt.read_json(manifest_path)
+        if not isinstance(self.manifest, dict) or self.manifest.get("format") != fmt.FORMAT:
+            got = self.manifest.get("format") if isinstance(self.manifest, dict) else None
+            raise CnnlabError(f"{manifest_path} is format {got!r}, this cnnlab reads {fmt.FORMAT}: rewrite the shards")
+        try:
+            self.classes = [str(c) for c in self.manifest["classes"]]
+            self.files: list[str] = [str(s["file"]) for s in self.manifest["shards"]]
+            indexes = [self.root / str(s["index"]) for s in self.manifest["shards"]]
+            counts = [int(s["samples"]) for s in self.manifest["shards"]]
+        except (KeyError, TypeError, ValueError) as e:
+            raise CnnlabError(f"{manifest_path} is corrupt ({str(e)[:80] or type(e).__name__}): {fmt.REWRITE}") from None
         shard, offset, size, label, ext, keys = [], [], [], [], [], []
-        for k, s in enumerate(self.manifest["shards"]):
-            entries = json.loads((self.root / s["index"]).read_text())["samples"]
+        for k, index_path in enumerate(indexes):
+            entries = fmt.read_index(index_path)
+            if len(entries) != counts[k]:
+                raise CnnlabError(f"{index_path} lists {len(entries)} samples, {fmt.MANIFEST} says {counts[k]}: {fmt.REWRITE}")
             for key, off, n, lab, e in entries:
+                if lab >= len(self.classes):
+                    raise CnnlabError(f"{index_path}: label {lab} of {key} is not one of the {len(self.classes)} classes: {fmt.REWRITE}")
                 shard.append(k), offset.append(off), size.append(n), label.append(lab), ext.append(_EXTS.index(e)), keys.append(key)
         self.shard = np.asarray(shard, dtype=np.int32)
         self.offset = np.asarray(offset, dtype=np.int64)
@@ -54,7 +60,7 @@ class ShardSource(ImageSource):
         self.ext = np.asarray(ext, dtype=np.int8)
         self.keys = keys
         # Samples of shard k are the contiguous range [starts[k], starts[k + 1]).
-        self.starts = np.concatenate([[0], np.cumsum([s["samples"] for s in self.manifest["shards"]])]).astype(np.int64)
+        self.starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self._fds: OrderedDict[int, int] = OrderedDict()  # shard → open file, least recently used first
         self._pid = -1
 
@@ -104,7 +110,8 @@ def open_shards(spec: str, split: str) -> ShardSource:
     if (root / split / fmt.MANIFEST).is_file() or (root / split / fmt.SETTINGS).is_file():
         return ShardSource(root / split)
     if (root / fmt.MANIFEST).is_file():
-        got = json.loads((root / fmt.MANIFEST).read_text()).get("split")
+        manifest = fmt.read_json(root / fmt.MANIFEST)
+        got = manifest.get("split") if isinstance(manifest, dict) else None
         if got == split:
             return ShardSource(root)
         raise CnnlabError(f"shards:{spec} holds the {got!r} split only: write {split!r} too (`cnnlab data shards SOURCE --split {split} --out {root.parent / split}`)")

@@ -129,6 +129,17 @@ def _write_shard(k: int) -> None:
     write_json_atomic(out / fmt.index_file(name, k), {"samples": entries, "skipped": skipped})
 
 
+def _shard_done(out: Path, name: str, k: int) -> bool:
+    """Written by an earlier run: its tar and a readable index exist (a damaged index is rewritten)."""
+    if not (out / fmt.shard_file(name, k)).is_file():
+        return False
+    try:
+        fmt.read_index(out / fmt.index_file(name, k))
+    except CnnlabError:
+        return False
+    return True
+
+
 def _count(counter, tick) -> None:
     if counter is not None:
         with counter.get_lock():
@@ -151,10 +162,9 @@ def _check_out(out: Path, settings: fmt.Settings) -> None:
         raise CnnlabError(f"--out {out} is a file: give a folder (new, or one this command wrote)")
     saved = out / fmt.SETTINGS
     if saved.is_file():
-        try:
-            old = json.loads(saved.read_text())
-        except ValueError:
-            raise CnnlabError(f"{saved} is corrupt: delete {out} or write to another --out") from None
+        old = fmt.read_json(saved, f"delete {out} or write to another --out")
+        if not isinstance(old, dict):
+            raise CnnlabError(f"{saved} is corrupt: delete {out} or write to another --out")
         diff = settings.differences(old)
         if diff:
             raise CnnlabError(
@@ -188,7 +198,7 @@ def write_shards(
     n = len(source)
     order = np.random.default_rng(settings.seed).permutation(n) if n else np.zeros(0, dtype=np.int64)
     n_shards = -(-n // settings.shard_size)
-    todo = [k for k in range(n_shards) if not ((out / fmt.index_file(name, k)).is_file() and (out / fmt.shard_file(name, k)).is_file())]
+    todo = [k for k in range(n_shards) if not _shard_done(out, name, k)]
     pending = set(todo)
     done_samples = sum(min(n, (k + 1) * settings.shard_size) - k * settings.shard_size for k in range(n_shards) if k not in pending)
     if done_samples:
@@ -234,10 +244,11 @@ def build_manifest(out: Path, settings: fmt.Settings, n_shards: int) -> dict:
     shards, skipped = [], []
     per_class: Counter[int] = Counter()
     for k in range(n_shards):
-        index = json.loads((out / fmt.index_file(settings.split, k)).read_text())
-        shards.append({"file": fmt.shard_file(settings.split, k), "index": fmt.index_file(settings.split, k), "samples": len(index["samples"])})
-        per_class.update(entry[3] for entry in index["samples"])
-        skipped += index["skipped"]
+        index_path = out / fmt.index_file(settings.split, k)
+        samples = fmt.read_index(index_path)
+        shards.append({"file": fmt.shard_file(settings.split, k), "index": fmt.index_file(settings.split, k), "samples": len(samples)})
+        per_class.update(entry[3] for entry in samples)
+        skipped += fmt.read_json(index_path).get("skipped", [])
     return {
         "format": fmt.FORMAT,
         "split": settings.split,
