@@ -2,9 +2,8 @@
 
 The loss is darknet's softmax + cost layers: the negative log-likelihood of
 :meth:`~cnnlab.darknet.model.DarknetNet.forward_log_probs`, summed over the images and divided by the
-images of one update (``batch`` × ``subdivisions``). The engine divides each micro-batch's term by its
-``accum_steps`` (= ``subdivisions``), so the term is the sum over ``batch``. Its evaluation is
-AlexeyAB's ``-topk``: the share of the ``valid=`` images whose label is among the ``k`` best.
+images of one update (``batch`` × ``subdivisions``). Its evaluation is AlexeyAB's ``-topk``: the share
+of the ``valid=`` images whose label is among the ``k`` best.
 """
 
 from __future__ import annotations
@@ -25,9 +24,15 @@ class DarknetClassify(Task):
     name = "darknet-classify"
     nonfinite_advice = "lower learning_rate= (or add burn_in=) in [net]"
 
-    def __init__(self, classes: list[str], device: torch.device, batch: int, top: int, k: int) -> None:
+    def __init__(self, classes: list[str], device: torch.device, batch: int, subdivisions: int, top: int, k: int) -> None:
         super().__init__(classes, device)
-        self.batch = batch  # images per micro-batch (cfg batch / subdivisions)
+        self.images_per_update = batch * subdivisions  # batch: images per micro-batch (cfg batch / subdivisions)
+        # The engine divides each micro-batch's term by accum_steps (= subdivisions): in backward, a
+        # float32 1/subdivisions. Darknet's term is its per-update share sum / (batch × subdivisions)
+        # divided by that same float32 number, which cancels it exactly (x / x = 1 in IEEE
+        # arithmetic): the gradient is 1 / (batch × subdivisions) rounded once, for any subdivisions,
+        # where sum / batch would round twice. The term's value is sum / batch.
+        self.engine_scale = torch.tensor(1.0) / subdivisions
         self.top, self.k = top, k  # top= of the .data (printed), k = min(top, classes) (measured)
 
     # Building and checking the net need no instance: darknet checks the cfg before it reads the .data.
@@ -43,7 +48,7 @@ class DarknetClassify(Task):
 
     def losses(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         nll = F.nll_loss(model.forward_log_probs(images), targets, reduction="sum")
-        return {"nll": nll / self.batch}, nll.detach()
+        return {"nll": nll / self.images_per_update / self.engine_scale}, nll.detach()
 
     def tally(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
         """The summed loss of the micro-batch: darknet prints an update's sum over its images."""

@@ -223,7 +223,7 @@ def _train(job: Job, augment: Augment, writer: BackupWriter, log: DarknetLog, se
     sampler = DarknetSampler(order, header.seen, header.seen + max(0, t.max_batches - start) * step)
     feed = Feed(batch_loader(samples, sampler, t.batch, 0, False, False, seed), samples)
     cpu = torch.device("cpu")
-    task = DarknetClassify(job.labels, cpu, t.batch, job.top, min(job.top, len(job.labels)))
+    task = DarknetClassify(job.labels, cpu, t.batch, t.subdivisions, job.top, min(job.top, len(job.labels)))
     optimizer = build_optimizer(model, "sgd", t.learning_rate, t.momentum, False, t.decay, no_decay_bn_bias=True)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     trainer = Trainer(model, task, AsIs(), optimizer, DarknetRate(optimizer, t, start), scaler, None, cpu, None, t.subdivisions, seed=seed)
