@@ -121,8 +121,11 @@ class ListBadImages(BadImageLog):
         self.n, self.listing = n, listing
 
     def check(self, min_seen: int = 0, totals: tuple[int, int] | None = None) -> None:
-        if len(self.bad) > max(1, self.n // 100):
-            raise CnnlabError(f"{len(self.bad)} of the {self.n} images in {self.listing} cannot be read (limit 1 %); fix or remove them")
+        """The engine's test, on the images of the list rather than the samples drawn; darknet's words."""
+        try:
+            super().check(min_seen=0, totals=(len(self.bad), self.n))
+        except CnnlabError:
+            raise CnnlabError(f"{len(self.bad)} of the {self.n} images in {self.listing} cannot be read (limit 1 %); fix or remove them") from None
 
 
 class ValidImages(Dataset):
