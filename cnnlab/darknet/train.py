@@ -47,6 +47,7 @@ from cnnlab.errors import CnnlabError
 
 __all__ = ["BackupPlan", "basecfg", "label_of", "plan_backups", "train_classifier"]
 
+
 def basecfg(cfg: str) -> str:
     """darknet ``basecfg``: the file name up to its first dot."""
     return Path(cfg).name.split(".")[0]
@@ -104,7 +105,6 @@ class Job:
     """A checked ``classifier train``: the net and its [net] training, the lists, where backups go."""
 
     data_file: Path
-    cfg: str
     base: str
     model: DarknetNet
     t: NetTraining
@@ -149,7 +149,7 @@ def check_job(data: str, cfg: str, flavor: str, max_batches: int | None, topk: b
         valid_list = _resolve(options.get("valid", "data/train.list"), data_file)
         valid = [(p, label_of(p, labels)) for p in _read_lines(valid_list, "validation list (from 'valid=')", data_file)]
     top = int(options.get("top", "5") or 5)
-    return Job(data_file, cfg, basecfg(cfg), model, t, backup, labels, listing, paths, kept, valid, top)
+    return Job(data_file, basecfg(cfg), model, t, backup, labels, listing, paths, kept, valid, top)
 
 
 def train_classifier(
@@ -231,6 +231,7 @@ def _train(job: Job, augment: Augment, writer: BackupWriter, log: DarknetLog, se
     topk = TopKSchedule(job, trainer, log, seed)
 
     def after_update(state: TrainState, losses: dict[str, float]) -> None:
+        # state.step counts the updates from `start`: it is darknet's batch number
         header.seen += step
         state.epoch = header.seen // n  # darknet's epoch, for the engine's messages
         log.bad_images(list(bad.bad))
