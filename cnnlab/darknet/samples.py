@@ -90,7 +90,8 @@ class TrainSamples(Dataset):
 class Feed:
     """The loader's batches, each carrying the unreadable images its samples replaced (so the
     engine's :class:`BadImageLog` counts them) and timed: ``loaded`` sums the seconds spent loading
-    since :meth:`take_loaded` last read it."""
+    since :meth:`take_loaded` last read it. The loader runs in this process (``workers=0``), so the
+    dataset's ``new_bad`` belongs to the batch just loaded."""
 
     def __init__(self, loader, samples: TrainSamples) -> None:
         self.loader, self.samples = loader, samples

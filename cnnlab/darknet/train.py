@@ -221,7 +221,7 @@ def _train(job: Job, augment: Augment, writer: BackupWriter, log: DarknetLog, se
     order = RunOrder(n, seed)
     samples = TrainSamples(job.kept, job.data_file, order, augment, job.listing)
     sampler = DarknetSampler(order, header.seen, header.seen + max(0, t.max_batches - start) * step)
-    feed = Feed(batch_loader(samples, sampler, t.batch, 0, False, False, seed), samples)
+    feed = Feed(batch_loader(samples, sampler, t.batch, workers=0, drop_last=False, pin_memory=False, seed=seed), samples)
     cpu = torch.device("cpu")
     task = DarknetClassify(job.labels, cpu, t.batch, t.subdivisions, job.top, min(job.top, len(job.labels)))
     optimizer = build_optimizer(model, "sgd", t.learning_rate, t.momentum, False, t.decay, no_decay_bn_bias=True)
@@ -255,7 +255,7 @@ class TopKSchedule:
         self.last = job.model.header.seen // job.t.images_per_update
         model = job.model
         images = ValidImages(job.valid, job.data_file, model.width, model.height, model.flavor)
-        self.loader = batch_loader(images, SequentialSampler(images), job.t.batch, 0, False, False, seed)
+        self.loader = batch_loader(images, SequentialSampler(images), job.t.batch, workers=0, drop_last=False, pin_memory=False, seed=seed)
         self.bad = BadImageLog(1.0)
 
     def after_update(self, batch_num: int) -> None:
