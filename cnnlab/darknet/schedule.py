@@ -7,6 +7,7 @@ each ``scales[i]`` once ``b >= steps[i]``), exp (``lr·gamma^b``), poly (``lr·(
 sigmoid (``lr/(1+exp(gamma·(b-step)))``) or random (``lr·U(0,1)^power``, seeded by the batch
 number here so that a resumed run repeats it). Darknet falls back to constant on an unknown
 policy name and crashes on ``steps=``/``scales=`` of unequal length; both are errors here.
+:class:`DarknetRate` is that schedule as a torch ``LRScheduler``, stepped by the engine after each update.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
+
+import torch
+from torch.optim.lr_scheduler import LRScheduler
 
 from cnnlab.darknet.cfg import Section
 from cnnlab.errors import CnnlabError
@@ -106,3 +110,18 @@ class NetTraining:
         if self.policy == "sigmoid":
             return lr / (1 + math.exp(self.gamma * (batch_num - self.step)))
         return lr * random.Random(batch_num).random() ** self.power  # "random"
+
+
+class DarknetRate(LRScheduler):
+    """:meth:`NetTraining.rate` as a torch scheduler. Darknet sets the rate of the update number it is
+    about to reach, so after ``last_epoch`` updates of a run that started at update ``start`` the
+    optimizer holds ``rate(start + last_epoch + 1)``. The rates are darknet's absolute values (not
+    factors of a base rate), so the optimizer sees exactly the number darknet computes."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, training: NetTraining, start: int) -> None:
+        self.training, self.start = training, start
+        super().__init__(optimizer)
+
+    def get_lr(self) -> list[float]:
+        rate = self.training.rate(self.start + self.last_epoch + 1)
+        return [rate for _ in self.optimizer.param_groups]

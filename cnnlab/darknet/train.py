@@ -1,10 +1,15 @@
-"""``cnnlab darknet classifier train DATA CFG [WEIGHTS]``: darknet's own classifier training loop.
+"""``cnnlab darknet classifier train DATA CFG [WEIGHTS]``: darknet's classifier training, on cnnlab's engine.
 
-What darknet does, in PyTorch: the ``.data`` file's ``train=`` list, ``labels=``, ``classes=`` and
-``backup=``; the ``[net]`` hyper-parameters (:mod:`cnnlab.darknet.schedule`); SGD with darknet's
-update (momentum, decay on weights only, the rate of the counter the update reaches); the loss of
-its softmax + cost layers (cross-entropy on the softmax, mean per image); its progress line per
-update; and its backups as darknet ``.weights`` whose header ``seen`` counts the images trained on.
+What darknet does: the ``.data`` file's ``train=`` list, ``labels=``, ``classes=`` and ``backup=``;
+the ``[net]`` hyper-parameters; SGD with momentum and decay on weights only; the loss of its softmax
++ cost layers; its progress line per update; and its backups as darknet ``.weights`` whose header
+``seen`` counts the images trained on. The machinery is the engine's (:mod:`cnnlab.engine.loop`):
+its step accumulates ``subdivisions`` micro-batches of ``batch / subdivisions`` images per update
+and stops on a NaN loss, its optimizer groups decay only weights, its loader takes darknet's sample
+order (:mod:`cnnlab.darknet.samples`) and counts unreadable images. Darknet's parts plug into it:
+the loss (:mod:`cnnlab.darknet.task`), the ``[net]`` rate policies as a torch scheduler
+(:mod:`cnnlab.darknet.schedule`), the printed lines (:mod:`cnnlab.darknet.log`) and the backups,
+which the hook after each update writes.
 
 Resuming is darknet's: pass a backup as WEIGHTS and its ``seen`` restarts the counter, the rate
 schedule and (here) the image order. Differences, on purpose: labels are the folder that carries
@@ -18,23 +23,29 @@ mixup/cutmix/mosaic, blur and label smoothing are not implemented (a warning say
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import TextIO
 
-import numpy as np
 import torch
-import torch.nn.functional as F
+from torch.utils.data import SequentialSampler
 
 from cnnlab.darknet.augment import Augment
 from cnnlab.darknet.cfg import label_of, read_data_file, resolve_data_path as _resolve
-from cnnlab.darknet.model import DarknetNet, load_darknet
-from cnnlab.darknet.preprocess import load_image
-from cnnlab.darknet.schedule import NetTraining
+from cnnlab.darknet.log import BackupWriter, DarknetLog
+from cnnlab.darknet.model import DarknetNet
+from cnnlab.darknet.samples import DarknetSampler, Feed, ListBadImages, RunOrder, TrainSamples, ValidImages
+from cnnlab.darknet.schedule import DarknetRate, NetTraining
+from cnnlab.darknet.task import AsIs, DarknetClassify
 from cnnlab.darknet.weights import WeightsHeader
+from cnnlab.data.loader import BadImageLog, batch_loader
+from cnnlab.engine.evaluate import evaluate
+from cnnlab.engine.loop import Trainer, train_one_epoch
+from cnnlab.engine.optim import build_optimizer
+from cnnlab.engine.state import TrainState
 from cnnlab.errors import CnnlabError
+
+__all__ = ["BackupPlan", "basecfg", "label_of", "plan_backups", "train_classifier"]
 
 
 def basecfg(cfg: str) -> str:
@@ -89,12 +100,56 @@ def _read_lines(path: Path, what: str, data_file: Path) -> list[str]:
         raise CnnlabError(f"{data_file}: cannot read the {what} {str(path)!r}") from None
 
 
-def _optimizer(model: DarknetNet, t: NetTraining) -> torch.optim.SGD:
-    # darknet decays the weights of conv/connected/local layers only; biases and BN scales are not decayed
-    decayed = [p for p in model.parameters() if p.ndim >= 2]
-    plain = [p for p in model.parameters() if p.ndim < 2]
-    groups = [{"params": decayed, "weight_decay": t.decay}, {"params": plain, "weight_decay": 0.0}]
-    return torch.optim.SGD([g for g in groups if g["params"]], lr=t.learning_rate, momentum=t.momentum)
+@dataclass
+class Job:
+    """A checked ``classifier train``: the net and its [net] training, the lists, where backups go."""
+
+    data_file: Path
+    base: str
+    model: DarknetNet
+    t: NetTraining
+    backup: Path
+    labels: list[str]  # one per class
+    listing: Path  # the train= list
+    paths: list[str]  # its lines
+    kept: list[tuple[str, int]]  # those with a label, and the label
+    valid: list[tuple[str, int]]  # the valid= list with -topk, else empty
+    top: int  # the .data top=
+
+
+def check_job(data: str, cfg: str, flavor: str, max_batches: int | None, topk: bool) -> Job:
+    """Every check that needs no weights, so that a bad cfg or .data is one line, not a layer table."""
+    data_file = Path(data)
+    options = read_data_file(data_file)
+    model = DarknetClassify.build_model(cfg, {"flavor": flavor})
+    DarknetClassify.check_model(model)
+    t = NetTraining.from_net(model.net_options)
+    if max_batches is not None:
+        t.max_batches = max_batches
+    if t.max_batches <= 0:
+        raise CnnlabError(f"{cfg}: [net] max_batches={t.max_batches} would train forever; set max_batches= or pass --max-batches N")
+    backup = Path(options.get("backup", "/backup/"))
+    if not backup.is_dir():
+        raise CnnlabError(f"{data_file}: backup directory {str(backup)!r} (from 'backup=') does not exist; create it or set backup= to a folder")
+    label_key = "labels" if "labels" in options else "names"
+    labels = _read_lines(_resolve(options.get(label_key, "data/labels.list"), data_file), f"label list (from '{label_key}=')", data_file)
+    classes = int(options["classes"]) if options.get("classes", "").lstrip("-").isdigit() else len(labels)
+    if classes != model.classes:
+        raise CnnlabError(f"{data_file}: classes={classes} but {cfg} outputs {model.classes}; set classes={model.classes} or use the matching cfg")
+    if len(labels) < classes:
+        raise CnnlabError(f"{data_file}: the label list has {len(labels)} lines but classes={classes}; give one label per class")
+    labels = labels[:classes]
+    listing = _resolve(options.get("train", "data/train.list"), data_file)
+    paths = _read_lines(listing, "training list (from 'train=')", data_file)
+    kept = [(p, y) for p in paths if (y := label_of(p, labels)) >= 0]
+    if not kept:
+        raise CnnlabError(f"{listing}: no image path has a folder (or file name) matching a label of {options.get(label_key)}; check labels=")
+    valid: list[tuple[str, int]] = []
+    if topk:
+        valid_list = _resolve(options.get("valid", "data/train.list"), data_file)
+        valid = [(p, label_of(p, labels)) for p in _read_lines(valid_list, "validation list (from 'valid=')", data_file)]
+    top = int(options.get("top", "5") or 5)
+    return Job(data_file, basecfg(cfg), model, t, backup, labels, listing, paths, kept, valid, top)
 
 
 def train_classifier(
@@ -115,61 +170,37 @@ def train_classifier(
 
     ``topk`` (AlexeyAB's ``-topk``): every two epochs (at least every max(burn_in, 100) updates) and at
     the end, the top-k accuracy (``top=``, default 5) on the ``valid=`` list."""
-    out, err = out or sys.stdout, err or sys.stderr
-    data_file = Path(data)
-    options = read_data_file(data_file)
-    base = basecfg(cfg)
-    # every check that needs no weights comes first, so a bad cfg/.data is one line, not a layer table
-    model = load_darknet(cfg, None, flavor)
-    if model.is_detector:
-        raise CnnlabError(f"{cfg} is a detector ([yolo]/[region]); `classifier train` trains classifiers")
-    t = NetTraining.from_net(model.net_options)
-    if max_batches is not None:
-        t.max_batches = max_batches
-    if t.max_batches <= 0:
-        raise CnnlabError(f"{cfg}: [net] max_batches={t.max_batches} would train forever; set max_batches= or pass --max-batches N")
-    backup = Path(options.get("backup", "/backup/"))
-    if not backup.is_dir():
-        raise CnnlabError(f"{data_file}: backup directory {str(backup)!r} (from 'backup=') does not exist; create it or set backup= to a folder")
-    label_key = "labels" if "labels" in options else "names"
-    labels = _read_lines(_resolve(options.get(label_key, "data/labels.list"), data_file), f"label list (from '{label_key}=')", data_file)
-    classes = int(options["classes"]) if options.get("classes", "").lstrip("-").isdigit() else len(labels)
-    if classes != model.classes:
-        raise CnnlabError(f"{data_file}: classes={classes} but {cfg} outputs {model.classes}; set classes={model.classes} or use the matching cfg")
-    if len(labels) < classes:
-        raise CnnlabError(f"{data_file}: the label list has {len(labels)} lines but classes={classes}; give one label per class")
-    labels = labels[:classes]
-    train_list = _resolve(options.get("train", "data/train.list"), data_file)
-    paths = _read_lines(train_list, "training list (from 'train=')", data_file)
-    ys = [label_of(p, labels) for p in paths]
-    kept = [(p, y) for p, y in zip(paths, ys) if y >= 0]
-    if not kept:
-        raise CnnlabError(f"{train_list}: no image path has a folder (or file name) matching a label of {options.get(label_key)}; check labels=")
-
-    valid: list[tuple[str, int]] = []
-    top = int(options.get("top", "5") or 5)
-    if topk:
-        valid_list = _resolve(options.get("valid", "data/train.list"), data_file)
-        valid = [(p, label_of(p, labels)) for p in _read_lines(valid_list, "validation list (from 'valid=')", data_file)]
-
-    print(base, file=out)
-    print(1, file=out)  # darknet prints its GPU count
-    print(model.layer_table(), file=err)
+    log = DarknetLog(flavor, out or sys.stdout, err or sys.stderr)
+    job = check_job(data, cfg, flavor, max_batches, topk)
+    model, t = job.model, job.t
+    log.opening(job.base, model.layer_table())
     if weights:
-        print(f"Loading weights from {weights}...", end="", file=err)
+        log.loading(weights)
         model.load_weights(weights, allow_partial=allow_partial)
-        print("Done!", file=err)
+        log.warn("Done!")
     if clear:
         model.header.seen = 0
-    print(f"Learning Rate: {t.learning_rate:g}, Momentum: {t.momentum:g}, Decay: {t.decay:g}", file=out)
-    print(len(paths), file=out)
-    if len(kept) < len(paths):
-        print(f"warning: {len(paths) - len(kept)} of {len(paths)} images match no label and are skipped (e.g. {next(p for p, y in zip(paths, ys) if y < 0)})", file=err)
-    n = len(kept)
+    log.hyper(t.learning_rate, t.momentum, t.decay, len(job.paths))
+    if len(job.kept) < len(job.paths):
+        example = next(p for p in job.paths if label_of(p, job.labels) < 0)
+        log.warn(f"warning: {len(job.paths) - len(job.kept)} of {len(job.paths)} images match no label and are skipped (e.g. {example})")
+    plan = _backup_plan(job, flavor, weights, force)
+    # darknet writes version 0.2.0 (pjreddie) / 0.2.5 (AlexeyAB) headers with a 64-bit seen
+    model.header = WeightsHeader(0, 2, 0 if flavor == "pjreddie" else 5, model.header.seen, 8)
+    augment = Augment(model.net_options, model.width, model.height, seed, flavor)
+    for key in augment.unsupported:
+        log.warn(f"warning: [net] {key}= is not implemented by cnnlab's darknet training and is ignored")
+    writer = BackupWriter(model, plan, log)
+    unreadable = _train(job, augment, writer, log, seed)
+    final = writer.final()
+    log.skipped(unreadable)
+    return final
 
-    step = t.images_per_update
-    start = model.header.seen // step
-    plan = plan_backups(flavor, backup, base, start, t.max_batches, step, n)
+
+def _backup_plan(job: Job, flavor: str, weights: str | None, force: bool) -> BackupPlan:
+    """The files this run writes; refuses to overwrite any but the weights it resumes from, unless ``force``."""
+    step = job.t.images_per_update
+    plan = plan_backups(flavor, job.backup, job.base, job.model.header.seen // step, job.t.max_batches, step, len(job.kept))
     resumed_from = Path(weights).resolve() if weights else None
     clash = [p for p in plan.files() if p.exists() and p.resolve() != resumed_from]
     if clash and not force:
@@ -177,108 +208,63 @@ def train_classifier(
             f"{clash[0]} exists{f' (and {len(clash) - 1} more of the files this run writes)' if len(clash) > 1 else ''}; "
             "pass --force to overwrite, or set backup= to another folder"
         )
-    # darknet writes version 0.2.0 (pjreddie) / 0.2.5 (AlexeyAB) headers with a 64-bit seen
-    header = WeightsHeader(0, 2, 0 if flavor == "pjreddie" else 5, model.header.seen, 8)
-    model.header = header
+    return plan
 
-    augment = Augment(model.net_options, model.width, model.height, seed, flavor)
-    for key in augment.unsupported:
-        print(f"warning: [net] {key}= is not implemented by cnnlab's darknet training and is ignored", file=err)
-    optimizer = _optimizer(model, t)
-    model.train()
-    avg_loss = -1.0
-    batch_num = start
-    bad: dict[str, str] = {}  # unreadable images: skipped, counted, reported; fatal above 1 % of the list
 
-    def sample(k: int) -> tuple[np.ndarray, int]:
-        """Sample k of the run (augmented image, label); an unreadable image is replaced by the next one."""
-        for j in range(k, k + n):
-            path, label = kept[_sample(j, n, seed)]
-            if path in bad:
-                continue
-            try:
-                return augment(load_image(_resolve(path, data_file)), k), label
-            except CnnlabError as e:
-                bad[path] = str(e)
-                print(f"warning: skipping {path}: {e}", file=err)
-                if len(bad) > max(1, n // 100):
-                    raise CnnlabError(f"{len(bad)} of the {n} images in {train_list} cannot be read (limit 1 %); fix or remove them") from None
-        raise CnnlabError(f"none of the images in {train_list} can be read")
+def _train(job: Job, augment: Augment, writer: BackupWriter, log: DarknetLog, seed: int) -> list[str]:
+    """The engine's epoch loop over the updates from the header's ``seen`` to ``max_batches``: one
+    ``train_step`` per micro-batch, an update every ``subdivisions``; after each, darknet's hook.
+    Returns the unreadable images of the list that were met."""
+    model, t, n = job.model, job.t, len(job.kept)
+    step, header = t.images_per_update, model.header
+    start = header.seen // step
+    order = RunOrder(n, seed)
+    samples = TrainSamples(job.kept, job.data_file, order, augment, job.listing)
+    sampler = DarknetSampler(order, header.seen, header.seen + max(0, t.max_batches - start) * step)
+    feed = Feed(batch_loader(samples, sampler, t.batch, workers=0, drop_last=False, pin_memory=False, seed=seed), samples)
+    cpu = torch.device("cpu")
+    task = DarknetClassify(job.labels, cpu, t.batch, t.subdivisions, job.top, min(job.top, len(job.labels)))
+    optimizer = build_optimizer(model, "sgd", t.learning_rate, t.momentum, False, t.decay, no_decay_bn_bias=True)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    trainer = Trainer(model, task, AsIs(), optimizer, DarknetRate(optimizer, t, start), scaler, None, cpu, None, t.subdivisions, seed=seed)
+    bad = ListBadImages(n, job.listing)
+    topk = TopKSchedule(job, trainer, log, seed)
 
-    iter_topk = start
-    while batch_num < t.max_batches:
-        t0 = time.perf_counter()
-        micro = []
-        for m in range(t.subdivisions):
-            first = header.seen + m * t.batch
-            xs, ys_ = zip(*(sample(first + k) for k in range(t.batch)))
-            micro.append((torch.from_numpy(np.stack(xs)), torch.tensor(ys_)))
-        print(f"Loaded: {time.perf_counter() - t0:f} seconds", file=out)
-        t0 = time.perf_counter()
-        loss_sum = 0.0
-        for x, y in micro:
-            loss = F.nll_loss(model.forward_log_probs(x), y, reduction="sum")
-            (loss / step).backward()
-            loss_sum += loss.item()
+    def after_update(state: TrainState, losses: dict[str, float]) -> None:
+        # state.step counts the updates from `start`: it is darknet's batch number
         header.seen += step
-        batch_num = header.seen // step
-        for g in optimizer.param_groups:
-            g["lr"] = t.rate(batch_num)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        loss_value = loss_sum / step
-        if not np.isfinite(loss_value):
-            raise CnnlabError(f"loss became {loss_value} at batch {batch_num}; lower learning_rate= (or add burn_in=) in [net]")
-        avg_loss = loss_value if avg_loss == -1 else avg_loss
-        avg_loss = avg_loss * 0.9 + loss_value * 0.1
-        line = (
-            f"{batch_num}, {np.float32(header.seen) / np.float32(n):.3f}: {loss_value:f}, {avg_loss:f} avg, "
-            f"{t.rate(batch_num):f} rate, {time.perf_counter() - t0:f} seconds, {header.seen} images"
-        )
-        if flavor == "alexeyab":
-            left = (t.max_batches - batch_num) * (time.perf_counter() - t0) / 3600
-            line += f", {left:f} hours left"
-        print(line, file=out, flush=True)
-        if valid and (batch_num >= max(iter_topk + 2 * n // step, t.burn_in, 100) or batch_num == t.max_batches):
-            iter_topk = batch_num
-            acc = topk_accuracy(model, valid, data_file, flavor, min(top, classes))
-            print(f" TOP calculation...\n\n accuracy top{top} = {acc:f} ", file=out, flush=True)
-        for p in plan.saves.get(batch_num, []):
-            _save(model, p, err)
-    _save(model, plan.final, err)
-    if bad:
-        print(f"skipped {len(bad)} unreadable image(s): {', '.join(sorted(bad))}", file=err)
-    return plan.final
+        state.epoch = header.seen // n  # darknet's epoch, for the engine's messages
+        log.bad_images(list(bad.bad))
+        bad.check()
+        log.update(state.step, header.seen, n, state.sums.pop("nll"), step, t.rate(state.step), t.max_batches, feed.take_loaded())
+        topk.after_update(state.step)
+        writer.after_update(state.step)
+        log.mark()
+
+    log.mark()
+    train_one_epoch(trainer, feed, TrainState(step=start, epoch=header.seen // n), bad, after_update)
+    return list(samples.bad)
 
 
-def topk_accuracy(model: DarknetNet, valid: list[tuple[str, int]], data_file: Path, flavor: str, k: int) -> float:
-    """Fraction of ``valid`` whose label is in the top ``k``, with the flavor's classifier preprocessing
-    (as ``classifier valid``); images without a label count as wrong."""
-    from cnnlab.darknet.preprocess import preprocess
+class TopKSchedule:
+    """AlexeyAB's ``-topk``: the accuracy on ``valid=`` every two epochs (at least every
+    max(burn_in, 100) updates) and after the last update, by the engine's evaluation pass."""
 
-    model.eval()
-    hits = 0
-    with torch.no_grad():
-        for path, label in valid:
-            x = preprocess(load_image(_resolve(path, data_file)), model.width, model.height, flavor, "classify")
-            probs = model(torch.from_numpy(x)[None])[0]
-            hits += label in torch.topk(probs, k).indices.tolist()
-    model.train()
-    return hits / max(1, len(valid))
+    def __init__(self, job: Job, trainer: Trainer, log: DarknetLog, seed: int) -> None:
+        self.job, self.trainer, self.log = job, trainer, log
+        self.last = job.model.header.seen // job.t.images_per_update
+        model = job.model
+        images = ValidImages(job.valid, job.data_file, model.width, model.height, model.flavor)
+        self.loader = batch_loader(images, SequentialSampler(images), job.t.batch, workers=0, drop_last=False, pin_memory=False, seed=seed)
+        self.bad = BadImageLog(1.0)
 
-
-def _sample(k: int, n: int, seed: int) -> int:
-    """The image of the run's k-th sample: epoch k // n walks a seeded permutation of the n images,
-    so the order depends only on ``seen`` and a resumed run continues it."""
-    epoch, pos = divmod(k, n)
-    return int(_permutation(seed, epoch, n)[pos])
-
-
-@lru_cache(maxsize=2)
-def _permutation(seed: int, epoch: int, n: int) -> np.ndarray:
-    return np.random.default_rng([seed, epoch]).permutation(n)
-
-
-def _save(model: DarknetNet, path: Path, err: TextIO) -> None:
-    print(f"Saving weights to {path}", file=err)
-    model.save_weights(path)
+    def after_update(self, batch_num: int) -> None:
+        t, n = self.job.t, len(self.job.kept)
+        if not self.job.valid or not (batch_num >= max(self.last + 2 * n // t.images_per_update, t.burn_in, 100) or batch_num == t.max_batches):
+            return
+        self.last = batch_num
+        tr = self.trainer
+        report = evaluate(tr.model, self.loader, tr.normalize, tr.task.evaluator(), tr.device, tr.amp, self.bad)
+        tr.model.train()  # evaluate leaves the net in eval mode; training goes on
+        self.log.bad_images(list(self.bad.bad))
+        self.log.topk(report.line())

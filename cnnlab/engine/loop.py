@@ -68,8 +68,7 @@ def train_step(t: Trainer, batch: Batch, state: TrainState) -> dict[str, float] 
         if not math.isfinite(total):
             raise NonFiniteLoss(
                 f"loss became {total} ({', '.join(f'{k} {v}' for k, v in values.items())}) at optimizer step "
-                f"{state.step + 1} (epoch {state.epoch + 1}); nothing was saved from this step on: lower --lr, "
-                "set --clip-grad, or check the data"
+                f"{state.step + 1} (epoch {state.epoch + 1}); nothing was saved from this step on: {t.task.nonfinite_advice}"
             )
         t.scaler.scale(loss / t.accum_steps).backward()
     state.micro_step += 1

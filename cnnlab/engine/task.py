@@ -75,6 +75,8 @@ class Task(ABC):
 
     name: ClassVar[str]
     checkpoint_key: ClassVar[str] = "task"
+    # what the message of a NaN/inf loss advises: the options of the command that trains the task
+    nonfinite_advice: ClassVar[str] = "lower --lr, set --clip-grad, or check the data"
 
     def __init__(self, classes: list[str], device: torch.device) -> None:
         self.classes, self.device = list(classes), device
