@@ -32,14 +32,21 @@ def git_revision() -> str:
         return "unknown"
 
 
+def check_out(out: str) -> None:
+    """``--out`` for a new run: not a file, not a folder that holds something (checked before the data
+    and model are built, so the mistake shows at once)."""
+    p = Path(out)
+    if p.exists() and not p.is_dir():
+        raise CnnlabError(f"--out {p} is a file, not a folder: choose another --out (the file is left as it is)")
+    if p.exists() and any(p.iterdir()):
+        raise CnnlabError(f"run directory {p} already exists; continue it with --resume {p}, or choose another --out")
+
+
 def new_run_dir(out: str, model: str, data: str) -> Path:
     """``out`` if given (it must not hold a run already), else ``runs/<model>-<data>[-N]``."""
     if out:
+        check_out(out)
         p = Path(out)
-        if p.exists() and not p.is_dir():
-            raise CnnlabError(f"--out {p} is a file, not a folder: choose another --out (the file is left as it is)")
-        if p.exists() and any(p.iterdir()):
-            raise CnnlabError(f"run directory {p} already exists; continue it with --resume {p}, or choose another --out")
         _mkdir(p, exist_ok=True)
         return p
     # "darknet:cfg/yolo.cfg" → "darknet-yolo": a model given as a file must not put its path in the name

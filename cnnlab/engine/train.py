@@ -16,6 +16,7 @@ the remaining batches bit for bit (at the same number of processes).
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ from cnnlab.engine.evaluate import evaluate
 from cnnlab.engine.logger import RunLogger
 from cnnlab.engine.loop import NonFiniteLoss, Trainer, train_one_epoch  # noqa: F401  (NonFiniteLoss: public)
 from cnnlab.engine.preemption import Preemption
-from cnnlab.engine.rundir import RunDir, open_run, read_jsonl, release_runs, write_json
+from cnnlab.engine.rundir import RunDir, check_out, open_run, read_jsonl, release_runs, write_json
 from cnnlab.engine.state import RankState, TrainState
 from cnnlab.engine.train_checkpoint import CheckpointWriter, check_resume, restore
 from cnnlab.engine.task import Report, Task, build_task
@@ -66,6 +67,8 @@ def train(cfg: TrainConfig, resume: str | None = None) -> dict | None:
     processes of a distributed run other than rank 0)."""
     if cfg.accum_steps < 1 or cfg.batch_size < 1 or cfg.epochs < 1:
         raise CnnlabError("epochs, batch_size and accum_steps must be at least 1")
+    if cfg.out and not resume and not os.environ.get("TORCHELASTIC_RESTART_COUNT", "0").strip("0"):
+        check_out(cfg.out)  # a wrong --out is said at once, not after the data and model are built
     dist, device = distributed.setup(pick_device(cfg.device))
     try:
         r = setup(cfg, resume, dist, device)
