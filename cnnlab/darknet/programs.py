@@ -1,6 +1,8 @@
-"""Darknet's commands (``classifier predict|valid``, ``detector test``, ``partial``) printing what darknet prints.
+"""Darknet's programs (``classifier predict|valid``, ``detector test``, ``partial``, and ``convert``) printing
+what darknet prints. The command line lives in :mod:`cnnlab.commands.darknet`; this is the logic behind it.
 
-Each function takes explicit arguments and the output streams, so tests can call them directly.
+Each function takes keyword-only arguments and the output streams, so tests (and other code) call them
+directly and a call reads like the command line.
 stdout carries what darknet writes to stdout; the layer table and "Loading weights" go to stderr.
 """
 
@@ -25,7 +27,7 @@ from cnnlab.errors import CnnlabError
 f32 = np.float32
 
 
-def read_names(options: dict[str, str], data_file: Path, keys: tuple[str, ...]) -> list[str]:
+def _read_names(options: dict[str, str], data_file: Path, keys: tuple[str, ...]) -> list[str]:
     name_file = next((options[k] for k in keys if k in options), "data/labels.list")
     p = _resolve(name_file, data_file)
     try:
@@ -56,7 +58,7 @@ def _check_classes(options: dict[str, str], data_file: Path, model: DarknetNet, 
         raise CnnlabError(f"{data_file}: the names file has {len(names)} lines but the network has {model.classes} classes")
 
 
-def top_k(pred: np.ndarray, k: int) -> list[int]:
+def _top_k(pred: np.ndarray, k: int) -> list[int]:
     """darknet ``top_k``: ties keep the lower index first (a stable descending sort)."""
     return [int(i) for i in np.argsort(-pred, kind="stable")[:k]]
 
@@ -69,10 +71,11 @@ def _infer(model: DarknetNet, x: np.ndarray) -> torch.Tensor | list[torch.Tensor
 
 
 def classifier_predict(
+    *,
     data: str,
     cfg: str,
     weights: str,
-    image: str | None,
+    image: str | None = None,
     top: int = 0,
     flavor: str = "pjreddie",
     allow_partial: bool = False,
@@ -82,7 +85,7 @@ def classifier_predict(
     out, err = out or sys.stdout, err or sys.stderr  # resolved at call time (tests swap sys.stdout)
     data_file = Path(data)
     options = read_data_file(data_file)
-    names = read_names(options, data_file, ("names", "labels"))
+    names = _read_names(options, data_file, ("names", "labels"))
     model = _load(cfg, weights, flavor, allow_partial, err)
     if model.is_detector:
         raise CnnlabError(f"{cfg} is a detector ([yolo]/[region]); use `cnnlab darknet detector test`")
@@ -107,7 +110,7 @@ def classifier_predict(
         assert isinstance(pred, torch.Tensor)
         p = pred[0].to("cpu", torch.float32).numpy()
         dt = time.perf_counter() - t0
-        idx = top_k(p, top)
+        idx = _top_k(p, top)
         if flavor == "pjreddie":
             print(f"{path}: Predicted in {dt:f} seconds.", file=err)
             for i in idx:
@@ -122,6 +125,7 @@ def classifier_predict(
 
 
 def classifier_valid(
+    *,
     data: str,
     cfg: str,
     weights: str,
@@ -134,7 +138,7 @@ def classifier_valid(
     out, err = out or sys.stdout, err or sys.stderr  # resolved at call time (tests swap sys.stdout)
     data_file = Path(data)
     options = read_data_file(data_file)
-    labels = read_names(options, data_file, ("labels", "names"))
+    labels = _read_names(options, data_file, ("labels", "names"))
     model = _load(cfg, weights, flavor, allow_partial, err)
     _check_classes(options, data_file, model, labels)
     valid = _resolve(options.get("valid", "data/train.list"), data_file)
@@ -152,7 +156,7 @@ def classifier_valid(
         x = preprocess(im, model.width, model.height, flavor, "classify")
         pred = _infer(model, x)
         assert isinstance(pred, torch.Tensor)
-        idx = top_k(pred[0].float().numpy()[: model.classes], topk)
+        idx = _top_k(pred[0].float().numpy()[: model.classes], topk)
         acc += idx[0] == cls
         acck += cls in idx
         print("%d: top 1: %f, top %d: %f" % (i, f32(acc) / f32(i + 1), topk, f32(acck) / f32(i + 1)), file=out)
@@ -229,10 +233,11 @@ def _print_alexeyab(d: Detections, thresh: float, names: list[str], im_w: int, i
 
 
 def detector_test(
+    *,
     data: str,
     cfg: str,
     weights: str,
-    image: str | None,
+    image: str | None = None,
     thresh: float = 0.5,
     hier: float = 0.5,
     nms: float = 0.45,
@@ -250,7 +255,7 @@ def detector_test(
     _refuse_overwrite(out_name + ".png", force)
     data_file = Path(data)
     options = read_data_file(data_file)
-    names = read_names(options, data_file, ("names",))
+    names = _read_names(options, data_file, ("names",))
     model = _load(cfg, weights, flavor, allow_partial, err)
     if not model.is_detector:
         raise CnnlabError(f"{cfg} has no [yolo] or [region] layer; use `cnnlab darknet classifier predict`")
@@ -297,7 +302,7 @@ def _refuse_overwrite(path: str | Path, force: bool) -> None:
 
 
 def partial(
-    cfg: str, weights: str, outfile: str, n: int, flavor: str = "pjreddie", err: TextIO | None = None, force: bool = False
+    *, cfg: str, weights: str, outfile: str, n: int, flavor: str = "pjreddie", force: bool = False, err: TextIO | None = None
 ) -> int:
     """darknet ``partial``: the first ``n`` layers' weights, ``seen`` reset, in the header darknet writes."""
     err = err or sys.stderr
@@ -313,6 +318,7 @@ def partial(
 
 
 def convert(
+    *,
     cfg: str,
     weights: str,
     outfile: str,
@@ -337,7 +343,7 @@ def convert(
     if data:
         data_file = Path(data)
         options = read_data_file(data_file)
-        names = read_names(options, data_file, ("names", "labels"))
+        names = _read_names(options, data_file, ("names", "labels"))
         _check_classes(options, data_file, net, names)
         where = f"{data_file} (names=)"
     elif names_file:

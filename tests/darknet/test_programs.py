@@ -13,7 +13,7 @@ from PIL import Image
 
 from cnnlab.cli import main
 from cnnlab.darknet import load_darknet
-from cnnlab.darknet.cli import classifier_predict, classifier_valid, detector_test
+from cnnlab.darknet.programs import classifier_predict, classifier_valid, detector_test
 from cnnlab.darknet.detect import network_boxes, nms_sort
 from cnnlab.darknet.preprocess import load_image, preprocess
 from cnnlab.errors import CnnlabError
@@ -49,7 +49,10 @@ def test_classifier_predict_prints_what_darknet_prints(run: Run, weights_for, mo
     monkeypatch.chdir(REF)  # darknet resolves names= relative to the working directory
     out, err = io.StringIO(), io.StringIO()
     data = _data_for(int(run.meta["net_outputs"]), detector=False)
-    classifier_predict(data, f"cfg/{run.cfg_name}.cfg", str(weights_for(run.cfg_name)), f"images/{run.image}", 5, run.flavor, out=out, err=err)
+    classifier_predict(
+        data=data, cfg=f"cfg/{run.cfg_name}.cfg", weights=str(weights_for(run.cfg_name)), image=f"images/{run.image}", top=5,
+        flavor=run.flavor, out=out, err=err,
+    )
     want = run.file("cli.stdout").read_text()
     if run.flavor == "pjreddie":
         assert _lines(out.getvalue()) == _lines(want)
@@ -65,7 +68,7 @@ def test_detector_test_prints_what_darknet_prints(run: Run, weights_for, monkeyp
     out, err = io.StringIO(), io.StringIO()
     letter = run.net.endswith("-letterbox")
     detector_test(
-        "data/detect80.data", f"cfg/{run.cfg_name}.cfg", str(weights_for(run.cfg_name)), f"images/{run.image}",
+        data="data/detect80.data", cfg=f"cfg/{run.cfg_name}.cfg", weights=str(weights_for(run.cfg_name)), image=f"images/{run.image}",
         thresh=float(run.meta["thresh"]), out_name=str(tmp_path / "pred"), flavor=run.flavor,
         letter_box=letter, ext_output=True, out=out, err=err,
     )
@@ -138,7 +141,9 @@ def test_classifier_valid_uses_exact_folder_names(weights_for, tmp_path: Path) -
     data = tmp_path / "v.data"
     data.write_text(f"classes=40\nlabels={tmp_path / 'labels.txt'}\nvalid={tmp_path / 'valid.txt'}\ntop=5\n")
     out = io.StringIO()
-    classifier_valid(str(data), str(REF / "cfg/oracle-mini-pj.cfg"), str(weights_for("oracle-mini-pj")), out=out, err=io.StringIO())
+    classifier_valid(
+        data=str(data), cfg=str(REF / "cfg/oracle-mini-pj.cfg"), weights=str(weights_for("oracle-mini-pj")), out=out, err=io.StringIO()
+    )
     lines = out.getvalue().splitlines()
     assert len(lines) == 3
     # predict's top-1 for img1 is class_036 (expected/pjreddie/oracle-mini-pj), so the first image is right
@@ -152,7 +157,10 @@ def test_unknown_flavor_and_missing_names_are_user_errors(tmp_path: Path) -> Non
     data = tmp_path / "x.data"
     data.write_text("classes=1000\nnames=nowhere.names\n")
     with pytest.raises(CnnlabError, match="names"):
-        classifier_predict(str(data), str(REF / "cfg/tiny.cfg"), "", str(REF / "images/img2_224x224.png"), out=io.StringIO(), err=io.StringIO())
+        classifier_predict(
+            data=str(data), cfg=str(REF / "cfg/tiny.cfg"), weights="", image=str(REF / "images/img2_224x224.png"),
+            out=io.StringIO(), err=io.StringIO(),
+        )
 
 
 def test_detector_test_keeps_an_existing_predictions_png_without_force(weights_for, monkeypatch, capsys, tmp_path: Path) -> None:
