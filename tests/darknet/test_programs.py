@@ -18,9 +18,7 @@ from cnnlab.darknet.detect import network_boxes, nms_sort
 from cnnlab.darknet.preprocess import load_image, preprocess
 from cnnlab.errors import CnnlabError
 
-from .refdata import REF, Run, all_runs, needs_ref, read_dets
-
-pytestmark = needs_ref
+from .refdata import REF, Run, all_runs, expected_text, read_dets
 
 PNG_RUNS = [r for r in all_runs() if r.image.endswith(".png")]
 CLS_RUNS = [r for r in PNG_RUNS if not r.is_detector]
@@ -53,10 +51,10 @@ def test_classifier_predict_prints_what_darknet_prints(run: Run, weights_for, mo
         data=data, cfg=f"cfg/{run.cfg_name}.cfg", weights=str(weights_for(run.cfg_name)), image=f"images/{run.image}", top=5,
         flavor=run.flavor, out=out, err=err,
     )
-    want = run.file("cli.stdout").read_text()
+    want = run.text("cli.stdout")
     if run.flavor == "pjreddie":
         assert _lines(out.getvalue()) == _lines(want)
-        assert _table(err.getvalue()) == _table(run.file("cli.stderr").read_text())
+        assert _table(err.getvalue()) == _table(run.text("cli.stderr"))
     else:
         pat = re.compile(r"^class_\d+: ")
         assert [l for l in out.getvalue().splitlines() if pat.match(l)] == [l for l in want.splitlines() if pat.match(l)]
@@ -72,10 +70,10 @@ def test_detector_test_prints_what_darknet_prints(run: Run, weights_for, monkeyp
         thresh=float(run.meta["thresh"]), out_name=str(tmp_path / "pred"), flavor=run.flavor,
         letter_box=letter, ext_output=True, out=out, err=err,
     )
-    want = run.file("cli.stdout").read_text()
+    want = run.text("cli.stdout")
     if run.flavor == "pjreddie":
         assert _lines(out.getvalue()) == _lines(want)
-        assert _table(err.getvalue()) == _table(run.file("cli.stderr").read_text())
+        assert _table(err.getvalue()) == _table(run.text("cli.stderr"))
     else:
         pat = re.compile(r"^class_\d+: +\d+%")
         assert sorted(l for l in out.getvalue().splitlines() if pat.match(l)) == sorted(l for l in want.splitlines() if pat.match(l))
@@ -96,7 +94,7 @@ def test_detections_before_and_after_nms_match(run: Run, weights_for) -> None:
     kind = run.meta.get("nms_kind", "default")
     final = nms_sort(raw, float(run.meta["nms"]), "greedynms" if "diou" in kind or "greedy" in kind else "default")
     for dets, name in ((raw, "dets_raw.tsv"), (final, "dets_nms.tsv")):
-        want = read_dets(run.file(name))
+        want = read_dets(run.text(name))
         assert len(dets) == len(want) == int(run.meta["nboxes"])
         for i, (row, probs) in enumerate(want):
             got = np.r_[dets.boxes[i], dets.objectness[i]]
@@ -112,7 +110,7 @@ def test_cli_entry_point_and_errors(weights_for, monkeypatch, capsys) -> None:
     rc = main(["darknet", "classifier", "predict", "data/classify1k.data", "cfg/darknet.cfg", w, "images/img2_224x224.png", "-t", "3"])
     assert rc == 0
     got = capsys.readouterr().out.splitlines()
-    want = (REF / "expected/pjreddie/darknet/img2_224x224.png.cli.stdout").read_text().splitlines()[:3]
+    want = expected_text("pjreddie/darknet/img2_224x224.png", "cli.stdout").splitlines()[:3]
     assert got == want
     # a .data whose classes do not match the network: one clear line, exit 2
     rc = main(["darknet", "classifier", "predict", "data/classify40.data", "cfg/darknet.cfg", w, "images/img2_224x224.png"])
