@@ -21,6 +21,7 @@ from cnnlab.darknet.detect import Detections, network_boxes, nms_sort
 from cnnlab.darknet.layers import Yolo
 from cnnlab.darknet.model import DarknetNet, load_darknet
 from cnnlab.darknet.preprocess import load_image, preprocess
+from cnnlab.darknet.textfiles import path_part_as_text as _shown, read_lines
 from cnnlab.darknet.weights import WeightsHeader, save_weights
 from cnnlab.errors import CnnlabError
 
@@ -31,7 +32,7 @@ def _read_names(options: dict[str, str], data_file: Path, keys: tuple[str, ...])
     name_file = next((options[k] for k in keys if k in options), "data/labels.list")
     p = _resolve(name_file, data_file)
     try:
-        return [line.rstrip("\r\n") for line in p.read_text().splitlines()]
+        return read_lines(p)
     except OSError:
         raise CnnlabError(f"{data_file}: cannot read the class names file {name_file!r} (from '{keys[0]}=')") from None
 
@@ -112,12 +113,12 @@ def classifier_predict(
         dt = time.perf_counter() - t0
         idx = _top_k(p, top)
         if flavor == "pjreddie":
-            print(f"{path}: Predicted in {dt:f} seconds.", file=err)
+            print(f"{_shown(path)}: Predicted in {dt:f} seconds.", file=err)
             for i in idx:
                 print("%5.2f%%: %s" % (f32(p[i]) * f32(100), names[i]), file=out)  # float product, as in C
         else:
             print(f"{x.shape[2]} {x.shape[1]}", file=out)  # AlexeyAB prints the crop's w h
-            print(f"{path}: Predicted in {dt * 1000:f} milli-seconds.", file=out)
+            print(f"{_shown(path)}: Predicted in {dt * 1000:f} milli-seconds.", file=out)
             for i in idx:
                 print("%s: %f" % (names[i], p[i]), file=out)
         if image is not None:
@@ -143,7 +144,7 @@ def classifier_valid(
     _check_classes(options, data_file, model, labels)
     valid = _resolve(options.get("valid", "data/train.list"), data_file)
     try:
-        paths = [line.strip() for line in valid.read_text().splitlines() if line.strip()]
+        paths = read_lines(valid, paths=True)
     except OSError:
         raise CnnlabError(f"{data_file}: cannot read the validation list {str(valid)!r} (from 'valid=')") from None
     topk = int(options.get("top", "1") or 1)
@@ -277,11 +278,11 @@ def detector_test(
         dt = time.perf_counter() - t0
         assert isinstance(outs, list)
         if flavor == "pjreddie":
-            print(f"{path}: Predicted in {dt:f} seconds.", file=out)
+            print(f"{_shown(path)}: Predicted in {dt:f} seconds.", file=out)
         else:
             for k in model.detection_layers:  # AlexeyAB's layer type ids: REGION 27, YOLO 28
                 print(f" Detection layer: {k} - type = {28 if isinstance(model.layers[k], Yolo) else 27} ", file=out)
-            print(f"{path}: Predicted in {dt * 1000:f} milli-seconds.", file=out)
+            print(f"{_shown(path)}: Predicted in {dt * 1000:f} milli-seconds.", file=out)
         d = network_boxes(model, outs, iw, ih, thresh, letter)
         last = model.layers[model.detection_layers[-1]]
         kind = last.nms_kind if isinstance(last, Yolo) else "default"
@@ -348,7 +349,7 @@ def convert(
         where = f"{data_file} (names=)"
     elif names_file:
         try:
-            names = [line.rstrip("\r\n") for line in Path(names_file).read_text().splitlines()]
+            names = read_lines(names_file)
         except OSError as e:
             raise CnnlabError(f"cannot read the names file {names_file!r}: {e.strerror}") from None
         where = names_file
