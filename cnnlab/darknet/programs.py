@@ -166,12 +166,13 @@ def classifier_valid(
     return 0
 
 
-def _draw(path_in: str, d: Detections, thresh: float, names: list[str], out_png: Path) -> None:
-    """Draw boxes as darknet's draw_detections does (its colour recipe, a label per box), into a PNG."""
+def _draw(pixels: np.ndarray, d: Detections, thresh: float, names: list[str], out_png: Path) -> None:
+    """Draw boxes as darknet's draw_detections does (its colour recipe, a label per box), into a PNG.
+
+    ``pixels`` is the image as loaded (float32 CHW, u8/255), so the file is not decoded a second time."""
     from PIL import Image, ImageDraw
 
-    with Image.open(path_in) as im0:
-        im = im0.convert("RGB")
+    im = Image.fromarray(np.rint(pixels.transpose(1, 2, 0) * 255).astype(np.uint8), "RGB")
     draw = ImageDraw.Draw(im)
     width_px = max(1, int(im.height * 0.006))
     classes = d.probs.shape[1] if len(d) else 1
@@ -292,7 +293,7 @@ def detector_test(
             _print_pjreddie(d, thresh, names, out)
         else:
             _print_alexeyab(d, thresh, names, iw, ih, ext_output, out)
-        _draw(path, d, thresh, names, Path(out_name + ".png"))
+        _draw(im, d, thresh, names, Path(out_name + ".png"))
         if image is not None:
             return 0
 

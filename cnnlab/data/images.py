@@ -28,6 +28,8 @@ Decisions, in the order they are applied:
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from struct import error as struct_error  # some plugins raise struct.error on junk
 
@@ -132,8 +134,12 @@ def _oriented(img: Image.Image) -> Image.Image:
         return img
 
 
-def decode_image(data: bytes | str | Path) -> torch.Tensor:
-    """Decode encoded bytes or a file to uint8 ``(C, H, W)``, C in {1, 3}; raises :class:`BadImage`."""
+@contextmanager
+def open_image(data: bytes | str | Path) -> Iterator[Image.Image]:
+    """The one error path of image decoding: open, size guard, full decode; raises :class:`BadImage`.
+
+    :func:`decode_image` and darknet's ``load_image`` (which converts the pixels darknet's way) both
+    decode through it, so one file is judged the same everywhere."""
     with _open(data) as img:
         if img.width * img.height > max_pixels():
             raise BadImage(f"too large ({img.width}x{img.height} pixels)")
@@ -143,6 +149,12 @@ def decode_image(data: bytes | str | Path) -> torch.Tensor:
             raise BadImage("too large (decompression bomb guard)") from None
         except (OSError, *_DECODER_ERRORS) as e:
             raise BadImage("truncated" if "truncated" in str(e) else _short(f"corrupt ({e})")) from None
+        yield img
+
+
+def decode_image(data: bytes | str | Path) -> torch.Tensor:
+    """Decode encoded bytes or a file to uint8 ``(C, H, W)``, C in {1, 3}; raises :class:`BadImage`."""
+    with open_image(data) as img:
         try:
             arr = _to_array(_oriented(img))
         except (OSError, ValueError) as e:

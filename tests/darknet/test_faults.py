@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import io
 import os
+import struct
+import zlib
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from cnnlab.cli import main
 from cnnlab.darknet.textfiles import decode, read_lines
@@ -65,3 +68,46 @@ def test_non_utf8_cfg_data_names_and_list_work_as_in_darknet(weights_for, tmp_pa
     assert code == 0, err
     assert out.splitlines() == ["0: top 1: 1.000000, top 5: 1.000000"]  # the folder matched the Latin-1 label
     assert read_lines(tmp_path / "x.names")[36] == "café"
+
+
+# -- images darknet's commands cannot decode ---------------------------------------------------
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _bad_images(tmp_path: Path) -> dict[str, Path]:
+    good = (REF / "images" / "img1_500x375.png").read_bytes()
+    sig = b"\x89PNG\r\n\x1a\n"
+    ihdr = struct.pack(">IIBBBBB", 70000, 70000, 8, 2, 0, 0, 0)  # 4.9 Gpx claimed in 8 bytes
+    files = {
+        "bomb.png": sig + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", zlib.compress(b"\0" * 64)) + _png_chunk(b"IEND", b""),
+        "bad_crc.png": good[:29] + bytes([good[29] ^ 0xFF]) + good[30:],  # IHDR checksum: PIL raises SyntaxError
+        "truncated.png": good[: len(good) // 2],
+        "text.png": b"not an image\n",
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    return {name: tmp_path / name for name in files}
+
+
+@pytest.mark.parametrize("bad", ["bomb.png", "over_limit.png", "bad_crc.png", "truncated.png", "text.png"])
+def test_undecodable_images_are_one_line_errors_in_predict_and_detector_test(bad: str, weights_for, tmp_path: Path, capsys, monkeypatch) -> None:
+    """The decompression-bomb guard (it was a DecompressionBombError traceback; an image between PIL's limit
+    and twice it was decoded after a warning) and other decoder errors, through cnnlab's one image path."""
+    if bad == "over_limit.png":  # 187,500 px: over the limit, under PIL's 2x hard error
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100_000)
+        image = tmp_path / bad
+        image.write_bytes((REF / "images" / "img1_500x375.png").read_bytes())
+    else:
+        image = _bad_images(tmp_path)[bad]
+    cls = ("darknet", "classifier", "predict", REF / "data/classify40.data", ORACLE_CFG, weights_for("oracle-mini-pj"), image)
+    det = ("darknet", "detector", "test", REF / "data/detect80.data", REF / "cfg/yolov3-tiny.cfg", weights_for("yolov3-tiny"), image,
+           "-out", tmp_path / "pred")  # fmt: skip
+    for args in (cls, det):
+        code, _, err = _run(capsys, *args)
+        last = err.strip().splitlines()[-1]  # the layer table comes first on stderr, as in darknet
+        assert code == 2 and "Traceback" not in err and last.startswith("cnnlab darknet: error: "), err
+        assert bad in last and ("too large" in last) == (bad in ("bomb.png", "over_limit.png"))
+    assert not (tmp_path / "pred.png").exists()
