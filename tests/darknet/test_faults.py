@@ -111,3 +111,29 @@ def test_undecodable_images_are_one_line_errors_in_predict_and_detector_test(bad
         assert code == 2 and "Traceback" not in err and last.startswith("cnnlab darknet: error: "), err
         assert bad in last and ("too large" in last) == (bad in ("bomb.png", "over_limit.png"))
     assert not (tmp_path / "pred.png").exists()
+
+
+# -- files cnnlab writes -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test, and put the old one back."""
+    old = os.umask(0o022)
+    yield lambda mask: os.umask(mask)
+    os.umask(old)
+
+
+@pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664)], ids=["022", "027", "002"])
+def test_weights_files_get_the_permissions_the_umask_gives(mask: int, mode: int, umask, weights_for, tmp_path: Path, capsys) -> None:
+    """``partial`` and the training backups (``DarknetNet.save_weights``) were always 0600, checkpoints 0644."""
+    umask(mask)
+    out = tmp_path / "part.weights"
+    assert _run(capsys, "darknet", "partial", ORACLE_CFG, weights_for("oracle-mini-pj"), out, "3")[0] == 0
+    assert out.stat().st_mode & 0o777 == mode
+    from cnnlab.darknet import load_darknet
+
+    backup = tmp_path / "backup" / "net.backup"
+    load_darknet(ORACLE_CFG).save_weights(backup)  # what classifier train calls for every backup
+    assert backup.stat().st_mode & 0o777 == mode
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["net.backup", "part.weights"]  # no temp left
