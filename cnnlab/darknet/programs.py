@@ -8,6 +8,7 @@ stdout carries what darknet writes to stdout; the layer table and "Loading weigh
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -254,7 +255,7 @@ def detector_test(
 ) -> int:
     out, err = out or sys.stdout, err or sys.stderr  # resolved at call time (tests swap sys.stdout)
     # darknet overwrites predictions.png silently; an image from an earlier run is the user's now
-    _refuse_overwrite(out_name + ".png", force)
+    _refuse_overwrite(out_name + ".png", force, {"image": image, "cfg": cfg, "weights": weights, "data": data})
     data_file = Path(data)
     options = read_data_file(data_file)
     names = _read_names(options, data_file, ("names",))
@@ -298,8 +299,16 @@ def detector_test(
             return 0
 
 
-def _refuse_overwrite(path: str | Path, force: bool) -> None:
-    if Path(path).exists() and not force:
+def _refuse_overwrite(path: str | Path, force: bool, inputs: dict[str, str | None]) -> None:
+    """An existing output needs --force; an output that is one of the command's inputs (same file, through
+    any link) is refused even with it: writing it would replace what the command reads."""
+    out = Path(path)
+    if not out.exists():
+        return
+    for what, src in inputs.items():
+        if src and Path(src).exists() and os.path.samefile(out, src):
+            raise CnnlabError(f"{path} is the input {what} file; write the output to another file (even --force does not overwrite an input)")
+    if not force:
         raise CnnlabError(f"{path} already exists; pass --force to overwrite it, or choose another output name")
 
 
@@ -310,7 +319,7 @@ def partial(
     err = err or sys.stderr
     if n < 0:
         raise CnnlabError(f"partial: N must be >= 0, got {n}")
-    _refuse_overwrite(outfile, force)
+    _refuse_overwrite(outfile, force, {"weights": weights, "cfg": cfg})
     model = _load(cfg, weights, flavor, allow_partial=False, err=err)
     print(f"Saving weights to {outfile}", file=err)
     # pjreddie writes version 0.2.0, AlexeyAB 0.2.5; both with a 64-bit seen, connected not transposed
@@ -339,7 +348,7 @@ def convert(
     out, err = out or sys.stdout, err or sys.stderr
     if data and names_file:
         raise CnnlabError("give the class names once: --data FILE (its names=) or --names FILE, not both")
-    _refuse_overwrite(outfile, force)
+    _refuse_overwrite(outfile, force, {"weights": weights, "cfg": cfg, "data": data, "names": names_file})
     net = load_darknet(cfg, weights, flavor, allow_partial)
     model = classifier_from_net(net)  # refuses detectors with a one-line error
     if data:

@@ -137,3 +137,33 @@ def test_weights_files_get_the_permissions_the_umask_gives(mask: int, mode: int,
     load_darknet(ORACLE_CFG).save_weights(backup)  # what classifier train calls for every backup
     assert backup.stat().st_mode & 0o777 == mode
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["net.backup", "part.weights"]  # no temp left
+
+
+def test_partial_and_convert_refuse_to_overwrite_their_input_even_with_force(weights_for, tmp_path: Path, capsys) -> None:
+    """``partial --force`` with OUT = the input weights replaced them with their first N layers."""
+    src = tmp_path / "full.weights"
+    src.write_bytes(weights_for("oracle-mini-pj").read_bytes())
+    before = src.read_bytes()
+    link = tmp_path / "link.weights"
+    link.symlink_to(src)
+    for out in (src, link, tmp_path / "." / "full.weights"):
+        code, _, err = _run(capsys, "darknet", "partial", ORACLE_CFG, src, out, "3", "--force")
+        _one_line_error(code, err)
+        assert "is the input weights file" in err
+    code, _, err = _run(capsys, "darknet", "convert", ORACLE_CFG, src, src, "--force")
+    _one_line_error(code, err)
+    assert src.read_bytes() == before
+    cfg = tmp_path / "net.cfg"
+    cfg.write_bytes(ORACLE_CFG.read_bytes())
+    code, _, err = _run(capsys, "darknet", "convert", cfg, src, cfg, "--force")
+    _one_line_error(code, err)
+    assert "is the input cfg file" in err and cfg.read_bytes() == ORACLE_CFG.read_bytes()
+
+
+def test_detector_test_refuses_to_draw_over_its_input_image(weights_for, tmp_path: Path, capsys) -> None:
+    image = tmp_path / "photo.png"
+    image.write_bytes((REF / "images" / "img2_224x224.png").read_bytes())
+    code, _, err = _run(capsys, "darknet", "detector", "test", REF / "data/detect80.data", REF / "cfg/yolov3-tiny.cfg",
+                        weights_for("yolov3-tiny"), image, "-out", tmp_path / "photo", "--force")  # fmt: skip
+    _one_line_error(code, err)
+    assert "is the input image file" in err and image.read_bytes() == (REF / "images" / "img2_224x224.png").read_bytes()
