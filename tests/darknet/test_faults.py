@@ -167,3 +167,32 @@ def test_detector_test_refuses_to_draw_over_its_input_image(weights_for, tmp_pat
                         weights_for("yolov3-tiny"), image, "-out", tmp_path / "photo", "--force")  # fmt: skip
     _one_line_error(code, err)
     assert "is the input image file" in err and image.read_bytes() == (REF / "images" / "img2_224x224.png").read_bytes()
+
+
+# -- cfg keys no darknet reads -------------------------------------------------------------------
+
+
+def test_unknown_cfg_keys_are_warned_once_per_key_and_section_without_changing_outputs(weights_for, tmp_path: Path, capsys) -> None:
+    """darknet prints "Unused field" for an option its parser never reads (a typo, mostly); cnnlab ignored them silently."""
+    lines = ORACLE_CFG.read_text().splitlines()
+    convs = [i for i, line in enumerate(lines) if line.strip() == "[convolutional]"]
+    for i in reversed(convs[:2]):  # the same typo in two sections: two warnings, one per section
+        lines.insert(i + 1, "filers=99")
+    net = lines.index("[net]")
+    lines.insert(net + 1, "batchsize=4")
+    typo = tmp_path / "typo.cfg"
+    typo.write_text("\n".join(lines) + "\n")
+    weights = weights_for("oracle-mini-pj")
+    image = REF / "images" / "img1_500x375.png"
+
+    code, clean_out, clean_err = _run(capsys, "darknet", "classifier", "predict", REF / "data/classify40.data", ORACLE_CFG, weights, image)
+    assert code == 0 and "warning" not in clean_err
+    code, out, err = _run(capsys, "darknet", "classifier", "predict", REF / "data/classify40.data", typo, weights, image)
+    assert code == 0 and out == clean_out  # ignored, as darknet ignores it
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 3, warnings
+    assert warnings[0].startswith(f"warning: {typo}:{net + 2}: [net] batchsize=4 is not an option darknet reads")
+    assert all("filers=99" in w and "[convolutional]" in w for w in warnings[1:]) and warnings[1] != warnings[2]
+    # the same cfg again in this process: already reported
+    code, _, err = _run(capsys, "summary", f"darknet:{typo}")
+    assert code == 0 and "warning:" not in err
