@@ -28,6 +28,7 @@ Decisions, in the order they are applied:
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,6 +44,10 @@ _GRAY_MODES = {"1", "L", "LA", "La", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"
 _WHITE = 255
 _ORIENTATION = 0x0112  # EXIF tag
 
+
+# PIL warns (DecompressionBombWarning) when an image is over MAX_IMAGE_PIXELS and under twice it; open_image
+# turns that size into BadImage("too large") itself, so the warning would only add a second, Python-style line.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 # What PIL's plugins raise on malformed data besides OSError (found in their parsers).
 _DECODER_ERRORS = (ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError, struct_error)
