@@ -16,24 +16,6 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def write_bytes_atomic(path: Path, data: bytes, tmp_dir: Path) -> None:
-    """Write via ``tmp_dir`` (same filesystem, outside the class folders) and rename into place.
-
-    Both folders are created on first need only: a ``mkdir -p`` per file cost 12% of a download's CPU.
-    """
-    tmp = tmp_dir / f"{os.getpid()}-{id(data):x}-{path.name}"
-    try:
-        tmp.write_bytes(data)
-    except FileNotFoundError:
-        tmp_dir.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(data)
-    try:
-        os.replace(tmp, path)
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, path)
-
-
 def write_file_atomic(path: Path, data: bytes) -> None:
     """``data`` to ``path`` via a temp file beside it (fsync, rename), with the permissions the user's umask gives.
 
@@ -42,7 +24,7 @@ def write_file_atomic(path: Path, data: bytes) -> None:
     need ``os.umask(0)``, a process-wide change another thread could see.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    for attempt in range(100):
+    for _ in range(100):
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
@@ -60,3 +42,22 @@ def write_file_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_bytes_atomic(path: Path, data: bytes, tmp_dir: Path) -> None:
+    """Write via ``tmp_dir`` (same filesystem, outside the class folders) and rename into place.
+
+    Both folders are created on first need only: a ``mkdir -p`` per file cost 12% of a download's CPU.
+    """
+    tmp = tmp_dir / f"{os.getpid()}-{id(data):x}-{path.name}"
+    try:
+        tmp.write_bytes(data)
+    except FileNotFoundError:
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(data)
+    try:
+        os.replace(tmp, path)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, path)
+
