@@ -60,4 +60,3 @@ def write_bytes_atomic(path: Path, data: bytes, tmp_dir: Path) -> None:
     except FileNotFoundError:
         path.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, path)
-
