@@ -196,3 +196,19 @@ def test_unknown_cfg_keys_are_warned_once_per_key_and_section_without_changing_o
     # the same cfg again in this process: already reported
     code, _, err = _run(capsys, "summary", f"darknet:{typo}")
     assert code == 0 and "warning:" not in err
+
+
+def test_reliability_doc_darknet_rows_name_tests_that_exist() -> None:
+    """docs/reliability.md, section "Darknet files": every row names a test function that exists."""
+    import ast
+    import re
+
+    repo = Path(__file__).resolve().parents[2]
+    doc = (repo / "docs" / "reliability.md").read_text()
+    section = doc.split("## Darknet files", 1)[1].split("\n## ", 1)[0]
+    refs = re.findall(r"`(tests/[\w/]+\.py)::(\w+)`", section)
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith(("| fault", "| ---"))]
+    assert len(refs) == len(rows) >= 20
+    for path, name in refs:
+        tree = ast.parse((repo / path).read_text())
+        assert name in {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}, f"{path}::{name}"

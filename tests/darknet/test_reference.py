@@ -78,3 +78,19 @@ def test_preprocessing_is_bit_exact_on_png(name: str) -> None:
     w, h = (int(v) for v in name[: -len(".f32")].rsplit("_", 1)[1].split("x"))
     assert got.dtype == np.float32 and got.shape == (3, h, w)
     assert sha256_of(got) == input_hashes()[name]
+
+
+def test_reference_data_is_in_the_repository_and_complete() -> None:
+    """The parity tests need nothing outside the repository, and none of them can vanish silently: a clone
+    without ../shared once collected 57 fewer darknet tests and skipped 20 more, without a word."""
+    repo = Path(__file__).resolve().parents[2]
+    assert REF.is_relative_to(repo) and (REF / "expected.tar.xz").is_file()
+    assert len(RUNS) == 21 and sum(r.is_detector for r in RUNS) == 6
+    assert sum(".png__" in n for n in input_hashes()) == 15 and len(input_hashes()) == 21
+    assert sorted(p.stem for p in (REF / "cfg").glob("*.cfg")) == [
+        "darknet", "oracle-mini-pj", "resnet18", "resnet50", "tiny", "yolov2-tiny", "yolov3-tiny", "yolov4-tiny",
+    ]  # fmt: skip
+    for run in RUNS:
+        assert run.text("layers.tsv") and run.output().size == int(run.meta["net_outputs"]), run.id
+        if run.image.endswith(".png"):
+            assert run.text("cli.stdout") and run.text("cli.stderr"), run.id
