@@ -15,7 +15,7 @@ from typing import TextIO
 
 # keys read in every layer section (parse_network_cfg / parse_network_cfg_custom)
 EVERY_SECTION = frozenset(
-    "burnin_update clip dont_update dontload dontloadscales dontsave learning_rate numload onlyforward show_receptive_field smooth stopbackward train_only_bn truth".split()
+    ["burnin_update", "clip", "dont_update", "dontload", "dontloadscales", "dontsave", "learning_rate", "numload", "onlyforward", "show_receptive_field", "smooth", "stopbackward", "train_only_bn", "truth"]
 )
 
 _KEYS = {

@@ -17,12 +17,14 @@ from typing import TextIO
 import numpy as np
 import torch
 
-from cnnlab.darknet.cfg import label_of, read_data_file, resolve_data_path as _resolve
+from cnnlab.darknet.cfg import label_of, read_data_file
+from cnnlab.darknet.cfg import resolve_data_path as _resolve
 from cnnlab.darknet.detect import Detections, network_boxes, nms_sort
 from cnnlab.darknet.layers import Yolo
 from cnnlab.darknet.model import DarknetNet, load_darknet
 from cnnlab.darknet.preprocess import load_image, preprocess
-from cnnlab.darknet.textfiles import path_part_as_text as _shown, read_lines
+from cnnlab.darknet.textfiles import path_part_as_text as _shown
+from cnnlab.darknet.textfiles import read_lines
 from cnnlab.darknet.weights import WeightsHeader, save_weights
 from cnnlab.errors import CnnlabError
 

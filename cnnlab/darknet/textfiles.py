@@ -33,8 +33,7 @@ def _decode_line(raw: bytes, paths: bool) -> str:
 
 def decode(data: bytes, paths: bool = False) -> str:
     """Bytes of a darknet text file → text, by the rules above (line by line)."""
-    if data.startswith(_BOM):
-        data = data[len(_BOM) :]
+    data = data.removeprefix(_BOM)
     try:
         return data.decode("utf-8")  # the common case, whole
     except UnicodeDecodeError:
@@ -44,7 +43,7 @@ def decode(data: bytes, paths: bool = False) -> str:
 def split_lines(text: str) -> list[str]:
     """Lines as darknet's ``fgetl`` sees them: split at ``\n`` only (``str.splitlines`` would also split at
     ``\x85``, which is "…" in a Latin-1/cp1252 name or comment), a trailing ``\r`` dropped."""
-    lines = [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
     return lines[:-1] if lines and lines[-1] == "" else lines
 
 

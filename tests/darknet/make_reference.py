@@ -34,12 +34,12 @@ import argparse
 import hashlib
 import io
 import json
+import lzma
 import shutil
 import subprocess
 import sys
-import tempfile
 import tarfile
-import lzma
+import tempfile
 from pathlib import Path
 
 import numpy as np

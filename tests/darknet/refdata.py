@@ -12,7 +12,7 @@ import io
 import json
 import tarfile
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +51,7 @@ def expected_text(run_id: str, suffix: str) -> str:
     return _members()[f"{run_id}.{suffix}"].decode()
 
 
-@lru_cache(maxsize=None)
+@cache
 def input_hashes() -> dict[str, str]:
     """sha256 of every preprocessed input darknet dumped (``expected/inputs/<name>.f32``)."""
     lines = (REF / "inputs.sha256").read_text().splitlines()

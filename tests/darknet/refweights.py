@@ -31,7 +31,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cnnlab.darknet.layers import BatchNorm, Connected, Convolutional, DarknetLayer, Local, Region, Shortcut, Yolo
+from cnnlab.darknet.layers import (
+    BatchNorm,
+    Connected,
+    Convolutional,
+    DarknetLayer,
+    Local,
+    Region,
+    Shortcut,
+    Yolo,
+)
 from cnnlab.darknet.model import DarknetNet, load_darknet
 from cnnlab.darknet.weights import WeightsHeader, save_weights
 

@@ -3,7 +3,6 @@ clear line, never a traceback, and never loses a file. Listed in docs/reliabilit
 
 from __future__ import annotations
 
-import io
 import os
 import struct
 import zlib

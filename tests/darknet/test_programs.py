@@ -13,9 +13,9 @@ from PIL import Image
 
 from cnnlab.cli import main
 from cnnlab.darknet import load_darknet
-from cnnlab.darknet.programs import classifier_predict, classifier_valid, detector_test
 from cnnlab.darknet.detect import network_boxes, nms_sort
 from cnnlab.darknet.preprocess import load_image, preprocess
+from cnnlab.darknet.programs import classifier_predict, classifier_valid, detector_test
 from cnnlab.errors import CnnlabError
 
 from .refdata import REF, Run, all_runs, expected_text, read_dets

@@ -12,7 +12,16 @@ import torch
 
 from cnnlab.darknet import DarknetNet, load_darknet
 
-from .refdata import REF, STORE_EPS, Run, all_runs, input_hashes, layer_samples, preprocess_input, sha256_of
+from .refdata import (
+    REF,
+    STORE_EPS,
+    Run,
+    all_runs,
+    input_hashes,
+    layer_samples,
+    preprocess_input,
+    sha256_of,
+)
 
 RUNS = all_runs()
 RTOL, ATOL = 1e-4, 1e-5
