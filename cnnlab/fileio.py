@@ -18,6 +18,34 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def write_file_atomic(path: Path, data: bytes) -> None:
+    """``data`` to ``path`` via a temp file beside it (fsync, rename), with the permissions the user's umask gives.
+
+    The temp file is created with mode 0o666 and the kernel applies the umask (``tempfile.mkstemp``
+    makes 0600, which left every .weights file private whatever the umask); reading the umask would
+    need ``os.umask(0)``, a process-wide change another thread could see.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise FileExistsError(f"no free temporary name beside {path}")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def write_bytes_atomic(path: Path, data: bytes, tmp_dir: Path) -> None:
     """Write via ``tmp_dir`` (same filesystem, outside the class folders) and rename into place.
 

@@ -99,15 +99,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _predict(a: argparse.Namespace) -> int:
-    from cnnlab.darknet.cli import classifier_predict
+    from cnnlab.darknet.programs import classifier_predict
 
-    return classifier_predict(a.data, a.cfg, a.weights, a.image, a.top, a.flavor, a.allow_partial)
+    return classifier_predict(
+        data=a.data, cfg=a.cfg, weights=a.weights, image=a.image, top=a.top, flavor=a.flavor, allow_partial=a.allow_partial
+    )
 
 
 def _valid(a: argparse.Namespace) -> int:
-    from cnnlab.darknet.cli import classifier_valid
+    from cnnlab.darknet.programs import classifier_valid
 
-    return classifier_valid(a.data, a.cfg, a.weights, a.flavor, a.allow_partial)
+    return classifier_valid(data=a.data, cfg=a.cfg, weights=a.weights, flavor=a.flavor, allow_partial=a.allow_partial)
 
 
 def _train(a: argparse.Namespace) -> int:
@@ -118,25 +120,28 @@ def _train(a: argparse.Namespace) -> int:
 
 
 def _test(a: argparse.Namespace) -> int:
-    from cnnlab.darknet.cli import detector_test
+    from cnnlab.darknet.programs import detector_test
 
     thresh = a.thresh if a.thresh is not None else (0.5 if a.flavor == "pjreddie" else 0.25)
     return detector_test(
-        a.data, a.cfg, a.weights, a.image, thresh, a.hier, a.nms, a.out, a.flavor, a.letter_box, a.ext_output, a.allow_partial,
-        force=a.force,
+        data=a.data, cfg=a.cfg, weights=a.weights, image=a.image, thresh=thresh, hier=a.hier, nms=a.nms, out_name=a.out,
+        flavor=a.flavor, letter_box=a.letter_box, ext_output=a.ext_output, allow_partial=a.allow_partial, force=a.force,
     )
 
 
 def _partial(a: argparse.Namespace) -> int:
-    from cnnlab.darknet.cli import partial
+    from cnnlab.darknet.programs import partial
 
-    return partial(a.cfg, a.weights, a.out, a.n, a.flavor, force=a.force)
+    return partial(cfg=a.cfg, weights=a.weights, outfile=a.out, n=a.n, flavor=a.flavor, force=a.force)
 
 
 def _convert(a: argparse.Namespace) -> int:
-    from cnnlab.darknet.cli import convert
+    from cnnlab.darknet.programs import convert
 
-    return convert(a.cfg, a.weights, a.out, a.data, a.names, a.flavor, a.allow_partial, a.force)
+    return convert(
+        cfg=a.cfg, weights=a.weights, outfile=a.out, data=a.data, names_file=a.names, flavor=a.flavor,
+        allow_partial=a.allow_partial, force=a.force,
+    )
 
 
 def _layers(a: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cnnlab.darknet.textfiles import path_part_as_text, read_text, split_lines
 from cnnlab.errors import CnnlabError
 
 # Section names darknet accepts as synonyms (parser.c string_to_layer_type).
@@ -95,7 +96,7 @@ class Section:
 def parse_cfg(text: str, source: str = "<cfg>") -> list[Section]:
     """Sections of a darknet cfg, in order. The first must be ``[net]``/``[network]``."""
     sections: list[Section] = []
-    for lineno, raw in enumerate(text.splitlines(), start=1):
+    for lineno, raw in enumerate(split_lines(text), start=1):
         line = re.sub(r"[ \t\r\n]", "", raw)
         if not line or line[0] in "#;":
             continue
@@ -124,7 +125,7 @@ def read_cfg(path: str | Path) -> tuple[list[Section], str]:
     """Parse a cfg file; returns the sections and the file's text (kept for checkpoints)."""
     p = Path(path)
     try:
-        text = p.read_text()
+        text = read_text(p)  # any bytes, as darknet (cnnlab.darknet.textfiles)
     except OSError as e:
         raise CnnlabError(f"cannot read cfg {str(p)!r}: {e.strerror}") from None
     return parse_cfg(text, source=str(p)), text
@@ -144,11 +145,11 @@ def read_data_file(path: str | Path) -> dict[str, str]:
     """A darknet ``.data`` file: key=value lines, spaces stripped, first occurrence wins."""
     p = Path(path)
     try:
-        text = p.read_text()
+        text = read_text(p)
     except OSError as e:
         raise CnnlabError(f"cannot read data file {str(p)!r}: {e.strerror}") from None
     options: dict[str, str] = {}
-    for lineno, raw in enumerate(text.splitlines(), start=1):
+    for lineno, raw in enumerate(split_lines(text), start=1):
         line = re.sub(r"[ \t\r\n]", "", raw)
         if not line or line[0] in "#;":
             continue
@@ -175,7 +176,7 @@ def label_of(path: str, labels: list[str]) -> int:
     others (darknet's substring search over the whole path mislabels ``.../class_10/x`` as
     ``class_1``). -1 when no label, or several unrelated ones, match."""
     lookup = {name: i for i, name in enumerate(labels)}
-    parts = Path(path).parts
+    parts = [path_part_as_text(part) for part in Path(path).parts]  # non-UTF-8 names read as the labels are
     for part in reversed(parts[:-1]):
         if part in lookup:
             return lookup[part]

@@ -47,12 +47,12 @@ def cfg_with_classes(net: DarknetNet, num_classes: int) -> str:
     k = classifier_index(net)
     sec = net.sections[k + 1]
     key = "output" if isinstance(net.layers[k], Connected) else "filters"
-    lines = net.cfg_text.splitlines(keepends=True)
+    lines = net.cfg_text.split("\n")  # numbered as parse_cfg numbers them (at "\n" only)
     if key in sec.option_lines:
-        lines[sec.option_lines[key] - 1] = f"{key}={num_classes}\n"
+        lines[sec.option_lines[key] - 1] = f"{key}={num_classes}"
     else:
-        lines.insert(sec.line, f"{key}={num_classes}\n")  # right after the [section] header
-    return "".join(lines)
+        lines.insert(sec.line, f"{key}={num_classes}")  # right after the [section] header
+    return "\n".join(lines)
 
 
 class DarknetClassifier(Classifier):

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from cnnlab.darknet.cfg import Section, parse_cfg, read_cfg
+from cnnlab.darknet.cfg_keys import warn_unknown_options
 from cnnlab.darknet.layers import LAYERS, BuildContext, DarknetLayer, Region, Softmax, Yolo
 from cnnlab.darknet.weights import WeightsHeader, load_weights, save_weights
 from cnnlab.errors import CnnlabError
@@ -66,6 +67,7 @@ class DarknetNet(nn.Module):
         # outputs that later layers read (route/shortcut/...); the rest are dropped as we go
         self._keep = {j for layer in layers for j in layer.refs}
         self.detection_layers = [i for i, layer in enumerate(layers) if layer.is_detection]
+        warn_unknown_options(self.sections)  # after the build: a cfg that does not build says so first
 
     # -- construction helpers -------------------------------------------------------------------
 

@@ -15,22 +15,26 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
-
+from cnnlab.data.images import open_image
+from cnnlab.data.sources.base import BadImage
 from cnnlab.errors import CnnlabError
 
 # planar float32 images: (C, H, W)
 
 
 def load_image(path: str | Path) -> np.ndarray:
-    """RGB (grey replicated, alpha dropped) as float32 CHW in [0, 1], like ``load_image_color``."""
+    """RGB (grey replicated, alpha dropped) as float32 CHW in [0, 1], like ``load_image_color``.
+
+    Decoded through cnnlab's one image error path (:func:`cnnlab.data.images.open_image`: the size
+    guard against decompression bombs, a full decode, every decoder error a :class:`BadImage`), then
+    converted as stb_image converts (no EXIF rotation, alpha dropped, not composited)."""
     try:
-        with Image.open(path) as im:
+        with open_image(Path(path)) as im:
             rgb = np.asarray(im.convert("RGB"))
-    except FileNotFoundError:
-        raise CnnlabError(f"cannot open image {str(path)!r}: no such file") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise CnnlabError(f"cannot decode image {str(path)!r}: {e}") from None
+    except BadImage as e:
+        raise CnnlabError(f"cannot load image {str(path)!r}: {e}") from None
+    except (OSError, ValueError) as e:  # convert() of an odd mode
+        raise CnnlabError(f"cannot load image {str(path)!r}: cannot convert to RGB ({e})") from None
     # darknet: (float)u8 / 255. — a double division rounded to float
     return (rgb.astype(np.float64) / 255.0).astype(np.float32).transpose(2, 0, 1).copy()
 

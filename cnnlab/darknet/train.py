@@ -37,6 +37,7 @@ from cnnlab.darknet.model import DarknetNet
 from cnnlab.darknet.samples import DarknetSampler, Feed, ListBadImages, RunOrder, TrainSamples, ValidImages
 from cnnlab.darknet.schedule import DarknetRate, NetTraining
 from cnnlab.darknet.task import AsIs, DarknetClassify
+from cnnlab.darknet.textfiles import read_lines
 from cnnlab.darknet.weights import WeightsHeader
 from cnnlab.data.loader import BadImageLog, batch_loader
 from cnnlab.engine.evaluate import evaluate
@@ -93,9 +94,10 @@ def plan_backups(flavor: str, backup: Path, base: str, start: int, end: int, ima
     return BackupPlan(backup / f"{base}_final.weights", periodic, saves)
 
 
-def _read_lines(path: Path, what: str, data_file: Path) -> list[str]:
+def _read_lines(path: Path, what: str, data_file: Path, paths: bool = False) -> list[str]:
     try:
-        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        # darknet reads bytes: a line that is not UTF-8 is read as cnnlab's darknet text files are
+        return [line.strip() for line in read_lines(path, paths) if line.strip()]
     except OSError:
         raise CnnlabError(f"{data_file}: cannot read the {what} {str(path)!r}") from None
 
@@ -140,14 +142,14 @@ def check_job(data: str, cfg: str, flavor: str, max_batches: int | None, topk: b
         raise CnnlabError(f"{data_file}: the label list has {len(labels)} lines but classes={classes}; give one label per class")
     labels = labels[:classes]
     listing = _resolve(options.get("train", "data/train.list"), data_file)
-    paths = _read_lines(listing, "training list (from 'train=')", data_file)
+    paths = _read_lines(listing, "training list (from 'train=')", data_file, paths=True)
     kept = [(p, y) for p in paths if (y := label_of(p, labels)) >= 0]
     if not kept:
         raise CnnlabError(f"{listing}: no image path has a folder (or file name) matching a label of {options.get(label_key)}; check labels=")
     valid: list[tuple[str, int]] = []
     if topk:
         valid_list = _resolve(options.get("valid", "data/train.list"), data_file)
-        valid = [(p, label_of(p, labels)) for p in _read_lines(valid_list, "validation list (from 'valid=')", data_file)]
+        valid = [(p, label_of(p, labels)) for p in _read_lines(valid_list, "validation list (from 'valid=')", data_file, paths=True)]
     top = int(options.get("top", "5") or 5)
     return Job(data_file, basecfg(cfg), model, t, backup, labels, listing, paths, kept, valid, top)
 

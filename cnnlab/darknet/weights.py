@@ -8,9 +8,7 @@ layer's blocks in cfg order as float32 little-endian. ``major > 1000 or minor > 
 
 from __future__ import annotations
 
-import os
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +17,7 @@ import numpy as np
 import torch
 
 from cnnlab.errors import CnnlabError
+from cnnlab.fileio import write_file_atomic
 
 if TYPE_CHECKING:
     from cnnlab.darknet.model import DarknetNet
@@ -134,16 +133,6 @@ def weights_bytes(model: "DarknetNet", upto: int | None = None, header: WeightsH
 
 
 def save_weights(model: "DarknetNet", path: str | Path, upto: int | None = None, header: WeightsHeader | None = None) -> None:
-    """Write darknet ``.weights`` atomically (temp file + rename, so a kill never leaves half a file)."""
-    p = Path(path)
-    data = weights_bytes(model, upto, header)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=p.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write darknet ``.weights`` atomically (temp file + rename, so a kill never leaves half a file), with
+    the permissions the umask gives, as a checkpoint gets (``partial``, training backups, ``save_weights``)."""
+    write_file_atomic(Path(path), weights_bytes(model, upto, header))

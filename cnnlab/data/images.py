@@ -46,6 +46,9 @@ Decisions, in the order they are applied:
 from __future__ import annotations
 
 import io
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from struct import error as struct_error  # some plugins raise struct.error on junk
 from typing import Any
@@ -61,6 +64,10 @@ _GRAY_MODES = {"1", "L", "LA", "La", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"
 _WHITE = 255
 _ORIENTATION = 0x0112  # EXIF tag
 
+
+# PIL warns (DecompressionBombWarning) when an image is over MAX_IMAGE_PIXELS and under twice it; open_image
+# turns that size into BadImage("too large") itself, so the warning would only add a second, Python-style line.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 # What PIL's plugins raise on malformed data besides OSError (found in their parsers).
 _DECODER_ERRORS = (ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError, struct_error)
@@ -215,22 +222,42 @@ def _oriented(img: Image.Image) -> Image.Image:
         return img
 
 
+@contextmanager
+def open_image(data: bytes | str | Path) -> Iterator[Image.Image]:
+    """The one error path of image decoding: open, size guard, the damaged-JPEG policy, full decode;
+    raises :class:`BadImage`. :func:`decode_image` and darknet's ``load_image`` (which converts the
+    pixels darknet's way) both decode through it, so one file is judged the same everywhere."""
+    raw = bytes(data) if isinstance(data, (bytes, bytearray, memoryview)) else _read(data)
+    with _open(raw) as img:
+        _check_size(img)
+        if img.format == "JPEG" and (reason := jpeg_damage(raw)) is not None:
+            raise BadImage(reason)
+        _load(img)
+        yield img
+
+
+def _check_size(img: Image.Image) -> None:
+    if img.width * img.height > max_pixels():
+        raise BadImage(f"too large ({img.width}x{img.height} pixels)")
+
+
+def _load(img: Image.Image) -> None:
+    try:
+        img.load()  # full decode: a truncated or corrupt file fails here
+    except Image.DecompressionBombError:
+        raise BadImage("too large (decompression bomb guard)") from None
+    except (OSError, *_DECODER_ERRORS) as e:
+        raise BadImage("truncated" if "truncated" in str(e) else _short(f"corrupt ({e})")) from None
+
+
 def decode_image(data: bytes | str | Path) -> torch.Tensor:
     """Decode encoded bytes or a file to uint8 ``(C, H, W)``, C in {1, 3}; raises :class:`BadImage`."""
     raw = bytes(data) if isinstance(data, (bytes, bytearray, memoryview)) else _read(data)
     with _open(raw) as img:
-        if img.width * img.height > max_pixels():
-            raise BadImage(f"too large ({img.width}x{img.height} pixels)")
-        arr = _plain_jpeg(raw, img)
-        if arr is None:
-            if img.format == "JPEG" and (reason := jpeg_damage(raw)) is not None:
-                raise BadImage(reason)  # CMYK or rotated: judged by the same policy, decoded by PIL
-            try:
-                img.load()  # full decode: a truncated or corrupt file fails here
-            except Image.DecompressionBombError:
-                raise BadImage("too large (decompression bomb guard)") from None
-            except (OSError, *_DECODER_ERRORS) as e:
-                raise BadImage("truncated" if "truncated" in str(e) else _short(f"corrupt ({e})")) from None
+        _check_size(img)
+        arr = _plain_jpeg(raw, img)  # the common case, decoded by libjpeg-turbo under the policy
+    if arr is None:  # CMYK or rotated JPEGs, PNG, …: judged by the same policy, decoded by PIL
+        with open_image(raw) as img:
             try:
                 arr = _to_array(_oriented(img))
             except (OSError, ValueError) as e:

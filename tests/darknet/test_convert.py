@@ -20,7 +20,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.models import Preprocess, create_model
 from torchvision.transforms import InterpolationMode
 
-from .refdata import REF, needs_ref
+from .refdata import REF, expected_text
 
 # 10 outputs so that scikit-learn's digits (classes "0".."9") train it without changing the cfg
 SMALL = """[net]
@@ -143,7 +143,6 @@ def test_summary_prints_darknets_layer_table(capsys, tmp_path: Path) -> None:
     assert code == 2 and "cannot read cfg" in err
 
 
-@needs_ref
 def test_convert_then_cnnlab_predict_prints_darknets_top5(capsys, weights_for, tmp_path: Path) -> None:
     out = tmp_path / "tiny.pt"
     args = ["darknet", "convert", REF / "cfg/tiny.cfg", weights_for("tiny"), out, "--data", REF / "data/classify1k.data"]
@@ -155,7 +154,7 @@ def test_convert_then_cnnlab_predict_prints_darknets_top5(capsys, weights_for, t
     # img2 is 224x224: no resize, so cnnlab predict gives darknet's numbers exactly (the .weights header rides along)
     code, text, err = cli(capsys, "predict", "-c", out, REF / "images/img2_224x224.png", "--device", "cpu")
     assert code == 0, err
-    want = (REF / "expected/pjreddie/tiny/img2_224x224.png.cli.stdout").read_text().splitlines()
+    want = expected_text("pjreddie/tiny/img2_224x224.png", "cli.stdout").splitlines()
     assert text.splitlines()[1:] == want
     # refuses to overwrite without --force, one line each
     code, _, err = cli(capsys, *args)
@@ -171,7 +170,6 @@ def test_convert_then_cnnlab_predict_prints_darknets_top5(capsys, weights_for, t
     assert not (tmp_path / "x.pt").exists() and not (tmp_path / "y.pt").exists()
 
 
-@needs_ref
 def test_converted_checkpoint_in_cnnlab_valid(capsys, weights_for, tmp_path: Path) -> None:
     pt = tmp_path / "tiny.pt"
     assert cli(capsys, "darknet", "convert", REF / "cfg/tiny.cfg", weights_for("tiny"), pt, "--data", REF / "data/classify1k.data")[0] == 0

@@ -173,11 +173,11 @@ def test_train_prints_darknets_lines_writes_loadable_backups_and_learns(dataset:
     net = load_darknet(dataset.parent / "net.cfg", final)
     assert net.header.seen == 576
     # the trained net classifies its own training images through darknet's valid
-    from cnnlab.darknet.cli import classifier_valid
+    from cnnlab.darknet.programs import classifier_valid
 
     dataset.write_text(dataset.read_text() + f"valid={dataset.parent / 'train.list'}\n")
     out = io.StringIO()
-    classifier_valid(str(dataset), str(dataset.parent / "net.cfg"), str(final), out=out, err=io.StringIO())
+    classifier_valid(data=str(dataset), cfg=str(dataset.parent / "net.cfg"), weights=str(final), out=out, err=io.StringIO())
     top1 = float(out.getvalue().splitlines()[-1].split("top 1: ")[1].split(",")[0])
     assert top1 > 0.8
 
@@ -243,11 +243,11 @@ def test_unreadable_images_are_skipped_counted_and_reported(dataset: Path) -> No
 
 
 def test_clear_and_a_partial_backbone_start_a_new_run(dataset: Path) -> None:
-    from cnnlab.darknet.cli import partial
+    from cnnlab.darknet.programs import partial
 
     trained, _, _ = _train(dataset, max_batches=4)
     backbone = dataset.parent / "backbone.weights"
-    partial(str(dataset.parent / "net.cfg"), str(trained), str(backbone), 1, err=io.StringIO())
+    partial(cfg=str(dataset.parent / "net.cfg"), weights=str(trained), outfile=str(backbone), n=1, err=io.StringIO())
     for p in (dataset.parent / "backup").iterdir():
         p.unlink()
     with pytest.raises(CnnlabError, match="--allow-partial"):  # a prefix is refused unless asked for

@@ -13,14 +13,12 @@ from PIL import Image
 
 from cnnlab.cli import main
 from cnnlab.darknet import load_darknet
-from cnnlab.darknet.cli import classifier_predict, classifier_valid, detector_test
 from cnnlab.darknet.detect import network_boxes, nms_sort
 from cnnlab.darknet.preprocess import load_image, preprocess
+from cnnlab.darknet.programs import classifier_predict, classifier_valid, detector_test
 from cnnlab.errors import CnnlabError
 
-from .refdata import REF, Run, all_runs, needs_ref, read_dets
-
-pytestmark = needs_ref
+from .refdata import REF, Run, all_runs, expected_text, read_dets
 
 PNG_RUNS = [r for r in all_runs() if r.image.endswith(".png")]
 CLS_RUNS = [r for r in PNG_RUNS if not r.is_detector]
@@ -49,11 +47,14 @@ def test_classifier_predict_prints_what_darknet_prints(run: Run, weights_for, mo
     monkeypatch.chdir(REF)  # darknet resolves names= relative to the working directory
     out, err = io.StringIO(), io.StringIO()
     data = _data_for(int(run.meta["net_outputs"]), detector=False)
-    classifier_predict(data, f"cfg/{run.cfg_name}.cfg", str(weights_for(run.cfg_name)), f"images/{run.image}", 5, run.flavor, out=out, err=err)
-    want = run.file("cli.stdout").read_text()
+    classifier_predict(
+        data=data, cfg=f"cfg/{run.cfg_name}.cfg", weights=str(weights_for(run.cfg_name)), image=f"images/{run.image}", top=5,
+        flavor=run.flavor, out=out, err=err,
+    )
+    want = run.text("cli.stdout")
     if run.flavor == "pjreddie":
         assert _lines(out.getvalue()) == _lines(want)
-        assert _table(err.getvalue()) == _table(run.file("cli.stderr").read_text())
+        assert _table(err.getvalue()) == _table(run.text("cli.stderr"))
     else:
         pat = re.compile(r"^class_\d+: ")
         assert [l for l in out.getvalue().splitlines() if pat.match(l)] == [l for l in want.splitlines() if pat.match(l)]
@@ -65,14 +66,14 @@ def test_detector_test_prints_what_darknet_prints(run: Run, weights_for, monkeyp
     out, err = io.StringIO(), io.StringIO()
     letter = run.net.endswith("-letterbox")
     detector_test(
-        "data/detect80.data", f"cfg/{run.cfg_name}.cfg", str(weights_for(run.cfg_name)), f"images/{run.image}",
+        data="data/detect80.data", cfg=f"cfg/{run.cfg_name}.cfg", weights=str(weights_for(run.cfg_name)), image=f"images/{run.image}",
         thresh=float(run.meta["thresh"]), out_name=str(tmp_path / "pred"), flavor=run.flavor,
         letter_box=letter, ext_output=True, out=out, err=err,
     )
-    want = run.file("cli.stdout").read_text()
+    want = run.text("cli.stdout")
     if run.flavor == "pjreddie":
         assert _lines(out.getvalue()) == _lines(want)
-        assert _table(err.getvalue()) == _table(run.file("cli.stderr").read_text())
+        assert _table(err.getvalue()) == _table(run.text("cli.stderr"))
     else:
         pat = re.compile(r"^class_\d+: +\d+%")
         assert sorted(l for l in out.getvalue().splitlines() if pat.match(l)) == sorted(l for l in want.splitlines() if pat.match(l))
@@ -93,7 +94,7 @@ def test_detections_before_and_after_nms_match(run: Run, weights_for) -> None:
     kind = run.meta.get("nms_kind", "default")
     final = nms_sort(raw, float(run.meta["nms"]), "greedynms" if "diou" in kind or "greedy" in kind else "default")
     for dets, name in ((raw, "dets_raw.tsv"), (final, "dets_nms.tsv")):
-        want = read_dets(run.file(name))
+        want = read_dets(run.text(name))
         assert len(dets) == len(want) == int(run.meta["nboxes"])
         for i, (row, probs) in enumerate(want):
             got = np.r_[dets.boxes[i], dets.objectness[i]]
@@ -109,7 +110,7 @@ def test_cli_entry_point_and_errors(weights_for, monkeypatch, capsys) -> None:
     rc = main(["darknet", "classifier", "predict", "data/classify1k.data", "cfg/darknet.cfg", w, "images/img2_224x224.png", "-t", "3"])
     assert rc == 0
     got = capsys.readouterr().out.splitlines()
-    want = (REF / "expected/pjreddie/darknet/img2_224x224.png.cli.stdout").read_text().splitlines()[:3]
+    want = expected_text("pjreddie/darknet/img2_224x224.png", "cli.stdout").splitlines()[:3]
     assert got == want
     # a .data whose classes do not match the network: one clear line, exit 2
     rc = main(["darknet", "classifier", "predict", "data/classify40.data", "cfg/darknet.cfg", w, "images/img2_224x224.png"])
@@ -138,7 +139,9 @@ def test_classifier_valid_uses_exact_folder_names(weights_for, tmp_path: Path) -
     data = tmp_path / "v.data"
     data.write_text(f"classes=40\nlabels={tmp_path / 'labels.txt'}\nvalid={tmp_path / 'valid.txt'}\ntop=5\n")
     out = io.StringIO()
-    classifier_valid(str(data), str(REF / "cfg/oracle-mini-pj.cfg"), str(weights_for("oracle-mini-pj")), out=out, err=io.StringIO())
+    classifier_valid(
+        data=str(data), cfg=str(REF / "cfg/oracle-mini-pj.cfg"), weights=str(weights_for("oracle-mini-pj")), out=out, err=io.StringIO()
+    )
     lines = out.getvalue().splitlines()
     assert len(lines) == 3
     # predict's top-1 for img1 is class_036 (expected/pjreddie/oracle-mini-pj), so the first image is right
@@ -152,7 +155,10 @@ def test_unknown_flavor_and_missing_names_are_user_errors(tmp_path: Path) -> Non
     data = tmp_path / "x.data"
     data.write_text("classes=1000\nnames=nowhere.names\n")
     with pytest.raises(CnnlabError, match="names"):
-        classifier_predict(str(data), str(REF / "cfg/tiny.cfg"), "", str(REF / "images/img2_224x224.png"), out=io.StringIO(), err=io.StringIO())
+        classifier_predict(
+            data=str(data), cfg=str(REF / "cfg/tiny.cfg"), weights="", image=str(REF / "images/img2_224x224.png"),
+            out=io.StringIO(), err=io.StringIO(),
+        )
 
 
 def test_detector_test_keeps_an_existing_predictions_png_without_force(weights_for, monkeypatch, capsys, tmp_path: Path) -> None:

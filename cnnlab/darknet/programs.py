@@ -1,11 +1,14 @@
-"""Darknet's commands (``classifier predict|valid``, ``detector test``, ``partial``) printing what darknet prints.
+"""Darknet's programs (``classifier predict|valid``, ``detector test``, ``partial``, and ``convert``) printing
+what darknet prints. The command line lives in :mod:`cnnlab.commands.darknet`; this is the logic behind it.
 
-Each function takes explicit arguments and the output streams, so tests can call them directly.
+Each function takes keyword-only arguments and the output streams, so tests (and other code) call them
+directly and a call reads like the command line.
 stdout carries what darknet writes to stdout; the layer table and "Loading weights" go to stderr.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -14,22 +17,25 @@ from typing import TextIO
 import numpy as np
 import torch
 
-from cnnlab.darknet.cfg import label_of, read_data_file, resolve_data_path as _resolve
+from cnnlab.darknet.cfg import label_of, read_data_file
+from cnnlab.darknet.cfg import resolve_data_path as _resolve
 from cnnlab.darknet.detect import Detections, network_boxes, nms_sort
 from cnnlab.darknet.layers import Yolo
 from cnnlab.darknet.model import DarknetNet, load_darknet
 from cnnlab.darknet.preprocess import load_image, preprocess
+from cnnlab.darknet.textfiles import path_part_as_text as _shown
+from cnnlab.darknet.textfiles import read_lines
 from cnnlab.darknet.weights import WeightsHeader, save_weights
 from cnnlab.errors import CnnlabError
 
 f32 = np.float32
 
 
-def read_names(options: dict[str, str], data_file: Path, keys: tuple[str, ...]) -> list[str]:
+def _read_names(options: dict[str, str], data_file: Path, keys: tuple[str, ...]) -> list[str]:
     name_file = next((options[k] for k in keys if k in options), "data/labels.list")
     p = _resolve(name_file, data_file)
     try:
-        return [line.rstrip("\r\n") for line in p.read_text().splitlines()]
+        return read_lines(p)
     except OSError:
         raise CnnlabError(f"{data_file}: cannot read the class names file {name_file!r} (from '{keys[0]}=')") from None
 
@@ -56,7 +62,7 @@ def _check_classes(options: dict[str, str], data_file: Path, model: DarknetNet, 
         raise CnnlabError(f"{data_file}: the names file has {len(names)} lines but the network has {model.classes} classes")
 
 
-def top_k(pred: np.ndarray, k: int) -> list[int]:
+def _top_k(pred: np.ndarray, k: int) -> list[int]:
     """darknet ``top_k``: ties keep the lower index first (a stable descending sort)."""
     return [int(i) for i in np.argsort(-pred, kind="stable")[:k]]
 
@@ -69,10 +75,11 @@ def _infer(model: DarknetNet, x: np.ndarray) -> torch.Tensor | list[torch.Tensor
 
 
 def classifier_predict(
+    *,
     data: str,
     cfg: str,
     weights: str,
-    image: str | None,
+    image: str | None = None,
     top: int = 0,
     flavor: str = "pjreddie",
     allow_partial: bool = False,
@@ -82,7 +89,7 @@ def classifier_predict(
     out, err = out or sys.stdout, err or sys.stderr  # resolved at call time (tests swap sys.stdout)
     data_file = Path(data)
     options = read_data_file(data_file)
-    names = read_names(options, data_file, ("names", "labels"))
+    names = _read_names(options, data_file, ("names", "labels"))
     model = _load(cfg, weights, flavor, allow_partial, err)
     if model.is_detector:
         raise CnnlabError(f"{cfg} is a detector ([yolo]/[region]); use `cnnlab darknet detector test`")
@@ -107,14 +114,14 @@ def classifier_predict(
         assert isinstance(pred, torch.Tensor)
         p = pred[0].to("cpu", torch.float32).numpy()
         dt = time.perf_counter() - t0
-        idx = top_k(p, top)
+        idx = _top_k(p, top)
         if flavor == "pjreddie":
-            print(f"{path}: Predicted in {dt:f} seconds.", file=err)
+            print(f"{_shown(path)}: Predicted in {dt:f} seconds.", file=err)
             for i in idx:
                 print("%5.2f%%: %s" % (f32(p[i]) * f32(100), names[i]), file=out)  # float product, as in C
         else:
             print(f"{x.shape[2]} {x.shape[1]}", file=out)  # AlexeyAB prints the crop's w h
-            print(f"{path}: Predicted in {dt * 1000:f} milli-seconds.", file=out)
+            print(f"{_shown(path)}: Predicted in {dt * 1000:f} milli-seconds.", file=out)
             for i in idx:
                 print("%s: %f" % (names[i], p[i]), file=out)
         if image is not None:
@@ -122,6 +129,7 @@ def classifier_predict(
 
 
 def classifier_valid(
+    *,
     data: str,
     cfg: str,
     weights: str,
@@ -134,12 +142,12 @@ def classifier_valid(
     out, err = out or sys.stdout, err or sys.stderr  # resolved at call time (tests swap sys.stdout)
     data_file = Path(data)
     options = read_data_file(data_file)
-    labels = read_names(options, data_file, ("labels", "names"))
+    labels = _read_names(options, data_file, ("labels", "names"))
     model = _load(cfg, weights, flavor, allow_partial, err)
     _check_classes(options, data_file, model, labels)
     valid = _resolve(options.get("valid", "data/train.list"), data_file)
     try:
-        paths = [line.strip() for line in valid.read_text().splitlines() if line.strip()]
+        paths = read_lines(valid, paths=True)
     except OSError:
         raise CnnlabError(f"{data_file}: cannot read the validation list {str(valid)!r} (from 'valid=')") from None
     topk = int(options.get("top", "1") or 1)
@@ -152,7 +160,7 @@ def classifier_valid(
         x = preprocess(im, model.width, model.height, flavor, "classify")
         pred = _infer(model, x)
         assert isinstance(pred, torch.Tensor)
-        idx = top_k(pred[0].float().numpy()[: model.classes], topk)
+        idx = _top_k(pred[0].float().numpy()[: model.classes], topk)
         acc += idx[0] == cls
         acck += cls in idx
         print("%d: top 1: %f, top %d: %f" % (i, f32(acc) / f32(i + 1), topk, f32(acck) / f32(i + 1)), file=out)
@@ -161,12 +169,13 @@ def classifier_valid(
     return 0
 
 
-def _draw(path_in: str, d: Detections, thresh: float, names: list[str], out_png: Path) -> None:
-    """Draw boxes as darknet's draw_detections does (its colour recipe, a label per box), into a PNG."""
+def _draw(pixels: np.ndarray, d: Detections, thresh: float, names: list[str], out_png: Path) -> None:
+    """Draw boxes as darknet's draw_detections does (its colour recipe, a label per box), into a PNG.
+
+    ``pixels`` is the image as loaded (float32 CHW, u8/255), so the file is not decoded a second time."""
     from PIL import Image, ImageDraw
 
-    with Image.open(path_in) as im0:
-        im = im0.convert("RGB")
+    im = Image.fromarray(np.rint(pixels.transpose(1, 2, 0) * 255).astype(np.uint8), "RGB")
     draw = ImageDraw.Draw(im)
     width_px = max(1, int(im.height * 0.006))
     classes = d.probs.shape[1] if len(d) else 1
@@ -229,10 +238,11 @@ def _print_alexeyab(d: Detections, thresh: float, names: list[str], im_w: int, i
 
 
 def detector_test(
+    *,
     data: str,
     cfg: str,
     weights: str,
-    image: str | None,
+    image: str | None = None,
     thresh: float = 0.5,
     hier: float = 0.5,
     nms: float = 0.45,
@@ -247,10 +257,10 @@ def detector_test(
 ) -> int:
     out, err = out or sys.stdout, err or sys.stderr  # resolved at call time (tests swap sys.stdout)
     # darknet overwrites predictions.png silently; an image from an earlier run is the user's now
-    _refuse_overwrite(out_name + ".png", force)
+    _refuse_overwrite(out_name + ".png", force, {"image": image, "cfg": cfg, "weights": weights, "data": data})
     data_file = Path(data)
     options = read_data_file(data_file)
-    names = read_names(options, data_file, ("names",))
+    names = _read_names(options, data_file, ("names",))
     model = _load(cfg, weights, flavor, allow_partial, err)
     if not model.is_detector:
         raise CnnlabError(f"{cfg} has no [yolo] or [region] layer; use `cnnlab darknet classifier predict`")
@@ -272,11 +282,11 @@ def detector_test(
         dt = time.perf_counter() - t0
         assert isinstance(outs, list)
         if flavor == "pjreddie":
-            print(f"{path}: Predicted in {dt:f} seconds.", file=out)
+            print(f"{_shown(path)}: Predicted in {dt:f} seconds.", file=out)
         else:
             for k in model.detection_layers:  # AlexeyAB's layer type ids: REGION 27, YOLO 28
                 print(f" Detection layer: {k} - type = {28 if isinstance(model.layers[k], Yolo) else 27} ", file=out)
-            print(f"{path}: Predicted in {dt * 1000:f} milli-seconds.", file=out)
+            print(f"{_shown(path)}: Predicted in {dt * 1000:f} milli-seconds.", file=out)
         d = network_boxes(model, outs, iw, ih, thresh, letter)
         last = model.layers[model.detection_layers[-1]]
         kind = last.nms_kind if isinstance(last, Yolo) else "default"
@@ -286,24 +296,32 @@ def detector_test(
             _print_pjreddie(d, thresh, names, out)
         else:
             _print_alexeyab(d, thresh, names, iw, ih, ext_output, out)
-        _draw(path, d, thresh, names, Path(out_name + ".png"))
+        _draw(im, d, thresh, names, Path(out_name + ".png"))
         if image is not None:
             return 0
 
 
-def _refuse_overwrite(path: str | Path, force: bool) -> None:
-    if Path(path).exists() and not force:
+def _refuse_overwrite(path: str | Path, force: bool, inputs: dict[str, str | None]) -> None:
+    """An existing output needs --force; an output that is one of the command's inputs (same file, through
+    any link) is refused even with it: writing it would replace what the command reads."""
+    out = Path(path)
+    if not out.exists():
+        return
+    for what, src in inputs.items():
+        if src and Path(src).exists() and os.path.samefile(out, src):
+            raise CnnlabError(f"{path} is the input {what} file; write the output to another file (even --force does not overwrite an input)")
+    if not force:
         raise CnnlabError(f"{path} already exists; pass --force to overwrite it, or choose another output name")
 
 
 def partial(
-    cfg: str, weights: str, outfile: str, n: int, flavor: str = "pjreddie", err: TextIO | None = None, force: bool = False
+    *, cfg: str, weights: str, outfile: str, n: int, flavor: str = "pjreddie", force: bool = False, err: TextIO | None = None
 ) -> int:
     """darknet ``partial``: the first ``n`` layers' weights, ``seen`` reset, in the header darknet writes."""
     err = err or sys.stderr
     if n < 0:
         raise CnnlabError(f"partial: N must be >= 0, got {n}")
-    _refuse_overwrite(outfile, force)
+    _refuse_overwrite(outfile, force, {"weights": weights, "cfg": cfg})
     model = _load(cfg, weights, flavor, allow_partial=False, err=err)
     print(f"Saving weights to {outfile}", file=err)
     # pjreddie writes version 0.2.0, AlexeyAB 0.2.5; both with a 64-bit seen, connected not transposed
@@ -313,6 +331,7 @@ def partial(
 
 
 def convert(
+    *,
     cfg: str,
     weights: str,
     outfile: str,
@@ -331,18 +350,18 @@ def convert(
     out, err = out or sys.stdout, err or sys.stderr
     if data and names_file:
         raise CnnlabError("give the class names once: --data FILE (its names=) or --names FILE, not both")
-    _refuse_overwrite(outfile, force)
+    _refuse_overwrite(outfile, force, {"weights": weights, "cfg": cfg, "data": data, "names": names_file})
     net = load_darknet(cfg, weights, flavor, allow_partial)
     model = classifier_from_net(net)  # refuses detectors with a one-line error
     if data:
         data_file = Path(data)
         options = read_data_file(data_file)
-        names = read_names(options, data_file, ("names", "labels"))
+        names = _read_names(options, data_file, ("names", "labels"))
         _check_classes(options, data_file, net, names)
         where = f"{data_file} (names=)"
     elif names_file:
         try:
-            names = [line.rstrip("\r\n") for line in Path(names_file).read_text().splitlines()]
+            names = read_lines(names_file)
         except OSError as e:
             raise CnnlabError(f"cannot read the names file {names_file!r}: {e.strerror}") from None
         where = names_file
