@@ -274,3 +274,15 @@ def test_darknet_augmentation_options_train_and_still_learn(dataset: Path) -> No
     _, lines, _ = _train(dataset, force=True)
     assert [float(PROGRESS.fullmatch(l).group(3)) for l in lines if PROGRESS.fullmatch(l)] == losses
     assert final.read_bytes() == weights
+
+
+def test_lists_that_are_not_utf8_train_as_in_darknet(dataset: Path) -> None:
+    """A Latin-1 label and folder name (``rouge``→``roüge``) in labels= and train=: darknet reads bytes."""
+    root = dataset.parent
+    old, new = root / "img" / "red", root / "img" / "ro\udcfcge"  # the Latin-1 byte 0xfc as Python names it
+    old.rename(new)
+    listing = (root / "train.list").read_text().replace(str(old), str(new))
+    (root / "train.list").write_bytes(listing.encode("utf-8", "surrogateescape"))
+    (root / "labels.txt").write_bytes("ro\xfcge\ngreen\nblue\n".encode("latin-1"))
+    final, lines, err = _train(dataset, max_batches=2)
+    assert final.is_file() and lines[3] == "24" and "skipped" not in err
