@@ -27,8 +27,8 @@ class TrainConfig:
     # --- what to train on what
     task: str = "classify"  # classify | embedding (metric learning from positive and negative pairs)
     embedding_dim: int = 64  # embedding: size of the L2-normalised embedding (the network's output width)
-    embedding_loss: Literal["triplet", "contrastive"] = "triplet"  # embedding: triplet (batch-hard, from the batch's labels) | contrastive (all pairs)
-    margin: float = 0.2  # embedding: triplet margin, or contrastive distance negatives are pushed beyond (0..2)
+    embedding_loss: Literal["triplet", "contrastive"] = "triplet"  # embedding: triplet (batch-all, mined from the batch's labels) | contrastive (every pair)
+    margin: float = 0.2  # embedding: triplet margin (0.2), or the distance contrastive pushes negatives beyond (0.5); 0 < margin <= 2
     model: str = "resnet18"
     data: str = "mnist5k"  # built-in dataset name or a path (class folders, MNIST idx, CIFAR batches)
     out: str = ""  # run directory; default runs/<model>-<data>[-N], never an existing one
