@@ -10,6 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from cnnlab.data.datasets import open_split
+from cnnlab.data.export import export_class_folders
 from cnnlab.data.loader import Batch
 from cnnlab.errors import CnnlabError
 from cnnlab.tasks import embedding as emb_mod
@@ -125,12 +127,17 @@ def test_short_run_learns_and_valid_and_predict_report_embeddings(cli, tmp_path)
     auc = json.loads((run / "valid-val.json").read_text())["roc_auc"]
     assert f"verification ROC AUC {auc:.4f}" in r.out and "recall@5" in r.out.splitlines()[0]
 
-    image = tmp_path / "digit.png"
-    from cnnlab.data.datasets import open_split
-    from cnnlab.data.export import export_class_folders
+    # classes the run never saw (the digits renamed): an embedding is still scored, within the set
+    new = tmp_path / "new-classes"
+    for split, per_class in (("train", 1), ("val", 10)):
+        export_class_folders(open_split("mnist5k", "val"), new, split, per_class=per_class)
+        for folder in (new / split).iterdir():
+            folder.rename(folder.with_name(f"person{folder.name}"))
+    r = cli("valid", "-c", run, "--data", new, "--workers", "0", "--no-progress", "--json", tmp_path / "new.json")
+    assert r.code == 0, r.err
+    assert "person7" in r.out and json.loads((tmp_path / "new.json").read_text())["count"] == 100
 
-    export_class_folders(open_split("mnist5k", "val"), tmp_path / "png", "val", limit=1)
-    image = next((tmp_path / "png" / "val").rglob("*.png"))
+    image = next((new / "val" / "person7").glob("*.png"))
     r = cli("predict", "-c", run, "--format", "json", "-t", "3", image)
     assert r.code == 0, r.err
     (doc,) = json.loads(r.out)
