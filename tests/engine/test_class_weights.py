@@ -1,12 +1,22 @@
-"""``--class-weights auto|FILE`` and ``--balance``: the weights a file gives, and one clear line for
-each way a weights file or a balance value can be wrong (never a traceback)."""
+"""``--class-weights auto|FILE`` and ``--balance``: the weights a file gives, one clear line for each way
+a weights file or a balance value can be wrong (never a traceback), and what ``--balance sampler``
+does to a class cut to 5 % of its images (bench/imbalance.py measures what that does to its recall)."""
 
 from __future__ import annotations
 
+from collections import Counter
+
+import numpy as np
 import pytest
 import torch
 
+from cnnlab import config
+from cnnlab.data.datasets import open_split
+from cnnlab.data.sources.subset import SubsetSource
+from cnnlab.engine.build import Data, load_data
+from cnnlab.engine.distributed import Dist
 from cnnlab.errors import CnnlabError
+from cnnlab.models import create_model
 from cnnlab.tasks.classification import class_weights_from
 
 from tests.engine.conftest import TINY
@@ -68,3 +78,23 @@ def test_cli_bad_weights_file_and_bad_balance_are_one_line(cli, tmp_path):
     r = cli("train", *TINY, "--balance", "sampling", "--out", tmp_path / "run2")
     assert r.code == 2 and r.err.strip() == "cnnlab train: error: config key 'balance' must be one of none, sampler, got 'sampling'"
     assert not (tmp_path / "run2").exists()
+
+
+def _train_labels(balance: str) -> Counter:
+    """Labels of one epoch of the training loader on digits with class 3 cut to 5 % of its images."""
+    train, val = open_split("digits", "train"), open_split("digits", "val")
+    labels = np.array(train.labels())
+    threes = np.flatnonzero(labels == 3)
+    keep = np.setdiff1d(np.arange(len(labels)), threes[round(0.05 * len(threes)) :])
+    cfg = config.resolve(None, {"balance": balance, "batch_size": 32, "workers": 0, "crop": "center", "hflip": 0.0})
+    pre = create_model("lenet5", num_classes=10).meta.preprocess
+    loader, _ = load_data(cfg, Data(SubsetSource(train, keep), val), pre, Dist(), pin=False)
+    loader.sampler.set_epoch(0)
+    return Counter(int(label) for batch in loader for label in batch.labels)
+
+
+def test_balance_sampler_draws_a_cut_class_as_often_as_the_others():
+    natural, balanced = _train_labels("none"), _train_labels("sampler")
+    n = sum(balanced.values())
+    assert natural[3] / sum(natural.values()) < 0.01  # 7 of ~1300 images
+    assert 0.07 < balanced[3] / n < 0.13 and all(0.07 < balanced[c] / n < 0.13 for c in range(10)), balanced
