@@ -138,18 +138,14 @@ class CentreSource:
         normalize = DeviceNormalize(pre).to(device).eval()
         was_training = model.training
         model.eval()
-        sums = torch.zeros(n_classes, unwrap(model).num_classes, dtype=torch.float64, device=device)
-        counts = torch.zeros(n_classes, dtype=torch.float64, device=device)
-        for batch in loader:
+        acc = torch.zeros(n_classes, unwrap(model).num_classes + 1, dtype=torch.float64, device=device)  # (C, D + 1): sums, count
+        for batch in loader:  # unreadable images were dropped by the loader's collate
             if batch.labels.numel():
-                labels = batch.labels.to(device)
-                sums.index_add_(0, labels, embed(model, normalize(batch.images.to(device))).double())
-                counts.index_add_(0, labels, torch.ones_like(labels, dtype=torch.float64))
+                emb = embed(model, normalize(batch.images.to(device))).double()
+                acc.index_add_(0, batch.labels.to(device), F.pad(emb, (0, 1), value=1.0))
         model.train(was_training)
-        total = distributed.sum_floats(torch.cat([sums.flatten(), counts]).tolist(), device)
-        flat = torch.tensor(total, dtype=torch.float64)
-        sums, counts = flat[: sums.numel()].view_as(sums.cpu()), flat[sums.numel() :]
-        return F.normalize(sums, dim=1).float(), [int(c) for c in counts.tolist()]
+        acc = torch.tensor(distributed.sum_floats(acc.flatten().tolist(), device), dtype=torch.float64).view(n_classes, -1)
+        return F.normalize(acc[:, :-1], dim=1).float(), [int(c) for c in acc[:, -1].tolist()]
 
 
 class EmbeddingEvaluator(Evaluator):
