@@ -8,6 +8,22 @@ recipe trained twice — natural sampling and ``--balance sampler`` — in this 
 recall of every cut class, both runs, side by side.
 
     PYTHONPATH=. python bench/imbalance.py [--classes 8] [--keep 0.05] [--epochs 20] [--seed 0]
+
+Figures (2026-12-03, torch 2.14.1, 2 shared CPU cores, OMP_NUM_THREADS=1; one seed, 100 held-out
+images per class, so one image is one point): 20 of 400 training images kept, held-out recall of
+the cut class, natural sampling → ``--balance sampler``:
+
+| class | natural | --balance sampler | gain (points) |
+| --- | --- | --- | --- |
+| 0 | 89 % | 94 % | +5 |
+| 2 | 65 % | 88 % | +23 |
+| 3 | 87 % | 97 % | +10 |
+| 5 | 76 % | 91 % | +15 |
+| 8 | 74 % | 82 % | +8 |
+| 9 | 90 % | 87 % | -3 |
+
+The 10-point target holds for 3 of the 6 classes tried (2, 3, 5); mean gain +9.7 points. The
+classes the natural run already recognises well (0, 9: ~90 % from 20 images) have little to gain.
 """
 
 from __future__ import annotations
