@@ -28,8 +28,8 @@ the cut class, natural sampling → ``--balance sampler``:
 
 The 10-point target holds for 5 of the 10 classes (2, 3, 5, 6, 7); the mean gain is +8.5 points,
 and every class but 9 gains. Classes the natural run already recognises from 20 images (0, 1, 9:
-~90 %) have little to gain; for 4 and 8 the balanced run sees its 20 images ~20 times an epoch and
-gains less than hoped. (Run as three invocations: --classes 8 5, then 3 9 2 0, then 1 7 4 6.)
+~90 %) have little to gain; the balanced run draws each of the 20 images ~18 times an epoch, so
+it sees the class as often as the others but not in more variety. (Run as three invocations: --classes 8 5, then 3 9 2 0, then 1 7 4 6.)
 """
 
 from __future__ import annotations
