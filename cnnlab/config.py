@@ -13,7 +13,7 @@ import difflib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -26,6 +26,9 @@ RECIPES_DIR = Path(__file__).parent / "recipes"
 class TrainConfig:
     # --- what to train on what
     task: str = "classify"  # classify | embedding (metric learning from positive and negative pairs)
+    embedding_dim: int = 64  # embedding: size of the L2-normalised embedding (the network's output width)
+    embedding_loss: Literal["triplet", "contrastive"] = "triplet"  # embedding: triplet (batch-all, mined from the batch's labels) | contrastive (every pair)
+    margin: float = 0.2  # embedding: triplet margin (0.2), or the distance contrastive pushes negatives beyond (0.5); 0 < margin <= 2
     model: str = "resnet18"
     data: str = "mnist5k"  # built-in dataset name or a path (class folders, MNIST idx, CIFAR batches)
     out: str = ""  # run directory; default runs/<model>-<data>[-N], never an existing one
@@ -54,7 +57,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     ema_decay: float = 0.0  # exponential moving average of weights; 0 = off (e.g. 0.999)
     class_weights: str = ""  # loss weight per class: auto (inverse frequency) or a file (one per class); "" = off
-    balance: str = "none"  # none | sampler (draw every class equally often)
+    balance: Literal["none", "sampler"] = "none"  # none | sampler (draw every class equally often)
 
     # --- learning-rate schedule (stepped every optimizer step)
     sched: str = "cosine"  # constant | step | multistep | cosine | onecycle
@@ -90,6 +93,13 @@ class TrainConfig:
     preprocess: dict = field(default_factory=dict)  # override the model's Preprocess fields
     progress: bool = True  # progress bar
 
+    def __post_init__(self) -> None:
+        # Choice-like keys are Literal[...] and checked here, once, however the config was made.
+        for name, typ in _field_types().items():
+            if typing.get_origin(typ) is Literal and getattr(self, name) not in typing.get_args(typ):
+                choices = ", ".join(typing.get_args(typ))
+                raise CnnlabError(f"config key {name!r} must be one of {choices}, got {getattr(self, name)!r}")
+
 
 def _field_types() -> dict[str, Any]:
     hints = typing.get_type_hints(TrainConfig)
@@ -110,6 +120,8 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
             if not isinstance(value, bool):
                 raise ValueError
             return value
+        if origin is Literal:  # the value is checked against the choices in TrainConfig.__post_init__
+            return str(value)
         if typ in (int, float, str):
             if isinstance(value, bool) or (typ is not str and isinstance(value, (list, dict))):
                 raise ValueError
@@ -196,6 +208,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         typ = _field_types()[f.name]
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         help_ = f"(default: {default!r})"
+        if typing.get_origin(typ) is Literal:
+            help_ = f"{' | '.join(typing.get_args(typ))} {help_}"
         if typ is bool:
             p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_)
         elif typing.get_origin(typ) is list:

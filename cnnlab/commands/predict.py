@@ -1,4 +1,7 @@
-"""``cnnlab predict IMAGE…``: darknet's output (the time, then the top-5 as ``42.58%: label``)."""
+"""``cnnlab predict IMAGE…``: darknet's output (the time, then the top-5 as ``42.58%: label``).
+
+For a ``--task embedding`` run: the image's embedding (JSON) and its nearest classes by cosine
+similarity to the class centres the run stored (``0.9731: label``)."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import sys
 from cnnlab.commands._inference import add_model_arguments, load_model
 
 NAME = "predict"
-HELP = "classify images with a trained model (same preprocessing as valid)"
+HELP = "classify images (or embed them and name the nearest classes) with a trained model (same preprocessing as valid)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -24,9 +27,15 @@ def run(args: argparse.Namespace) -> int:
     from cnnlab.data.sources.base import BadImage
     from cnnlab.engine.device import pick_device
     from cnnlab.engine.predict import Predictor, format_darknet
+    from cnnlab.engine.task import task_of
 
-    model, classes, pre, _ = load_model(args)
-    predictor = Predictor(model, classes, pre, pick_device(args.device))
+    model, classes, pre, ckpt = load_model(args)
+    centres = None
+    if task_of(ckpt) == "embedding":
+        from cnnlab.tasks.embedding import centres_of
+
+        centres = centres_of(ckpt, args.checkpoint)
+    predictor = Predictor(model, classes, pre, pick_device(args.device), centres)
     results, failed = [], []
     for path, data in _expand(args.images):
         try:
@@ -38,15 +47,12 @@ def run(args: argparse.Namespace) -> int:
         results.append(pred)
         if args.format == "text":
             print(format_darknet(pred), flush=True)
+    score = "probability" if centres is None else "similarity"
     if args.format == "json":
-        doc = [
-            {"path": r.path, "seconds": r.seconds, "top": [{"label": l, "index": i, "probability": p} for l, i, p in r.top]}
-            for r in results
-        ]
-        print(json.dumps(doc, indent=2))
+        print(json.dumps([_json(r, score) for r in results], indent=2))
     elif args.format == "csv":
         w = csv.writer(sys.stdout)
-        w.writerow(["path", "rank", "label", "index", "probability"])
+        w.writerow(["path", "rank", "label", "index", score])
         for r in results:
             for rank, (label, index, prob) in enumerate(r.top, 1):
                 w.writerow([r.path, rank, label, index, f"{prob:.6f}"])
@@ -54,6 +60,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"skipped {len(failed)} of {len(results) + len(failed)} image(s) that could not be read", file=sys.stderr)
         return 1
     return 0
+
+
+def _json(r, score: str) -> dict:
+    """A classifier's ``top`` classes by probability; an embedding model's ``embedding`` and
+    ``nearest`` classes by cosine similarity to their centres."""
+    classes = [{"label": label, "index": i, score: p} for label, i, p in r.top]
+    if r.embedding is None:
+        return {"path": r.path, "seconds": r.seconds, "top": classes}
+    return {"path": r.path, "seconds": r.seconds, "embedding": r.embedding, "nearest": classes}
 
 
 def _expand(images: list[str]):

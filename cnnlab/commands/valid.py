@@ -1,4 +1,6 @@
-"""``cnnlab valid``: top-1/top-5, loss, confusion matrix, per-class P/R/F1 and Cohen's kappa."""
+"""``cnnlab valid``: top-1/top-5, loss, confusion matrix, per-class P/R/F1 and Cohen's kappa; for an
+embedding run, verification ROC AUC and retrieval recall@1/5 (on any labelled set, even of classes
+the run never saw)."""
 
 from __future__ import annotations
 
@@ -44,7 +46,9 @@ def run(args: argparse.Namespace) -> int:
         data = (ckpt.get("config") or {}).get("data")
         if not data:
             raise CnnlabError("which data? pass --data NAME_OR_PATH")
-    source = RemappedSource.to_classes(open_split(data, args.split), classes)
+    source = open_split(data, args.split)
+    if task_of(ckpt) != "embedding":  # embeddings are scored within the set (pairs, neighbours): any classes will do
+        source = RemappedSource.to_classes(source, classes)
     device = pick_device(args.device)
     model.to(device)
     tf = tencrop_transform(pre) if args.tencrop else eval_transform(pre)

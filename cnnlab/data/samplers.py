@@ -16,7 +16,9 @@ from cnnlab.errors import CnnlabError
 class ClassBalancedSampler(Sampler[tuple[int, int]]):
     """``--balance sampler``: each draw picks a class uniformly, then one of its images uniformly
     (with replacement), so rare classes are seen as often as common ones. An epoch is as many draws
-    as there are images; rank r takes draws r, r + W, … of the epoch's sequence (equal shares)."""
+    as there are images, a sequence that depends on (seed, epoch) only; rank r takes draws r, r + W, …
+    of it (equal shares: the last ``n % W`` draws are left out), so the union over ranks is the
+    one-process epoch's first ``n - n % W`` draws."""
 
     def __init__(self, labels: Sequence[int], seed: int, rank: int = 0, world: int = 1) -> None:
         if not labels:
@@ -33,13 +35,12 @@ class ClassBalancedSampler(Sampler[tuple[int, int]]):
 
     def _indices(self) -> list[int]:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + 10_007 * self.epoch + 17)
-        total = self.n - self.n % self.world
-        classes = torch.randint(len(self.members), (total,), generator=g)
-        picks = torch.rand(total, generator=g, dtype=torch.float64)
+        classes = torch.randint(len(self.members), (self.n,), generator=g)
+        picks = torch.rand(self.n, generator=g, dtype=torch.float64)
         sizes = torch.tensor([len(m) for m in self.members])
         within = (picks * sizes[classes]).long()
         order = [int(self.members[c][w]) for c, w in zip(classes.tolist(), within.tolist())]
-        return order[self.rank :: self.world]
+        return order[: self.n - self.n % self.world][self.rank :: self.world]
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         for i in self._indices()[self.start :]:

@@ -1,4 +1,5 @@
-"""Prediction on image files with exactly the preprocessing ``valid`` uses."""
+"""Prediction on image files with exactly the preprocessing ``valid`` uses: a classifier's top
+classes by probability, or an embedding model's unit embedding and its nearest class centres."""
 
 from __future__ import annotations
 
@@ -18,13 +19,18 @@ from cnnlab.model_meta import Preprocess
 class Prediction:
     path: str
     seconds: float  # network time, as darknet reports it
-    top: list[tuple[str, int, float]]  # (label, class index, probability)
+    top: list[tuple[str, int, float]]  # (label, class index, probability; for an embedding, cosine similarity to the class centre)
+    embedding: list[float] | None = None  # the unit embedding (embedding models only)
 
 
 class Predictor:
-    def __init__(self, model: nn.Module, classes: list[str], pre: Preprocess, device: torch.device) -> None:
+    def __init__(
+        self, model: nn.Module, classes: list[str], pre: Preprocess, device: torch.device, centres: torch.Tensor | None = None
+    ) -> None:  # fmt: skip
+        """``centres``: (C, D) unit class centres of an embedding model; None for a classifier."""
         self.model = model.to(device).eval()
         self.classes, self.device = classes, device
+        self.centres = centres.to(device).float() if centres is not None else None
         self.transform = eval_transform(pre)
         self.normalize = DeviceNormalize(pre).to(device).eval()
 
@@ -36,18 +42,28 @@ class Predictor:
         image = self.transform(decode_image(Path(path) if data is None else data))  # raises BadImage
         x = self.normalize(image.unsqueeze(0).to(self.device))  # (1, C, H, W)
         t0 = time.perf_counter()
-        probs = self.model(x).float().softmax(1)[0]
+        out = self.model(x).float()[0]
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - t0
-        values, indices = probs.topk(min(top, len(self.classes)))
-        return Prediction(path, seconds, [(self.classes[i], i, v) for v, i in zip(values.tolist(), indices.tolist())])
+        embedding = None
+        if self.centres is None:
+            scores = out.softmax(0)
+        else:  # cosine similarity of the unit embedding to each class centre
+            emb = torch.nn.functional.normalize(out, dim=0)
+            scores, embedding = self.centres @ emb, emb.tolist()
+        values, indices = scores.topk(min(top, len(self.classes)))
+        return Prediction(path, seconds, [(self.classes[i], i, v) for v, i in zip(values.tolist(), indices.tolist())], embedding)
 
 
 def format_darknet(p: Prediction) -> str:
-    """darknet's ``classifier predict`` layout: the time, then ``%5.2f%%: label`` per class."""
+    """darknet's ``classifier predict`` layout: the time, then ``%5.2f%%: label`` per class (for an
+    embedding, the cosine similarity to each nearest class centre, ``0.9731: label``)."""
     lines = [f"{p.path}: Predicted in {p.seconds:f} seconds."]
-    lines += [f"{100 * prob:5.2f}%: {label}" for label, _, prob in p.top]
+    if p.embedding is None:
+        lines += [f"{100 * prob:5.2f}%: {label}" for label, _, prob in p.top]
+    else:
+        lines += [f"{sim:6.4f}: {label}" for label, _, sim in p.top]
     return "\n".join(lines)
 
 

@@ -108,23 +108,37 @@ def class_weights_from(spec: str, labels: list[int], classes: list[str]) -> torc
 def _weights_file(path: Path, classes: list[str]) -> torch.Tensor:
     if not path.is_file():
         raise CnnlabError(f"--class-weights {path}: no such file; give 'auto' or a file with one weight per class")
-    rows = [line.split() for line in path.read_text(errors="replace").splitlines() if line.strip() and not line.startswith("#")]
+    # "name weight" splits at the last blank, so class names may contain spaces ("golden retriever 2.5")
+    rows = [line.strip().rsplit(None, 1) for line in path.read_text(errors="replace").splitlines() if line.strip() and not line.lstrip().startswith("#")]
     try:
-        if all(len(r) == 2 for r in rows):
-            by_name = {name: float(w) for name, w in rows}
-            missing = [c for c in classes if c not in by_name]
-            if missing:
-                raise CnnlabError(f"{path}: no weight for class {missing[0]!r} ({len(missing)} missing); give one line per class")
-            values = [by_name[c] for c in classes]
+        if rows and all(len(r) == 2 for r in rows):
+            values = _named_weights(path, rows, classes)
         else:
-            values = [float(r[0]) for r in rows]
+            values = [float(r[0]) if len(r) == 1 else float("nan") for r in rows]
+            if any(v != v for v in values):
+                raise ValueError
     except ValueError:
         raise CnnlabError(f"{path}: weights must be numbers, one per class (or 'name weight' lines)") from None
     if len(values) != len(classes):
         raise CnnlabError(f"{path} has {len(values)} weights but the data has {len(classes)} classes; give one per class")
-    if any(v < 0 for v in values):
-        raise CnnlabError(f"{path}: class weights must not be negative")
+    if any(v < 0 for v in values) or not any(v > 0 for v in values):
+        raise CnnlabError(f"{path}: class weights must not be negative, and at least one must be positive")
     return torch.tensor(values, dtype=torch.float32)
+
+
+def _named_weights(path: Path, rows: list[list[str]], classes: list[str]) -> list[float]:
+    by_name: dict[str, float] = {}
+    for name, weight in rows:
+        if name in by_name:
+            raise CnnlabError(f"{path}: class {name!r} has two weights; give one line per class")
+        by_name[name] = float(weight)
+    unknown = [name for name in by_name if name not in classes]
+    if unknown:
+        raise CnnlabError(f"{path}: {unknown[0]!r} is not a class of this data ({len(unknown)} unknown); the classes are {', '.join(classes[:10])}{' …' if len(classes) > 10 else ''}")
+    missing = [c for c in classes if c not in by_name]
+    if missing:
+        raise CnnlabError(f"{path}: no weight for class {missing[0]!r} ({len(missing)} missing); give one line per class")
+    return [by_name[c] for c in classes]
 
 
 @TASKS.register("classify")

@@ -1,0 +1,91 @@
+"""Class imbalance: does ``--balance sampler`` rescue a class cut to 5 % of its training images?
+
+Claim (issue 12, acceptance 6): on mnist5k with one class cut to 5 % of its training images,
+``--balance sampler`` raises that class's held-out recall by at least 10 points over the same run
+without it (same seed, same recipe). Evidence: mnist5k exported as PNG class folders, the class's
+training images cut to the first 5 % (sorted by file name), then the bundled ``lenet5_mnist5k``
+recipe trained twice — natural sampling and ``--balance sampler`` — in this one process; the held-out
+recall of every cut class, both runs, side by side.
+
+    PYTHONPATH=. python bench/imbalance.py [--classes 8] [--keep 0.05] [--epochs 20] [--seed 0]
+
+Figures (2026-12-03, torch 2.14.1, 2 shared CPU cores, OMP_NUM_THREADS=1; one seed, 100 held-out
+images per class, so one image is one point): 20 of 400 training images kept, held-out recall of
+the cut class, natural sampling → ``--balance sampler``:
+
+| class | natural | --balance sampler | gain (points) |
+| --- | --- | --- | --- |
+| 0 | 89 % | 94 % | +5 |
+| 1 | 90 % | 93 % | +3 |
+| 2 | 65 % | 88 % | +23 |
+| 3 | 87 % | 97 % | +10 |
+| 4 | 73 % | 77 % | +4 |
+| 5 | 76 % | 91 % | +15 |
+| 6 | 87 % | 97 % | +10 |
+| 7 | 82 % | 92 % | +10 |
+| 8 | 74 % | 82 % | +8 |
+| 9 | 90 % | 87 % | -3 |
+
+The 10-point target holds for 5 of the 10 classes (2, 3, 5, 6, 7); the mean gain is +8.5 points,
+and every class but 9 gains. Classes the natural run already recognises from 20 images (0, 1, 9:
+~90 %) have little to gain; the balanced run draws each of the 20 images ~18 times an epoch, so
+it sees the class as often as the others but not in more variety. (Run as three invocations: --classes 8 5, then 3 9 2 0, then 1 7 4 6.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+from cnnlab import config
+from cnnlab.data.datasets import open_split
+from cnnlab.data.export import export_class_folders
+from cnnlab.engine.train import train
+
+
+def export_cut(root: Path, cut: str, keep: float) -> tuple[int, int]:
+    """mnist5k as ``root/{train,val}/<class>/*.png`` with class ``cut``'s training images cut to the
+    first ``keep`` fraction (by file name); returns (kept, before)."""
+    for split in ("train", "val"):
+        export_class_folders(open_split("mnist5k", split), root, split)
+    files = sorted((root / "train" / cut).iterdir())
+    kept = max(1, round(keep * len(files)))
+    for f in files[kept:]:
+        f.unlink()
+    return kept, len(files)
+
+
+def recall_of(data: Path, out: Path, balance: str, epochs: int, seed: int, cut: str) -> float:
+    """Train the lenet5_mnist5k recipe on ``data``; the held-out recall (percent) of class ``cut``."""
+    overrides = {"data": str(data), "out": str(out), "balance": balance, "epochs": epochs, "seed": seed, "progress": False}
+    train(config.resolve(config.load_recipe("lenet5_mnist5k"), overrides))
+    report = json.loads((out / "valid.json").read_text())
+    return 100.0 * report["recall"][report["classes"].index(cut)]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--classes", nargs="+", default=["8"], help="classes to cut, one experiment each (default: 8)")
+    p.add_argument("--keep", type=float, default=0.05, help="fraction of the class's training images kept")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    rows = []
+    for cut in args.classes:
+        with tempfile.TemporaryDirectory() as tmp:
+            data = Path(tmp) / "mnist5k-cut"
+            kept, before = export_cut(data, cut, args.keep)
+            natural = recall_of(data, Path(tmp) / "natural", "none", args.epochs, args.seed, cut)
+            balanced = recall_of(data, Path(tmp) / "balanced", "sampler", args.epochs, args.seed, cut)
+        rows.append(f"| {cut} | {kept} of {before} | {natural:.1f} % | {balanced:.1f} % | {balanced - natural:+.1f} |")
+        print(f"\nclass {cut} cut: {rows[-1]}", flush=True)  # each class as it finishes: a run takes minutes
+    print(f"\nlenet5_mnist5k recipe, {args.epochs} epochs, seed {args.seed}: held-out recall of the cut class")
+    print("| class | training images kept | recall, natural sampling | recall, --balance sampler | gain (points) |")
+    print("| --- | --- | --- | --- | --- |")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
