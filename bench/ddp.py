@@ -7,7 +7,7 @@ from WebDataset shards by ``cnnlab train`` (workers=0: the shard loader decodes 
 process), alternating rounds of the two set-ups in this one invocation; the figure of each round is
 ``summary.json``'s training images/s (start-up and evaluation excluded), and the medians are compared.
 
-    PYTHONPATH=. python bench/ddp.py [--images 1024] [--rounds 3] [--epochs 2] [--batch 64]
+    PYTHONPATH=. python bench/ddp.py [--images 1024] [--rounds 3] [--epochs 2] [--batch 128]
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=1024)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--batch", type=int, default=64, help="global batch (each of the 2 processes takes half)")
+    ap.add_argument("--batch", type=int, default=128, help="global batch (each of the 2 processes takes half), as bench/train_step.py")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

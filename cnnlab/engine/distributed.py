@@ -144,7 +144,7 @@ def wrap(model: nn.Module, device: torch.device, sync_bn: bool) -> nn.Module:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     ids = [device.index] if device.type == "cuda" else None
     # rank-local BatchNorm statistics (averaged per epoch), not rank 0's copied at every forward
-    return nn.parallel.DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False)
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False, gradient_as_bucket_view=True)
 
 
 _SYNC_BN_CPU = (
