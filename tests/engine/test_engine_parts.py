@@ -116,6 +116,7 @@ bn.num_batches_tracked.fill_(dist.get_rank() + 5)
 distributed.average_buffers(bn)
 assert torch.allclose(bn.running_mean, torch.full((3,), 2.0)) and torch.allclose(bn.running_var, torch.full((3,), 3.0))
 assert int(bn.num_batches_tracked) == dist.get_rank() + 5  # counts are not averaged
+dist.destroy_process_group()
 """
     script = tmp_path / "bn.py"
     script.write_text(code)
