@@ -1,0 +1,290 @@
+"""Every cnnlab command that writes files, run over its own output: nothing changes without ``--force``.
+
+``WRITERS`` maps each writing command to a small invocation on tiny generated inputs; ``WRITES_NOTHING``
+lists the commands that only print. ``test_every_command_is_classified`` walks the CLI's own parser,
+so a command added later fails here until it joins one of the two.
+
+For each writer: run it, snapshot the bytes of its output tree, run it again without ``--force``: the
+second run ends in a clean resume (exit 0) or one error line, and the snapshot is unchanged. With
+``--force`` the command does replace (a file the test edits is rewritten).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cnnlab.cli import build_parser, main
+
+sys.path.insert(0, str(Path(__file__).parent / "imagenet"))  # the ImageNet fixtures' builders
+from httpserver import LocalServer, fixed  # noqa: E402
+from ilsvrc_fixtures import build_ilsvrc  # noqa: E402
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220)}
+
+# LeNet-5 on 64 of scikit-learn's 8x8 digits, one epoch: a checkpoint in about a second.
+TRAIN = ["--model", "lenet5", "--data", "digits", "--epochs", "1", "--batch-size", "16", "--train-limit", "64",
+         "--val-limit", "32", "--workers", "0", "--no-progress"]  # fmt: skip
+
+CLASSIFIER_CFG = """[net]
+batch=8
+subdivisions=1
+width=16
+height=16
+channels=3
+learning_rate=0.1
+momentum=0.9
+decay=0.0005
+max_batches=2
+
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+stride=1
+pad=1
+activation=leaky
+
+[maxpool]
+size=2
+stride=2
+
+[convolutional]
+filters=3
+size=1
+stride=1
+activation=linear
+
+[avgpool]
+
+[softmax]
+groups=1
+"""
+
+DETECTOR_CFG = """[net]
+batch=1
+width=32
+height=32
+channels=3
+
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+stride=2
+pad=1
+activation=leaky
+
+[convolutional]
+size=1
+stride=1
+pad=1
+filters=24
+activation=linear
+
+[yolo]
+mask=0,1,2
+anchors=4,4, 8,8, 16,16
+classes=3
+num=3
+"""
+
+BBOX_XML = """<annotation><filename>n01440764_1</filename><size><width>40</width><height>32</height></size>
+<object><name>n01440764</name><bndbox><xmin>2</xmin><ymin>3</ymin><xmax>30</xmax><ymax>20</ymax></bndbox></object>
+</annotation>"""
+
+
+@dataclass
+class Inputs:
+    """Tiny inputs every writer reads; built once per module."""
+
+    root: Path
+    folders: Path  # train/<colour>/*.png and val/<colour>/*.png
+    run: Path  # a finished cnnlab run
+    cfg: Path  # a darknet classifier cfg ...
+    weights: Path  # ... and weights for it
+    data: Path  # its .data (backup= inside root/backup-*)
+    det_cfg: Path
+    det_weights: Path
+    det_data: Path
+    image: Path
+    ilsvrc: object
+    xml_dir: Path
+    server: LocalServer
+
+
+def _png_folders(root: Path) -> None:
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 4), ("val", 2)):
+        for name, rgb in COLOURS.items():
+            (root / split / name).mkdir(parents=True)
+            for k in range(n):
+                px = np.clip(np.array(rgb) + rng.normal(0, 20, (18, 20, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(px).save(root / split / name / f"{k}.png")
+
+
+def _darknet_weights(cfg: Path, out: Path) -> None:
+    from cnnlab.darknet.model import load_darknet
+
+    torch.manual_seed(0)
+    load_darknet(cfg).save_weights(out)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> Inputs:
+    root = tmp_path_factory.mktemp("writers-in")
+    folders = root / "png"
+    _png_folders(folders)
+    run = root / "run"
+    assert main(["train", *TRAIN, "--out", str(run)]) == 0
+    cfg, weights = root / "net.cfg", root / "net.weights"
+    cfg.write_text(CLASSIFIER_CFG)
+    _darknet_weights(cfg, weights)
+    images = sorted(str(p) for p in (folders / "train").rglob("*.png"))
+    (root / "train.list").write_text("\n".join(images) + "\n")
+    (root / "labels.txt").write_text("".join(f"{c}\n" for c in COLOURS))
+    data = root / "colours.data"
+    data.write_text(f"classes=3\ntrain={root / 'train.list'}\nvalid={root / 'train.list'}\nlabels={root / 'labels.txt'}\n"
+                    f"backup={root / 'backup'}\ntop=2\n")  # fmt: skip
+    det_cfg, det_weights = root / "det.cfg", root / "det.weights"
+    det_cfg.write_text(DETECTOR_CFG)
+    _darknet_weights(det_cfg, det_weights)
+    det_data = root / "det.data"
+    det_data.write_text(f"classes=3\nnames={root / 'labels.txt'}\n")
+    xml_dir = root / "xml"
+    xml_dir.mkdir()
+    (xml_dir / "n01440764_1.xml").write_text(BBOX_XML)
+    jpeg = (folders / "train" / "red" / "0.png").read_bytes()
+    with Image.open(folders / "train" / "red" / "0.png") as im:
+        import io
+
+        buf = io.BytesIO()
+        im.save(buf, "JPEG")
+        jpeg = buf.getvalue()
+    server = LocalServer({f"/{i}.jpg": fixed(jpeg) for i in range(3)}, max_requests=400, lifetime=600)
+    server.__enter__()
+    try:
+        yield Inputs(root, folders, run, cfg, weights, data, det_cfg, det_weights, det_data, folders / "val" / "red" / "0.png",
+                     build_ilsvrc(root / "ilsvrc", per_class=1), xml_dir, server)  # fmt: skip
+    finally:
+        server.stop()
+
+
+@dataclass
+class Writer:
+    """One writing command: ``argv(inputs, out)`` runs it with its outputs under ``out``."""
+
+    argv: Callable[[Inputs, Path], list[str]]
+    force: str | None = None  # the option that lets it replace, if it has one
+    prepare: Callable[[Inputs, Path], None] | None = None  # put inputs that live in the output tree
+
+
+def _copy_folders(inp: Inputs, out: Path) -> None:
+    shutil.copytree(inp.folders, out / "set")
+
+
+def _urls_list(inp: Inputs, out: Path) -> Path:
+    lst = out.parent / f"{out.name}-urls.txt"
+    lst.write_text("".join(f"n01440764_{i}\t{inp.server.base}/{i}.jpg\n" for i in range(3)))
+    return lst
+
+
+def _backup_data(inp: Inputs, out: Path) -> Path:
+    """The .data with backup= pointing into ``out``."""
+    (out / "backup").mkdir(parents=True, exist_ok=True)
+    d = out.parent / f"{out.name}.data"
+    d.write_text(inp.data.read_text().replace(f"backup={inp.root / 'backup'}", f"backup={out / 'backup'}"))
+    return d
+
+
+# Each writing command (as the CLI names it) → a small invocation whose outputs all land under ``out``.
+WRITERS: dict[str, Writer] = {
+    "train": Writer(lambda i, o: ["train", *TRAIN, "--out", o / "run"]),
+    "valid": Writer(lambda i, o: ["valid", "-c", i.run, "--json", o / "valid.json", "--no-progress", "--workers", "0"], "--force"),
+    "datasets": Writer(lambda i, o: ["datasets", "digits", "--export", o / "export", "--per-class", "2"]),
+    "data urls": Writer(lambda i, o: ["data", "urls", _urls_list(i, o), "--out", o / "urls", "--workers", "1", "--no-progress"]),
+    "data ilsvrc": Writer(lambda i, o: ["data", "ilsvrc", "--train", i.ilsvrc.train, "--val", i.ilsvrc.val, "--devkit",
+                                        i.ilsvrc.devkit, "--out", o / "ilsvrc", "--workers", "1", "--no-progress"]),  # fmt: skip
+    "data bbox": Writer(lambda i, o: ["data", "bbox", i.xml_dir, "--out", o / "boxes.csv"]),
+    "data darknet": Writer(lambda i, o: ["data", "darknet", o / "set"], "--force", _copy_folders),
+    "data shards": Writer(lambda i, o: ["data", "shards", i.folders, "--out", o / "shards", "--shard-size", "4", "--workers", "0",
+                                        "--no-progress"]),  # fmt: skip
+    "darknet partial": Writer(lambda i, o: ["darknet", "partial", i.cfg, i.weights, o / "part.weights", "1"], "--force"),
+    "darknet convert": Writer(lambda i, o: ["darknet", "convert", i.cfg, i.weights, o / "net.pt", "--data", i.data], "--force"),
+    "darknet detector test": Writer(lambda i, o: ["darknet", "detector", "test", i.det_data, i.det_cfg, i.det_weights, i.image,
+                                                  "-out", o / "pred"], "--force"),  # fmt: skip
+    "darknet classifier train": Writer(lambda i, o: ["darknet", "classifier", "train", _backup_data(i, o), i.cfg], "--force"),
+}
+
+# Commands that print and write no file.
+WRITES_NOTHING = {"predict", "models", "summary", "darknet classifier predict", "darknet classifier valid", "darknet layers"}
+
+
+def _leaf_commands(parser: argparse.ArgumentParser, prefix: str = "") -> list[str]:
+    """Every runnable command the parser knows, as typed: ``train``, ``data shards``, ``darknet detector test``."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        return [prefix]
+    return [c for name, p in subs[0].choices.items() for c in _leaf_commands(p, f"{prefix} {name}".strip())]
+
+
+def test_every_command_is_classified() -> None:
+    """A command added to the CLI fails here until it joins WRITERS (tested) or WRITES_NOTHING."""
+    known = set(_leaf_commands(build_parser()))
+    assert known - WRITERS.keys() - WRITES_NOTHING == set(), "new command: add it to WRITERS or WRITES_NOTHING"
+    assert (WRITERS.keys() | WRITES_NOTHING) - known == set(), "stale entries in the tables"
+    assert not WRITERS.keys() & WRITES_NOTHING
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], argv: list) -> tuple[int, str]:
+    code = main([str(a) for a in argv])
+    return code, capsys.readouterr().err
+
+
+def _one_line_or_clean(code: int, err: str) -> None:
+    assert "Traceback" not in err
+    if code != 0:
+        # darknet's commands print their layer table first, as darknet does; the error is one line, the last
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert lines[-1].startswith("cnnlab ") and ": error: " in lines[-1], err
+        assert sum(": error: " in line for line in lines) == 1, err
+
+
+@pytest.mark.parametrize("name", sorted(WRITERS))
+def test_rerun_over_existing_output_changes_nothing_without_force(name: str, inputs: Inputs, tmp_path: Path, capsys) -> None:
+    w = WRITERS[name]
+    out = tmp_path / "out"
+    out.mkdir()
+    if w.prepare:
+        w.prepare(inputs, out)
+    before_first = snapshot(out)
+    code, err = run_cli(capsys, w.argv(inputs, out))
+    assert code == 0, err
+    first = snapshot(out)
+    written = {k for k in first if first[k] != before_first.get(k)}
+    assert written, f"{name} wrote nothing under {out}"
+    code, err = run_cli(capsys, w.argv(inputs, out))
+    _one_line_or_clean(code, err)
+    assert snapshot(out) == first, f"{name} changed its own output on a second run without {w.force or 'force'}"
+    if w.force is None:
+        return
+    # --force replaces: a file of the first run, edited by the user, is rewritten.
+    victim = out / sorted(written)[0]
+    victim.write_bytes(b"edited by the user\n")
+    code, err = run_cli(capsys, [*w.argv(inputs, out), w.force])
+    assert code == 0, err
+    assert victim.read_bytes() == first[str(victim.relative_to(out))] or victim.read_bytes() != b"edited by the user\n"
