@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import errno
 import importlib
 import sys
+from pathlib import Path
 from typing import Any, NoReturn
 
 from cnnlab.commands import COMMANDS
 from cnnlab.errors import CnnlabError
+from cnnlab.fileio import write_error
 
 
 class Parser(argparse.ArgumentParser):
@@ -71,6 +74,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"cnnlab {args.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:
+        if e.errno not in _WRITE_ERRNOS:
+            raise
+        # a write outside cnnlab.fileio's writers (a log line, a library's file): still one line
+        print(f"{_rank_prefix()}cnnlab {args.command}: error: {write_error(Path(e.filename or '?'), e)}", file=sys.stderr)
+        return 1
+
+
+# Disk full, file too large, quota, read-only filesystem, no permission.
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 def _rank_prefix() -> str:
