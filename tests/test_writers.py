@@ -13,8 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import random
 import shutil
+import signal
+import subprocess
 import sys
+import tarfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from cnnlab.cli import build_parser, main
@@ -288,3 +295,114 @@ def test_rerun_over_existing_output_changes_nothing_without_force(name: str, inp
     code, err = run_cli(capsys, [*w.argv(inputs, out), w.force])
     assert code == 0, err
     assert victim.read_bytes() == first[str(victim.relative_to(out))] or victim.read_bytes() != b"edited by the user\n"
+
+
+# --- SIGKILL at seeded points: nothing half-written ------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+# The command in a child process whose os.replace waits 30 ms first: the window in which a temp file
+# exists is then wide enough for the "k-th temp file seen" kill points to land inside a write.
+PRELUDE = """
+import os, sys, time
+_replace = os.replace
+def _slow_replace(src, dst):
+    time.sleep(0.03)
+    return _replace(src, dst)
+os.replace = _slow_replace
+from cnnlab.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+# Representative writers → how many files each writes through a temp file (the temp kill points).
+KILLED = {"train": 6, "data shards": 8, "data darknet": 5, "darknet partial": 1, "valid": 1}
+# (writer, seed): two seeded points for the writers of many files, one for the others (each is a child process).
+KILL_CASES = [("train", 0), ("train", 1), ("data shards", 0), ("data shards", 1), ("data darknet", 0), ("darknet partial", 1), ("valid", 0)]
+
+
+def child(argv: list, wrap: list[str] | None = None, **kw) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), PYTHONDONTWRITEBYTECODE="1")
+    cmd = [*(wrap or []), sys.executable, "-c", PRELUDE, *map(str, argv)]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def wait_for_temp(proc: subprocess.Popen, out: Path, k: int, timeout: float = 120) -> bool:
+    """Until the k-th distinct hidden temp file has appeared under ``out`` (True) or the process ended."""
+    seen: set[str] = set()
+    end = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < end:
+        if out.exists():
+            seen.update(str(p) for p in out.rglob(".*.tmp"))
+        if len(seen) >= k:
+            return True
+        time.sleep(0.002)
+    return False
+
+
+def kill_point(name: str, seed: int) -> tuple[str, float]:
+    """A seeded point: the k-th temp file seen (inside a write), or a delay after the start."""
+    rng = random.Random(f"{name}:{seed}")
+    return ("temp", rng.randint(1, KILLED[name])) if rng.random() < 0.8 else ("delay", round(rng.uniform(0.5, 4.0), 2))
+
+
+def _parses(p: Path) -> bool:
+    """A whole file of its kind (a truncated one fails to load)."""
+    try:
+        if p.suffix == ".pt":
+            torch.load(p, map_location="cpu", weights_only=True)
+        elif p.suffix == ".json":
+            json.loads(p.read_text())
+        elif p.suffix == ".jsonl":
+            [json.loads(line) for line in p.read_text().splitlines()]
+        elif p.suffix == ".yaml":
+            assert isinstance(yaml.safe_load(p.read_text()), dict)
+        elif p.suffix == ".png":
+            with Image.open(p) as im:
+                im.load()
+        elif p.suffix == ".tar":
+            with tarfile.open(p) as tf:
+                tf.getmembers()
+        else:
+            return False
+    except Exception:
+        return False
+    return True
+
+
+def assert_nothing_half_written(out: Path, ref: Path, what: str) -> None:
+    """Every visible file under ``out`` equals the uninterrupted run's or loads whole; temp names are hidden."""
+    for p in sorted(out.rglob("*")):
+        rel = p.relative_to(out)
+        if any(part.startswith(".") for part in rel.parts) or not p.is_file():
+            continue  # hidden: temp files a SIGKILL leaves, the run lock, resume journals
+        if rel.parts[:2] == ("run", "tb"):
+            continue  # TensorBoard's event log: the library's own append-only record file
+        assert ".tmp" not in p.name, f"{what}: visible temporary file {rel}"
+        r = ref / rel  # the uninterrupted run's file, with its folder's name where lists name paths
+        same = r.is_file() and r.read_bytes().replace(str(ref).encode(), str(out).encode()) == p.read_bytes()
+        assert same or _parses(p), f"{what}: {rel} is half written"
+
+
+@pytest.mark.parametrize("name, seed", KILL_CASES)
+def test_sigkill_at_seeded_points_leaves_nothing_half_written(name: str, seed: int, inputs: Inputs, tmp_path: Path, capsys) -> None:
+    w = WRITERS[name]
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    for d in (ref, out):
+        d.mkdir()
+        if w.prepare:
+            w.prepare(inputs, d)
+    code, err = run_cli(capsys, w.argv(inputs, ref))
+    assert code == 0, err
+    kind, at = point = kill_point(name, seed)
+    proc = child(w.argv(inputs, out))
+    try:
+        if kind == "temp":
+            assert wait_for_temp(proc, out, int(at)), f"{name} ended before its temp file {at} appeared"
+        else:
+            time.sleep(at)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        _, err = proc.communicate(timeout=60)
+    assert "Traceback" not in err, err
+    assert_nothing_half_written(out, ref, f"{name} killed at {point}")
