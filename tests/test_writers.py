@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import shutil
 import signal
 import subprocess
@@ -406,3 +407,95 @@ def test_sigkill_at_seeded_points_leaves_nothing_half_written(name: str, seed: i
         _, err = proc.communicate(timeout=60)
     assert "Traceback" not in err, err
     assert_nothing_half_written(out, ref, f"{name} killed at {point}")
+
+
+# --- A write that fails part-way (disk full), Ctrl-C during a write, a read-only output folder ------------------
+
+
+@dataclass
+class FaultCase:
+    """``argv(inputs, out)`` writes into ``out``, where ``user`` (name → bytes) already lies; ``limit``: the
+    file-size limit that makes its first big write fail part-way."""
+
+    argv: Callable[[Inputs, Path], list]
+    user: dict[str, bytes]
+    limit: int
+
+
+FAULT_CASES = {
+    "train": FaultCase(lambda i, o: ["train", *TRAIN, "--out", o / "run"], {"notes.json": b'{"keep": 1}\n'}, 20_000),
+    "data shards": FaultCase(lambda i, o: ["data", "shards", i.folders, "--out", o / "shards", "--shard-size", "4", "--workers", "0",
+                                           "--no-progress"], {"notes.json": b'{"keep": 1}\n'}, 1_500),  # fmt: skip
+    "valid": FaultCase(lambda i, o: ["valid", "-c", i.run, "--json", o / "valid.json", "--force", "--no-progress", "--workers", "0"],
+                       {"valid.json": b'{"mine": 1}\n'}, 100),  # fmt: skip
+    "darknet partial": FaultCase(lambda i, o: ["darknet", "partial", i.cfg, i.weights, o / "part.weights", "1", "--force"],
+                                 {"part.weights": b"the user's weights"}, 100),  # fmt: skip
+}
+
+
+def _file_size_limit(limit: int) -> Callable[[], None]:
+    def preexec() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # so a write past the limit fails with EFBIG instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return preexec
+
+
+def _read_only(folder: Path) -> list[str]:
+    """A prefix that runs the command with ``folder`` read-only: a read-only bind mount for root (whom
+    permissions do not stop), mode 0555 for anyone else."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        return []
+    script = 'mount --bind "$0" "$0" && mount -o remount,ro,bind "$0" "$0" && exec "$@"'
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", script, str(folder), "true"], capture_output=True) if shutil.which("unshare") else None
+    if probe is None or probe.returncode != 0:
+        pytest.skip("running as root without mount namespaces: no way to make a folder read-only")
+    return ["unshare", "-m", "sh", "-c", script, str(folder)]
+
+
+def _one_error_line(err: str, command: str) -> str:
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines and lines[-1].startswith(f"cnnlab {command.split()[0]}: "), err
+    assert sum(line.startswith("cnnlab ") for line in lines) == 1, err
+    return lines[-1]
+
+
+@pytest.mark.parametrize("fault", ["disk full", "ctrl-c", "read-only"])
+@pytest.mark.parametrize("name", sorted(FAULT_CASES))
+def test_a_failed_write_is_one_line_and_loses_nothing(name: str, fault: str, inputs: Inputs, tmp_path: Path) -> None:
+    case = FAULT_CASES[name]
+    out = tmp_path / "out"
+    out.mkdir()
+    for file, data in case.user.items():
+        (out / file).write_bytes(data)
+    argv = case.argv(inputs, out)
+    if fault == "disk full":
+        proc = child(argv, preexec_fn=_file_size_limit(case.limit))
+        _, err = proc.communicate(timeout=120)
+    elif fault == "read-only":
+        proc = child(argv, wrap=_read_only(out))
+        _, err = proc.communicate(timeout=120)
+    else:
+        proc = child(argv)
+        try:
+            assert wait_for_temp(proc, out, 1), f"{name} ended before writing"
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=120)
+        finally:
+            proc.kill()
+    out.chmod(0o755)
+    line = _one_error_line(err, name)
+    print(f"{name}, {fault}: exit {proc.returncode}: {line}")
+    assert proc.returncode not in (0, None), err
+    expect = {"disk full": "File too large", "ctrl-c": "interrupted", "read-only": ("Read-only file system", "Permission denied")}[fault]
+    assert any(e in line for e in ([expect] if isinstance(expect, str) else expect)), line
+    for file, data in case.user.items():
+        assert (out / file).read_bytes() == data, f"{name}, {fault}: the user's {file} was changed"
+    assert not [p for p in out.rglob("*.tmp") if not p.name.startswith(".")], "visible temporary file"
+    assert not list(out.rglob(".*.tmp")), f"{name}, {fault}: temp file left behind: {list(out.rglob('.*.tmp'))}"
+    for p in out.rglob("*"):
+        rel = p.relative_to(out)
+        if p.is_file() and p.name not in case.user and not any(x.startswith(".") or x == "tb" for x in rel.parts):
+            assert _parses(p), f"{name}, {fault}: {rel} is half written"
