@@ -24,11 +24,10 @@ class WriteError(CnnlabError):
 
 
 def write_error(path: Path, e: OSError) -> WriteError:
-    cause = e.strerror or str(e)
-    hint = {errno.ENOSPC: "free some space", errno.EFBIG: "the file-size limit (ulimit -f) is too small",
-            errno.EDQUOT: "the disk quota is used up", errno.EROFS: "the filesystem is read-only",
-            errno.EACCES: "no permission to write there", errno.EPERM: "no permission to write there"}.get(e.errno or 0)  # fmt: skip
-    return WriteError(f"cannot write {path}: {cause}" + (f" ({hint}); nothing was replaced" if hint else "; nothing was replaced"))
+    """One line: the file, the system's reason, and what to do about it."""
+    fix = {errno.ENOSPC: "free some space or write elsewhere", errno.EFBIG: "raise the file-size limit (ulimit -f) or write elsewhere",
+           errno.EDQUOT: "free some of your quota or write elsewhere"}.get(e.errno or 0, "write elsewhere")  # fmt: skip
+    return WriteError(f"cannot write {path}: {e.strerror or e}; nothing was replaced: {fix}")
 
 
 class _Recorder:
