@@ -65,29 +65,34 @@ def atomic_writer(path: Path) -> Iterator[IO[bytes]]:
         fd, tmp = _create_temp(path)
     except OSError as e:
         raise write_error(path, e) from None
-    in_body = False
+    f = os.fdopen(fd, "wb")
+    rec = _Recorder(f)
     try:
-        with os.fdopen(fd, "wb") as f:
-            rec = _Recorder(f)
-            in_body = True
-            try:
-                yield rec  # type: ignore[misc]
-            except BaseException:
-                if rec.error is not None:  # the write failed, whatever the writer made of it
-                    raise write_error(path, rec.error) from None
-                raise
-            in_body = False
+        try:
+            yield rec  # type: ignore[misc]
+        except BaseException:
+            _close_quietly(f)  # closing flushes the buffer: a second EFBIG would hide the first error
+            if rec.error is not None:  # the write failed, whatever the writer made of it
+                raise write_error(path, rec.error) from None
+            raise  # the writer's own error (e.g. reading its input), Ctrl-C: not ours to rename
+        try:
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        if in_body:  # the writer's own error (e.g. reading its input): not ours to rename
-            raise
-        raise write_error(path, e) from None
+            f.close()
+            os.replace(tmp, path)
+        except OSError as e:
+            _close_quietly(f)
+            raise write_error(path, e) from None
     except BaseException:
-        tmp.unlink(missing_ok=True)  # Ctrl-C, a bug: no temp file left beside the user's
+        tmp.unlink(missing_ok=True)  # disk full, Ctrl-C, a bug: no temp file left beside the user's
         raise
+
+
+def _close_quietly(f: IO[bytes]) -> None:
+    try:
+        f.close()
+    except OSError:
+        pass
 
 
 def _create_temp(path: Path) -> tuple[int, Path]:

@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import random
-import resource
 import shutil
 import signal
 import subprocess
@@ -302,36 +301,143 @@ def test_rerun_over_existing_output_changes_nothing_without_force(name: str, inp
 
 REPO = Path(__file__).resolve().parents[1]
 
-# The command in a child process whose os.replace waits 30 ms first: the window in which a temp file
-# exists is then wide enough for the "k-th temp file seen" kill points to land inside a write.
-PRELUDE = """
-import os, sys, time
-_replace = os.replace
-def _slow_replace(src, dst):
-    time.sleep(0.03)
-    return _replace(src, dst)
-os.replace = _slow_replace
-from cnnlab.cli import main
-sys.exit(main(sys.argv[1:]))
+# Each command runs as its own process, forked from one "zygote" that imported torch, torchvision,
+# torchmetrics and cnnlab once: a fresh interpreter per command cost 4-8 s of imports each. The zygote
+# forks before it computes anything, so no torch thread pool exists yet. A request sets up the child:
+# "slow": os.replace waits 30 ms first (the window in which a temp file exists is then wide enough
+# for the "k-th temp file seen" kill points to land inside a write); "limit": a file-size limit with
+# SIGXFSZ ignored (a write past it fails with EFBIG: a full disk); "ro": the folder bind-mounted
+# read-only in a private mount namespace (root, whom permissions do not stop).
+ZYGOTE = r"""
+import ctypes, json, os, signal, subprocess, sys, time, traceback, resource
+import torch, torchvision, torchmetrics  # noqa: F401  (the imports every child would repeat)
+import cnnlab.cli, cnnlab.commands.train, cnnlab.commands.valid, cnnlab.data.datasets  # noqa: F401
+
+def run(req):
+    if req.get("slow"):
+        _replace = os.replace
+        def slow_replace(src, dst):
+            time.sleep(0.03)
+            return _replace(src, dst)
+        os.replace = slow_replace
+    if req.get("limit"):  # stderr goes through a pipe to a helper process: the limit would cut its file
+        r, w = os.pipe()
+        if os.fork() != 0:
+            os.close(w)
+            with open(req["err"], "wb") as f:
+                while chunk := os.read(r, 65536):
+                    f.write(chunk)
+            _, status = os.wait()
+            return os.waitstatus_to_exitcode(status)
+        os.close(r)
+        os.dup2(w, 2)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (req["limit"], req["limit"]))
+    if req.get("ro"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        d = req["ro"]
+        ok = libc.unshare(0x00020000) == 0 and all(subprocess.run(c, capture_output=True).returncode == 0 for c in (
+            ["mount", "--make-rprivate", "/"], ["mount", "--bind", d, d], ["mount", "-o", "remount,ro,bind", d, d]))
+        if not ok:
+            return 77
+    if not req["argv"]:
+        return 0
+    return cnnlab.cli.main(req["argv"])
+
+for line in sys.stdin:
+    req = json.loads(line)
+    if "wait" in req:
+        _, status = os.waitpid(req["wait"], 0)
+        code = os.waitstatus_to_exitcode(status)
+        print(json.dumps({"code": code}), flush=True)
+        continue
+    pid = os.fork()
+    if pid == 0:
+        sys.stdin.close()
+        fd = os.open(req["err"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(fd, 2)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+        sys.stdout, sys.stderr = open(1, "w", closefd=False), open(2, "w", closefd=False)
+        try:
+            code = run(req)
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        sys.stdout.flush(); sys.stderr.flush()
+        os._exit(code)
+    print(json.dumps({"pid": pid}), flush=True)
 """
+
+
+class Zygote:
+    def __init__(self, tmp: Path) -> None:
+        env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), PYTHONDONTWRITEBYTECODE="1")
+        self.proc = subprocess.Popen([sys.executable, "-c", ZYGOTE], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.tmp = tmp
+        self.n = 0
+
+    def _ask(self, req: dict) -> dict:
+        assert self.proc.stdin and self.proc.stdout
+        self.proc.stdin.write(json.dumps(req) + "\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
+    def start(self, argv: list, **setup) -> "Child":
+        self.n += 1
+        err = self.tmp / f"stderr-{self.n}"
+        pid = self._ask({"argv": [str(a) for a in argv], "err": str(err), **setup})["pid"]
+        return Child(self, pid, err)
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+@dataclass
+class Child:
+    zygote: Zygote
+    pid: int
+    err_file: Path
+    returncode: int | None = None
+
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is None:
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def running(self) -> bool:
+        """Alive and not yet a zombie (a finished child stays in the table until the zygote reaps it)."""
+        try:
+            return Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except (FileNotFoundError, IndexError):
+            return False
+
+    def wait(self) -> tuple[int, str]:
+        if self.returncode is None:
+            self.returncode = self.zygote._ask({"wait": self.pid})["code"]
+        return self.returncode, self.err_file.read_text()
+
 
 # Representative writers → how many files each writes through a temp file (the temp kill points).
 KILLED = {"train": 6, "data shards": 8, "data darknet": 5, "darknet partial": 1, "valid": 1}
-# (writer, seed): two seeded points for the writers of many files, one for the others (each is a child process).
+# (writer, seed): two seeded points for the writers of many files, one for the others.
 KILL_CASES = [("train", 0), ("train", 1), ("data shards", 0), ("data shards", 1), ("data darknet", 0), ("darknet partial", 1), ("valid", 0)]
 
 
-def child(argv: list, wrap: list[str] | None = None, **kw) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), PYTHONDONTWRITEBYTECODE="1")
-    cmd = [*(wrap or []), sys.executable, "-c", PRELUDE, *map(str, argv)]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+@pytest.fixture(scope="module")
+def zygote(tmp_path_factory: pytest.TempPathFactory):
+    z = Zygote(tmp_path_factory.mktemp("zygote"))
+    yield z
+    z.close()
 
 
-def wait_for_temp(proc: subprocess.Popen, out: Path, k: int, timeout: float = 120) -> bool:
+def wait_for_temp(proc: Child, out: Path, k: int, timeout: float = 120) -> bool:
     """Until the k-th distinct hidden temp file has appeared under ``out`` (True) or the process ended."""
     seen: set[str] = set()
     end = time.monotonic() + timeout
-    while proc.poll() is None and time.monotonic() < end:
+    while proc.running() and time.monotonic() < end:
         if out.exists():
             seen.update(str(p) for p in out.rglob(".*.tmp"))
         if len(seen) >= k:
@@ -385,7 +491,7 @@ def assert_nothing_half_written(out: Path, ref: Path, what: str) -> None:
 
 
 @pytest.mark.parametrize("name, seed", KILL_CASES)
-def test_sigkill_at_seeded_points_leaves_nothing_half_written(name: str, seed: int, inputs: Inputs, tmp_path: Path, capsys) -> None:
+def test_sigkill_at_seeded_points_leaves_nothing_half_written(name: str, seed: int, inputs: Inputs, zygote: Zygote, tmp_path: Path, capsys) -> None:
     w = WRITERS[name]
     ref, out = tmp_path / "ref", tmp_path / "out"
     for d in (ref, out):
@@ -395,16 +501,15 @@ def test_sigkill_at_seeded_points_leaves_nothing_half_written(name: str, seed: i
     code, err = run_cli(capsys, w.argv(inputs, ref))
     assert code == 0, err
     kind, at = point = kill_point(name, seed)
-    proc = child(w.argv(inputs, out))
+    proc = zygote.start(w.argv(inputs, out), slow=True)
     try:
         if kind == "temp":
             assert wait_for_temp(proc, out, int(at)), f"{name} ended before its temp file {at} appeared"
         else:
             time.sleep(at)
-        proc.send_signal(signal.SIGKILL)
     finally:
-        proc.kill()
-        _, err = proc.communicate(timeout=60)
+        proc.send_signal(signal.SIGKILL)
+        _, err = proc.wait()
     assert "Traceback" not in err, err
     assert_nothing_half_written(out, ref, f"{name} killed at {point}")
 
@@ -433,25 +538,15 @@ FAULT_CASES = {
 }
 
 
-def _file_size_limit(limit: int) -> Callable[[], None]:
-    def preexec() -> None:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # so a write past the limit fails with EFBIG instead of killing
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
-    return preexec
-
-
-def _read_only(folder: Path) -> list[str]:
-    """A prefix that runs the command with ``folder`` read-only: a read-only bind mount for root (whom
-    permissions do not stop), mode 0555 for anyone else."""
+def _read_only(folder: Path, zygote: Zygote) -> dict:
+    """The child's setup that makes ``folder`` read-only: a read-only bind mount in a private mount
+    namespace for root (whom permissions do not stop), mode 0555 for anyone else."""
     if os.geteuid() != 0:
         folder.chmod(0o555)
-        return []
-    script = 'mount --bind "$0" "$0" && mount -o remount,ro,bind "$0" "$0" && exec "$@"'
-    probe = subprocess.run(["unshare", "-m", "sh", "-c", script, str(folder), "true"], capture_output=True) if shutil.which("unshare") else None
-    if probe is None or probe.returncode != 0:
+        return {}
+    if zygote.start([], ro=str(folder)).wait()[0] != 0:
         pytest.skip("running as root without mount namespaces: no way to make a folder read-only")
-    return ["unshare", "-m", "sh", "-c", script, str(folder)]
+    return {"ro": str(folder)}
 
 
 def _one_error_line(err: str, command: str) -> str:
@@ -464,7 +559,7 @@ def _one_error_line(err: str, command: str) -> str:
 
 @pytest.mark.parametrize("fault", ["disk full", "ctrl-c", "read-only"])
 @pytest.mark.parametrize("name", sorted(FAULT_CASES))
-def test_a_failed_write_is_one_line_and_loses_nothing(name: str, fault: str, inputs: Inputs, tmp_path: Path) -> None:
+def test_a_failed_write_is_one_line_and_loses_nothing(name: str, fault: str, inputs: Inputs, zygote: Zygote, tmp_path: Path) -> None:
     case = FAULT_CASES[name]
     out = tmp_path / "out"
     out.mkdir()
@@ -472,23 +567,20 @@ def test_a_failed_write_is_one_line_and_loses_nothing(name: str, fault: str, inp
         (out / file).write_bytes(data)
     argv = case.argv(inputs, out)
     if fault == "disk full":
-        proc = child(argv, preexec_fn=_file_size_limit(case.limit))
-        _, err = proc.communicate(timeout=120)
+        proc = zygote.start(argv, limit=case.limit)
     elif fault == "read-only":
-        proc = child(argv, wrap=_read_only(out))
-        _, err = proc.communicate(timeout=120)
+        proc = zygote.start(argv, **_read_only(out, zygote))
     else:
-        proc = child(argv)
+        proc = zygote.start(argv, slow=True)
         try:
             assert wait_for_temp(proc, out, 1), f"{name} ended before writing"
-            proc.send_signal(signal.SIGINT)
-            _, err = proc.communicate(timeout=120)
         finally:
-            proc.kill()
+            proc.send_signal(signal.SIGINT)
+    code, err = proc.wait()
     out.chmod(0o755)
     line = _one_error_line(err, name)
-    print(f"{name}, {fault}: exit {proc.returncode}: {line}")
-    assert proc.returncode not in (0, None), err
+    print(f"{name}, {fault}: exit {code}: {line}")
+    assert code != 0, err
     expect = {"disk full": "File too large", "ctrl-c": "interrupted", "read-only": ("Read-only file system", "Permission denied")}[fault]
     assert any(e in line for e in ([expect] if isinstance(expect, str) else expect)), line
     for file, data in case.user.items():
