@@ -11,12 +11,10 @@ import difflib
 import errno
 import importlib
 import sys
-from pathlib import Path
 from typing import Any, NoReturn
 
 from cnnlab.commands import COMMANDS
 from cnnlab.errors import CnnlabError
-from cnnlab.fileio import write_error
 
 
 class Parser(argparse.ArgumentParser):
@@ -77,12 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         if e.errno not in _WRITE_ERRNOS:
             raise
-        # a write outside cnnlab.fileio's writers (a log line, a library's file): still one line
-        print(f"{_rank_prefix()}cnnlab {args.command}: error: {write_error(Path(e.filename or '?'), e)}", file=sys.stderr)
+        # a file operation outside cnnlab.fileio's writers (a folder made, a log line appended): still one line
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"{_rank_prefix()}cnnlab {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
         return 1
 
 
-# Disk full, file too large, quota, read-only filesystem, no permission.
+# Disk full, file too large, quota, read-only filesystem, no permission: the system's own words suffice.
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
