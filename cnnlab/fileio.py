@@ -60,14 +60,15 @@ def atomic_writer(path: Path) -> Iterator[IO[bytes]]:
     file private whatever the umask).
     """
     path = Path(path)
+    made: list[Path] = []  # the temp file's name, known before it exists: a Ctrl-C right after the open still removes it
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = _create_temp(path)
-    except OSError as e:
-        raise write_error(path, e) from None
-    f = os.fdopen(fd, "wb")
-    rec = _Recorder(f)
-    try:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = _create_temp(path, made)
+        except OSError as e:
+            raise write_error(path, e) from None
+        f = os.fdopen(fd, "wb")
+        rec = _Recorder(f)
         try:
             yield rec  # type: ignore[misc]
         except BaseException:
@@ -79,12 +80,13 @@ def atomic_writer(path: Path) -> Iterator[IO[bytes]]:
             f.flush()
             os.fsync(f.fileno())
             f.close()
-            os.replace(tmp, path)
+            os.replace(made[0], path)
         except OSError as e:
             _close_quietly(f)
             raise write_error(path, e) from None
     except BaseException:
-        tmp.unlink(missing_ok=True)  # disk full, Ctrl-C, a bug: no temp file left beside the user's
+        for tmp in made:
+            tmp.unlink(missing_ok=True)  # disk full, Ctrl-C, a bug: no temp file left beside the user's
         raise
 
 
@@ -95,13 +97,13 @@ def _close_quietly(f: IO[bytes]) -> None:
         pass
 
 
-def _create_temp(path: Path) -> tuple[int, Path]:
+def _create_temp(path: Path, made: list[Path]) -> int:
     for _ in range(100):
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+        made[:] = [path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")]
         try:
-            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+            return os.open(made[0], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:
-            continue
+            made.clear()  # another's file: never ours to remove
     raise FileExistsError(errno.EEXIST, f"no free temporary name beside {path}")
 
 
