@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import errno
 import importlib
 import sys
 from typing import Any, NoReturn
@@ -71,6 +72,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"cnnlab {args.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:
+        if e.errno not in _WRITE_ERRNOS:
+            raise
+        # a file operation outside cnnlab.fileio's writers (a folder made, a log line appended): still one line
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"{_rank_prefix()}cnnlab {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 1
+
+
+# Disk full, file too large, quota, read-only filesystem, no permission: the system's own words suffice.
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 def _rank_prefix() -> str:

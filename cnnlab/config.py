@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 
 from cnnlab.errors import CnnlabError
+from cnnlab.fileio import write_text_atomic
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 
@@ -192,7 +193,7 @@ def to_dict(cfg: TrainConfig) -> dict:
 
 def save(cfg: TrainConfig, path: Path, extra: dict | None = None) -> None:
     doc = to_dict(cfg)
-    path.write_text(yaml.safe_dump(doc, sort_keys=False) + (yaml.safe_dump(extra, sort_keys=False) if extra else ""))
+    write_text_atomic(path, yaml.safe_dump(doc, sort_keys=False) + (yaml.safe_dump(extra, sort_keys=False) if extra else ""))
 
 
 def load_saved(path: Path) -> dict:

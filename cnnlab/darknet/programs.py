@@ -27,6 +27,7 @@ from cnnlab.darknet.textfiles import path_part_as_text as _shown
 from cnnlab.darknet.textfiles import read_lines
 from cnnlab.darknet.weights import WeightsHeader, save_weights
 from cnnlab.errors import CnnlabError
+from cnnlab.fileio import atomic_writer
 
 f32 = np.float32
 
@@ -204,7 +205,8 @@ def _draw(pixels: np.ndarray, d: Detections, thresh: float, names: list[str], ou
         draw.rectangle([left, top, right, bot], outline=rgb, width=width_px)
         draw.text((left + 2, max(0, top - 12)), ", ".join(names[j] for j in hits), fill=rgb)
     out_png.parent.mkdir(parents=True, exist_ok=True)
-    im.save(out_png)
+    with atomic_writer(out_png) as f:
+        im.save(f, format="PNG")
 
 
 def _print_pjreddie(d: Detections, thresh: float, names: list[str], out: TextIO) -> None:

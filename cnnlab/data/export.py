@@ -14,6 +14,7 @@ from PIL import Image
 
 from cnnlab.data.sources.base import BadImage, ImageSource
 from cnnlab.errors import CnnlabError
+from cnnlab.fileio import atomic_writer
 
 
 def _safe(name: str) -> str:
@@ -46,7 +47,8 @@ def export_class_folders(source: ImageSource, out: Path, split: str, per_class: 
         folder = target / _safe(source.classes[label])
         folder.mkdir(parents=True, exist_ok=True)
         array = image.permute(1, 2, 0).numpy()
-        Image.fromarray(array[..., 0] if array.shape[2] == 1 else array).save(folder / f"{i:06d}.png")
+        with atomic_writer(folder / f"{i:06d}.png") as f:
+            Image.fromarray(array[..., 0] if array.shape[2] == 1 else array).save(f, format="PNG")
         taken[label] += 1
         written += 1
     return written

@@ -7,9 +7,7 @@ the preprocessing, so ``valid`` and ``predict`` need nothing but the file. Train
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ import torch
 from torch import nn
 
 from cnnlab.errors import CnnlabError
+from cnnlab.fileio import atomic_writer
 from cnnlab.model_meta import Preprocess
 from cnnlab.models import Classifier, create_model
 
@@ -25,25 +24,10 @@ FORMAT = "cnnlab-checkpoint/1"
 
 
 def save_atomic(obj: dict, path: Path) -> None:
-    """Write to a temp file in the same folder, fsync, then rename: a kill never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file normal permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    """Hidden temp file in the same folder, fsync, then rename (:func:`cnnlab.fileio.atomic_writer`):
+    a kill never leaves half a file, a full disk is one line naming the file."""
+    with atomic_writer(path) as f:
+        torch.save(obj, f)
 
 
 def resolve_path(path: str | Path) -> Path:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cnnlab.errors import CnnlabError
-from cnnlab.fileio import write_json_atomic
+from cnnlab.fileio import atomic_writer, write_json_atomic, write_text_atomic
 
 
 def git_revision() -> str:
@@ -171,9 +171,7 @@ def keep_jsonl(path: Path, keep: Callable[[dict], bool]) -> None:
     records = read_jsonl(path)
     kept = [r for r in records if keep(r)]
     if len(kept) != len(records):
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        tmp.replace(path)
+        write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -208,7 +206,8 @@ def plot_curves(records: list[dict], path: Path) -> None:
         if ax.lines:
             ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_writer(path) as f:
+        fig.savefig(f, format="png", dpi=100)
     plt.close(fig)
 
 
@@ -234,5 +233,6 @@ def plot_confusion(confusion: list[list[int]], classes: list[str], path: Path, m
                         ax.text(j, i, int(m[i, j]), ha="center", va="center", fontsize=7, color="white" if m[i, j] > rows[i, 0] / 2 else "black")
     ax.set(xlabel="predicted", ylabel="true", title="confusion matrix (row-normalised)")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_writer(path) as f:
+        fig.savefig(f, format="png", dpi=100)
     plt.close(fig)

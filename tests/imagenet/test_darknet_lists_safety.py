@@ -50,7 +50,7 @@ def test_lists_written_before_are_kept_without_force(tmp_path: Path, capsys: pyt
     assert not list(root.glob(".*.tmp"))
 
 
-def test_a_failed_write_leaves_no_part_of_a_list(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_write_leaves_no_part_of_a_list(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     """Every list is complete or absent: a failure while writing (disk full) never leaves half of one."""
     root = _tree(tmp_path / "data")
     from cnnlab import fileio
@@ -65,7 +65,8 @@ def test_a_failed_write_leaves_no_part_of_a_list(tmp_path: Path, monkeypatch: py
         real_replace(src, dst)
 
     monkeypatch.setattr(fileio.os, "replace", failing_replace)
-    with pytest.raises(OSError):
-        main(["data", "darknet", str(root)])
+    assert main(["data", "darknet", str(root)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error: cannot write" in err and "No space left on device" in err, err
     assert sorted(p.name for p in root.iterdir() if p.is_file()) == ["labels.txt", "names.list"]
     assert (root / "labels.txt").read_text() == f"{A}\n{B}\n"

@@ -72,13 +72,14 @@ def test_killed_writer_resumes_to_identical_shards(folders, tmp_path):
     proc = subprocess.run([sys.executable, "-c", _KILLER, str(folders), str(out)], env=env, cwd=REPO, capture_output=True, timeout=120)
     assert proc.returncode == -9, proc.stderr.decode()[-2000:]
     assert (out / "train-000000.idx.json").is_file()  # first shard finished
-    assert (out / "train-000001.tar.tmp").is_file() and not (out / "train-000001.tar").exists()
+    assert list(out.glob(".train-000001.tar.*.tmp")) and not (out / "train-000001.tar").exists()  # hidden temp name
     assert not (out / "manifest.json").exists()
     with pytest.raises(CnnlabError, match="did not finish"):
         ShardSource(out)
     write_split(folders, out)  # the same command again
     write_split(folders, tmp_path / "clean")
     assert tar_bytes(out) == tar_bytes(tmp_path / "clean")
+    assert not list(out.glob(".*.tmp"))  # the killed run's temp file is cleared on resume
     assert len(ShardSource(out)) == 3 * PER_CLASS
 
 

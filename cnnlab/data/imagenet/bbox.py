@@ -16,6 +16,7 @@ from typing import Iterator
 
 from cnnlab.data.imagenet.archive import unsafe_reason
 from cnnlab.errors import CnnlabError
+from cnnlab.fileio import write_text_atomic
 
 HEADER = ["filename", "wnid", "xmin", "ymin", "xmax", "ymax"]
 
@@ -122,20 +123,18 @@ def convert_bboxes(source: Path, out_csv: Path, relative: bool = False) -> dict[
     for name, data in _iter_xml(source, fixes):
         rows.extend(parse_xml(name, data, fixes))
     rows.sort()
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_csv.with_name(f".{out_csv.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(HEADER)
-        for filename, wnid, x0, y0, x1, y1, width, height in rows:
-            if relative:
-                if not width or not height:
-                    fixes["dropped_no_size_for_relative"] += 1
-                    continue
-                w.writerow([filename, wnid, f"{x0 / width:.6f}", f"{y0 / height:.6f}", f"{x1 / width:.6f}", f"{y1 / height:.6f}"])
-            else:
-                w.writerow([filename, wnid, *(_fmt(v) for v in (x0, y0, x1, y1))])
-    tmp.replace(out_csv)
+    f = io.StringIO(newline="")  # the whole CSV in memory (a few MB for ILSVRC), then one atomic write
+    w = csv.writer(f)
+    w.writerow(HEADER)
+    for filename, wnid, x0, y0, x1, y1, width, height in rows:
+        if relative:
+            if not width or not height:
+                fixes["dropped_no_size_for_relative"] += 1
+                continue
+            w.writerow([filename, wnid, f"{x0 / width:.6f}", f"{y0 / height:.6f}", f"{x1 / width:.6f}", f"{y1 / height:.6f}"])
+        else:
+            w.writerow([filename, wnid, *(_fmt(v) for v in (x0, y0, x1, y1))])
+    write_text_atomic(out_csv, f.getvalue())
     if fixes["files"] == 0:
         raise CnnlabError(f"no PASCAL VOC XML files found in {source}; pass the ILSVRC2012_bbox_*.tar.gz or its folder")
     return dict(sorted(fixes.items()))

@@ -9,6 +9,8 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
+from cnnlab.fileio import write_text_atomic
+
 
 def _package_file(package: str, *parts: str) -> Path | None:
     """A data file inside an installed package, found without importing it (importing timm costs
@@ -59,7 +61,7 @@ def standard_1k() -> list[str]:
 def write_labels(out_dir: Path, wnids: list[str]) -> Path:
     """``labels.txt``: sorted wnids, line number (0-based) = class index."""
     path = out_dir / "labels.txt"
-    path.write_text("".join(f"{w}\n" for w in sorted(wnids)))
+    write_text_atomic(path, "".join(f"{w}\n" for w in sorted(wnids)))
     return path
 
 
@@ -78,7 +80,7 @@ def write_synsets_tsv(out_dir: Path, wnids: list[str], extra: dict[str, tuple[st
         definition = dfn.get(w) or e_def
         lines.append(f"{i}\t{w}\t{_clean(lemma)}\t{_clean(definition)}\n")
     path = out_dir / "synsets.tsv"
-    path.write_text("".join(lines), encoding="utf-8")
+    write_text_atomic(path, "".join(lines))
     return path
 
 

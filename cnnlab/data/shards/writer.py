@@ -5,7 +5,7 @@
 * **Determinism.** Images are decoded, resized (shorter side to ``resize``, never enlarged) and
   re-encoded by Pillow with fixed options; tar headers have fixed mtime/uid/gid/mode and members are
   written in sorted order. The same source and settings give byte-identical shards.
-* **Atomic and resumable.** Each shard is written to ``*.tmp`` and renamed, then its index; a shard
+* **Atomic and resumable.** Each shard is written to a hidden ``.NAME.*.tmp`` and renamed, then its index; a shard
   counts as done when its index exists. A killed writer re-run with the same settings skips the
   finished shards and rewrites the rest; other settings, or a folder that is not ours, are refused.
 * **Bad samples** (``BadImage`` from the source) are skipped, counted and listed in the manifest.
@@ -17,7 +17,6 @@ import csv
 import io
 import json
 import multiprocessing as mp
-import os
 import tarfile
 import time
 from collections import Counter
@@ -34,7 +33,7 @@ from cnnlab.data.shards import format as fmt
 from cnnlab.data.shards.jpeg import add_marker_table, restart_blocks
 from cnnlab.data.sources.base import BadImage, ImageSource
 from cnnlab.errors import CnnlabError
-from cnnlab.fileio import write_json_atomic
+from cnnlab.fileio import atomic_writer, remove_stale_temps, write_json_atomic
 
 SMALL_SIDE = 64  # "auto" stores images this small (MNIST, CIFAR, digits) losslessly as PNG
 IMAGE_FORMATS = ("auto", "jpg", "png")
@@ -96,10 +95,9 @@ def _write_shard(k: int) -> None:
     boxes: dict = _JOB["boxes"]
     counter = _JOB.get("counter")  # shared with the parent (worker processes)
     tick = _JOB.get("tick")  # the progress bar itself (writing in this process)
-    tmp = out / (fmt.shard_file(name, k) + ".tmp")
     entries: list[list] = []
     skipped: list[str] = []
-    with open(tmp, "wb") as f, tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+    with atomic_writer(out / fmt.shard_file(name, k)) as f, tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tar:
         for pos in range(k * size, min(len(order), (k + 1) * size)):
             i = int(order[pos])
             try:
@@ -125,7 +123,6 @@ def _write_shard(k: int) -> None:
                     entries.append([key, tar.offset + fmt.TAR_HEADER, len(payload), label, ext])
                 tar.addfile(fmt.tar_info(f"{key}.{suffix}", len(payload)), io.BytesIO(payload))
             _count(counter, tick)
-    os.replace(tmp, out / fmt.shard_file(name, k))
     write_json_atomic(out / fmt.index_file(name, k), {"samples": entries, "skipped": skipped})
 
 
@@ -158,6 +155,7 @@ def _check_out(out: Path, settings: fmt.Settings) -> None:
     if not out.exists():
         out.mkdir(parents=True)
         return
+    remove_stale_temps(out)  # a killed run's half shard, under a hidden temporary name
     if not out.is_dir():
         raise CnnlabError(f"--out {out} is a file: give a folder (new, or one this command wrote)")
     saved = out / fmt.SETTINGS
