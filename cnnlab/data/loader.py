@@ -40,7 +40,8 @@ class ResumableSampler(Sampler[tuple[int, int]]):
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         self.epoch, self.start = epoch, start
 
-    def _indices(self) -> list[int]:
+    def indices(self) -> list[int]:
+        """This rank's whole order for the current epoch (``start`` not applied)."""
         if self.shuffle:
             g = torch.Generator().manual_seed(self.seed + 10_007 * self.epoch)
             order = torch.randperm(self.n, generator=g).tolist()
@@ -51,11 +52,11 @@ class ResumableSampler(Sampler[tuple[int, int]]):
         return order[self.rank :: self.world]
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        for i in self._indices()[self.start :]:
+        for i in self.indices()[self.start :]:
             yield (self.epoch, i)
 
     def __len__(self) -> int:
-        return max(0, len(self._indices()) - self.start)
+        return max(0, len(self.indices()) - self.start)
 
 
 class TransformedSource(Dataset):

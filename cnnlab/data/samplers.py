@@ -33,7 +33,8 @@ class ClassBalancedSampler(Sampler[tuple[int, int]]):
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         self.epoch, self.start = epoch, start
 
-    def _indices(self) -> list[int]:
+    def indices(self) -> list[int]:
+        """This rank's whole order for the current epoch (``start`` not applied)."""
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + 10_007 * self.epoch + 17)
         classes = torch.randint(len(self.members), (self.n,), generator=g)
         picks = torch.rand(self.n, generator=g, dtype=torch.float64)
@@ -43,7 +44,7 @@ class ClassBalancedSampler(Sampler[tuple[int, int]]):
         return order[: self.n - self.n % self.world][self.rank :: self.world]
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        for i in self._indices()[self.start :]:
+        for i in self.indices()[self.start :]:
             yield (self.epoch, i)
 
     def __len__(self) -> int:

@@ -186,7 +186,20 @@ def run_epoch(r: Run, preempt: Preemption) -> Report:
     images_before = state.seen
     train_one_epoch(t, r.train_loader, state, bad_log, after_step, progress)
     progress.close()
+    check_dropped_tail(r.train_loader, state.epoch, bad_log)
     return end_epoch(r, bad_log, time.perf_counter() - t0, images_before)
+
+
+def check_dropped_tail(loader, epoch: int, bad_log: BadImageLog) -> None:
+    """The last partial batch is dropped (every step a full batch, equal steps on every rank), so its
+    samples are never trained on; read them anyway so that a bad one among them is counted and reported."""
+    order = loader.sampler.indices()
+    tail = order[len(order) // loader.batch_size * loader.batch_size :]
+    for index in tail:
+        image, reason, _ = loader.dataset[(epoch, index)]
+        bad_log.seen += 1
+        if image is None:
+            bad_log.bad[reason] = None
 
 
 def end_epoch(r: Run, bad_log: BadImageLog, seconds: float, images_before: int) -> Report:

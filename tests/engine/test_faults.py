@@ -86,3 +86,26 @@ def test_two_processes_on_one_run_directory(cli, tiny_run: Path, tmp_path: Path)
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_bad_image_in_the_dropped_last_batch_is_reported(cli, tmp_path: Path) -> None:
+    """6 training images, batch 4: the epoch's last 2 samples are never trained on; a bad one there counts."""
+    from PIL import Image
+
+    from cnnlab.data.loader import ResumableSampler
+
+    files = []
+    for split, n in (("train", 3), ("val", 2)):
+        for c, colour in (("a", (200, 0, 0)), ("b", (0, 0, 200))):
+            (tmp_path / "data" / split / c).mkdir(parents=True)
+            for i in range(n):
+                p = tmp_path / "data" / split / c / f"{i}.png"
+                Image.new("RGB", (12, 12), colour).save(p)
+                files += [p] if split == "train" else []
+    order = ResumableSampler(6, seed=0, shuffle=True, drop_last=True).indices()
+    files[order[-1]].write_text("not pixels")  # sorted class, then file: source index == position in files
+    r = cli("train", "--model", "lenet5", "--data", tmp_path / "data", "--epochs", "1", "--batch-size", "4", "--workers", "0",
+            "--no-progress", "--max-bad-fraction", "0.5", "--out", tmp_path / "run")  # fmt: skip
+    assert r.code == 0, r.err
+    bad = json.loads((tmp_path / "run" / "summary.json").read_text())["bad_images"]
+    assert len(bad) == 1 and str(files[order[-1]]) in bad[0], bad

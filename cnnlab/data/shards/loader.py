@@ -169,7 +169,8 @@ class ShardSampler(Sampler[tuple[int, int]]):
         g = torch.Generator().manual_seed(self.seed + 10_007 * self.epoch)
         return torch.randperm(n_shards, generator=g).tolist()
 
-    def _indices(self) -> list[int]:
+    def indices(self) -> list[int]:
+        """This rank's whole order for the current epoch (``start`` not applied)."""
         order = self._shard_order()
         mine = order[self.rank :: self.world]
         out: list[int] = []
@@ -185,11 +186,11 @@ class ShardSampler(Sampler[tuple[int, int]]):
         return out
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        for i in self._indices()[self.start :]:
+        for i in self.indices()[self.start :]:
             yield (self.epoch, i)
 
     def __len__(self) -> int:
-        return max(0, len(self._indices()) - self.start)
+        return max(0, len(self.indices()) - self.start)
 
 
 def make_shard_loader(
