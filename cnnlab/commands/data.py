@@ -13,7 +13,7 @@ NAME = "data"
 HELP = "prepare datasets: ImageNet URL lists, ILSVRC archives, bounding boxes, darknet lists, shards"
 
 # Sub-command module suffixes, in the order `cnnlab data --help` lists them.
-SUBCOMMANDS: list[str] = ["urls", "ilsvrc", "bbox", "darknet", "shards"]
+SUBCOMMANDS: list[str] = ["urls", "ilsvrc", "bbox", "darknet", "shards", "shapes"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
