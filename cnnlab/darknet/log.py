@@ -62,6 +62,24 @@ class DarknetLog(RunLogger):
             line += f", {(max_batches - batch_num) * seconds / 3600:f} hours left"
         self.info(line)
 
+    def detector_update(self, batch_num: int, loss_sum: float, images: int, rate: float, max_batches: int, loaded: float) -> None:
+        """``train_detector``'s lines for an update (its loss is the summed cost over the update's images)."""
+        seconds = time.perf_counter() - self.t0 - loaded
+        self.info(f"Loaded: {loaded:f} seconds")
+        loss = loss_sum / images
+        self.avg_loss = loss if self.avg_loss == -1 else self.avg_loss
+        self.avg_loss = self.avg_loss * 0.9 + loss * 0.1
+        if self.flavor == "alexeyab":
+            hours = (max_batches - batch_num) * (seconds + loaded) / 3600
+            self.info(f"\n {batch_num}: {loss:f}, {self.avg_loss:f} avg loss, {rate:f} rate, {seconds:f} seconds, {batch_num * images} images, {hours:f} hours left")
+        else:
+            self.info(f"{batch_num}: {loss:f}, {self.avg_loss:f} avg, {rate:f} rate, {seconds:f} seconds, {batch_num * images} images")
+
+    def detection_layers(self, lines: list[str]) -> None:
+        """The per-layer statistics darknet prints for each [yolo]/[region] layer of a micro-batch."""
+        for line in lines:
+            self.info(line)
+
     def topk(self, line: str) -> None:
         self.info(line)
 

@@ -78,13 +78,19 @@ class TrainSamples(Dataset):
             if path in self.bad:
                 continue
             try:
-                image = load_image(resolve_data_path(path, self.data_file))
+                image, target = self.make(path, label, k)
             except CnnlabError as e:
                 self.bad[path] = f"{path}: {e}"
                 self.new_bad.append(self.bad[path])
                 continue
-            return torch.from_numpy(self.augment(image, k)), label, i
+            return image, target, i
         raise CnnlabError(f"none of the images in {self.listing} can be read")
+
+    def make(self, path: str, label: int, k: int) -> tuple[torch.Tensor, int]:
+        """Sample ``k`` of the run from image ``path``: the augmented image and its target (raises
+        :class:`CnnlabError` when it cannot be read)."""
+        image = load_image(resolve_data_path(path, self.data_file))
+        return torch.from_numpy(self.augment(image, k)), label
 
 
 class Feed:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -94,22 +95,42 @@ class Batch:
     indices: torch.Tensor  # (B,) positions in the source
     bad: list[str] = field(default_factory=list)  # "path: reason" of the samples dropped here
     size: int = 0  # samples drawn, good and bad
+    # Detection: (B, M, 5) float32 [cls, xc, yc, w, h] relative to the image, padded with cls = -1
+    # rows (M = most boxes of an image in the batch); labels are then -1.
+    boxes: torch.Tensor | None = None
 
     def pin_memory(self) -> "Batch":
         self.images, self.labels = self.images.pin_memory(), self.labels.pin_memory()
+        if self.boxes is not None:
+            self.boxes = self.boxes.pin_memory()
         return self
 
 
+def pad_boxes(per_image: list[np.ndarray]) -> torch.Tensor:
+    """Images' (N_i, 5) box arrays as one (B, max N_i, 5) tensor padded with cls = -1 rows."""
+    out = torch.full((len(per_image), max([len(b) for b in per_image] + [1]), 5), -1.0)
+    for k, b in enumerate(per_image):
+        out[k, : len(b)] = torch.as_tensor(np.asarray(b, np.float32).reshape(-1, 5))
+    return out
+
+
 def collate(items: list) -> Batch:
-    good = [(img, label, i) for img, label, i in items if img is not None]
+    """Samples ``(image, target, index)`` (image None: target is why it is bad) into a :class:`Batch`;
+    a target is a class index, or an (N, 5) box array for detection."""
+    good = [(img, target, i) for img, target, i in items if img is not None]
     bad = [reason for img, reason, _ in items if img is None]
+    boxes = None
     if good:
         images = torch.stack([g[0] for g in good])
-        labels = torch.tensor([g[1] for g in good], dtype=torch.int64)
         indices = torch.tensor([g[2] for g in good], dtype=torch.int64)
+        if isinstance(good[0][1], np.ndarray):
+            boxes = pad_boxes([g[1] for g in good])
+            labels = torch.full((len(good),), -1, dtype=torch.int64)
+        else:
+            labels = torch.tensor([g[1] for g in good], dtype=torch.int64)
     else:
         images, labels, indices = torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.int64), torch.empty(0, dtype=torch.int64)
-    return Batch(images, labels, indices, bad, len(items))
+    return Batch(images, labels, indices, bad, len(items), boxes)
 
 
 def make_loader(
