@@ -4,6 +4,7 @@
     cnnlab darknet classifier valid DATA CFG WEIGHTS
     cnnlab darknet classifier train DATA CFG [WEIGHTS] [--max-batches N] [--force] [-clear] [-topk]
     cnnlab darknet detector test DATA CFG WEIGHTS [IMAGE] [-thresh T] [-out NAME] [--force]
+    cnnlab darknet detector train DATA CFG [WEIGHTS] [-map] [-dont_show] [-clear] [--max-batches N] [--force]
     cnnlab darknet partial CFG WEIGHTS OUT N [--force]
     cnnlab darknet convert CFG WEIGHTS OUT.pt [--data FILE | --names FILE] [--force]
     cnnlab darknet layers CFG                 (the layer table darknet prints)
@@ -55,7 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     _common(tr)
     tr.set_defaults(_dn=_train)
 
-    det = sub.add_parser("detector", help="detector test").add_subparsers(dest="mode", metavar="MODE", required=True)
+    det = sub.add_parser("detector", help="detector test | train | map | valid | calc_anchors").add_subparsers(dest="mode", metavar="MODE", required=True)
     te = det.add_parser("test", help="detect objects in one image, write NAME.png with the boxes", allow_abbrev=False)
     te.add_argument("data")
     te.add_argument("cfg")
@@ -71,6 +72,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     te.add_argument("--force", action="store_true", help="overwrite NAME.png if it exists")
     _common(te)
     te.set_defaults(_dn=_test)
+
+    dt = det.add_parser("train", help="train a detector cfg as darknet does, writing .weights backups", allow_abbrev=False)
+    dt.add_argument("data")
+    dt.add_argument("cfg")
+    dt.add_argument("weights", nargs="?", help="start from these weights (a backup resumes from its seen; a .conv.N file loads its layers)")
+    dt.add_argument("-map", "--map", action="store_true", dest="calc_map", help="AlexeyAB: mAP on valid= every 4 epochs and at the end; writes _best.weights")
+    dt.add_argument("-dont_show", action="store_true", help="accepted for AlexeyAB's command lines (cnnlab never opens a window)")
+    dt.add_argument("-clear", "--clear", action="store_true", dest="clear", help="restart the iteration counter at 0 (seen=0)")
+    dt.add_argument("-iou_thresh", type=float, default=0.5, help="IoU threshold of -map (default .5)")
+    dt.add_argument("-thresh", type=float, default=0.25, help="confidence threshold of -map's precision/recall (default .25)")
+    dt.add_argument("--max-batches", type=int, default=None, help="override [net] max_batches=")
+    dt.add_argument("--force", action="store_true", help="overwrite existing weights files in backup=")
+    dt.add_argument("--seed", type=int, default=0, help="image order, augmentation and sizes (default 0)")
+    _common(dt)
+    dt.set_defaults(_dn=_detector_train)
 
     pa = sub.add_parser("partial", help="keep the first N layers' weights (seen reset)", allow_abbrev=False)
     pa.add_argument("cfg")
@@ -116,6 +132,16 @@ def _train(a: argparse.Namespace) -> int:
     from cnnlab.darknet.train import train_classifier
 
     train_classifier(a.data, a.cfg, a.weights, a.flavor, a.max_batches, a.force, a.clear, a.allow_partial, a.seed, a.topk)
+    return 0
+
+
+def _detector_train(a: argparse.Namespace) -> int:
+    from cnnlab.darknet.detector_train import train_detector
+
+    train_detector(
+        a.data, a.cfg, a.weights, flavor=a.flavor, max_batches=a.max_batches, force=a.force, clear=a.clear,
+        allow_partial=True, seed=a.seed, calc_map=a.calc_map, iou_thresh=a.iou_thresh, thresh=a.thresh,
+    )
     return 0
 
 
