@@ -14,6 +14,7 @@ from __future__ import annotations
 import sys
 
 import torch
+from torch import nn
 
 from cnnlab.darknet.cfg import read_cfg
 from cnnlab.darknet.layers import Connected, Convolutional
@@ -161,15 +162,21 @@ def create_darknet_classifier(
 
 def create_darknet_model(
     name: str, num_classes: int | None = None, in_chans: int | None = None, cfg_text: str | None = None, flavor: str = "pjreddie"
-) -> DarknetClassifier | DarknetNet:
+) -> nn.Module:
     """The model registry's builder for ``darknet:PATH.cfg``: a classifier cfg becomes a
-    :class:`DarknetClassifier`; a detector cfg ([yolo]/[region]) its :class:`DarknetNet`."""
+    :class:`DarknetClassifier`; a detector cfg ([yolo]/[region]) a
+    :class:`~cnnlab.darknet.detector_model.DarknetDetector`."""
     if cfg_text is None and name.startswith(PREFIX):
         _, cfg_text = read_cfg(name[len(PREFIX) :])
     if cfg_text is not None and DarknetNet(cfg_text, flavor, name[len(PREFIX) :] or "<cfg>").is_detector:
-        if num_classes is not None or in_chans is not None:
-            raise CnnlabError(f"{name} is a detector ([yolo]/[region]): its classes and channels are set in the cfg")
-        return DarknetNet(cfg_text, flavor, name[len(PREFIX) :] or "<cfg>")
+        from cnnlab.darknet.detector_model import DarknetDetector
+
+        net = DarknetNet(cfg_text, flavor, name[len(PREFIX) :] or "<cfg>")
+        if num_classes is not None and num_classes != net.classes:
+            raise CnnlabError(f"{name} detects {net.classes} classes ([yolo]/[region] classes=) but the data has {num_classes}; edit the cfg")
+        if in_chans is not None and in_chans != net.channels:
+            raise CnnlabError(f"{name} takes {net.channels}-channel input ([net] channels=); edit the cfg for {in_chans}")
+        return DarknetDetector(cfg_text, flavor, net.source)
     return create_darknet_classifier(name, num_classes, in_chans, cfg_text, flavor)
 
 

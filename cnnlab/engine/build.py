@@ -60,9 +60,13 @@ def build_preprocess(model: nn.Module, overrides: dict) -> Preprocess:
     return pre
 
 
-def load_data(cfg: TrainConfig, data: Data, pre: Preprocess, dist: Dist, pin: bool):
+def load_data(cfg: TrainConfig, data: Data, pre: Preprocess, dist: Dist, pin: bool, task=None, model: nn.Module | None = None):
     """``(train_loader, val_loader)``, each this rank's share: training batches drop the remainder so
-    every rank takes the same number of steps; validation keeps every image exactly once."""
+    every rank takes the same number of steps; validation keeps every image exactly once. A task
+    with loaders of its own (detection) gives them."""
+    own = task.loaders(cfg, data, model, dist.rank, dist.world, pin) if task is not None else None
+    if own is not None:
+        return own
     train = _shard_loader(data.train, pre, cfg, dist, pin)
     if train is None:
         tf = train_transform(pre, cfg.crop, cfg.rrc_scale, cfg.rrc_ratio, cfg.hflip, cfg.rotation, cfg.translate, cfg.scale, cfg.color_jitter)

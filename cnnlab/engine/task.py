@@ -112,6 +112,11 @@ class Task(ABC):
     def evaluator(self) -> Evaluator:
         """A fresh evaluator for one pass."""
 
+    def loaders(self, cfg: Any, data: Any, model: nn.Module, rank: int, world: int, pin: bool) -> tuple | None:
+        """The task's own ``(train, val)`` loaders (e.g. images resized with their boxes), or None for
+        the engine's image loaders."""
+        return None
+
     def extra_state(self, model: nn.Module, loader_factory: Any) -> dict:
         """Anything besides the weights that using the model later needs (saved in the checkpoint)."""
         return {}

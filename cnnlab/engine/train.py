@@ -124,7 +124,7 @@ def setup(cfg: TrainConfig, resume: str | None, dist: Dist, device: torch.device
     if ckpt is None:
         ckpt_mod.start_weights(model, cfg.init, cfg.finetune)
     normalize = prepare_for_training(model, pre, cfg, device, amp)
-    train_loader, val_loader = load_data(cfg, data, pre, dist, pin=device.type == "cuda")
+    train_loader, val_loader = load_data(cfg, data, pre, dist, pin=device.type == "cuda", task=task, model=model)
     spe = steps_per_epoch(len(train_loader), cfg, len(data.train), dist.world)
     optimizer, scheduler = build_optimization(model, cfg, spe)
     scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)

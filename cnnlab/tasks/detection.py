@@ -1,0 +1,129 @@
+"""Detection: boxes per image, the loss of darknet's [yolo]/[region] heads, evaluated by mAP.
+
+``cnnlab train --task detect --model darknet:CFG --data FILE.data`` trains the same network as
+``cnnlab darknet detector train`` through the engine's own front door: its run folder, checkpoints
+(exact resume), logger, any number of processes and the per-epoch mAP. What differs from the darknet
+command is only what the engine owns: the optimizer and schedule come from ``--opt``/``--lr``/
+``--sched`` (not the cfg's [net]), the loss is averaged over the images of a micro-batch, and
+checkpoints are cnnlab's (``cnnlab darknet`` programs read ``.weights``; convert with the model's
+``save_weights``).
+
+The loaders are the task's (:meth:`Detection.loaders`): images and boxes go through darknet's
+detection augmentation (``jitter``, flip, HSV, letterbox as the cfg says), seeded per
+``(epoch, index)`` so a resumed run sees the same samples.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from cnnlab.darknet.box_augment import BoxAugment, eval_transform
+from cnnlab.darknet.detector_task import MapEvaluator, MapSettings
+from cnnlab.darknet.yolo_loss import detection_loss
+from cnnlab.data.loader import Batch, ResumableSampler, batch_loader, sample_seed
+from cnnlab.data.sources.base import BadImage
+from cnnlab.engine.task import TASKS, Task
+from cnnlab.errors import CnnlabError
+from cnnlab.models import create_model
+from cnnlab.models.layers import unwrap
+
+
+def darknet_net(model: nn.Module) -> Any:
+    """The :class:`DarknetNet` inside a (DDP-wrapped) detector."""
+    m = unwrap(getattr(model, "module", model))
+    return getattr(m, "net", m)
+
+
+class Detection(Task):
+    name = "detect"
+    checkpoint_key = "task"
+    nonfinite_advice = "lower --lr or add --warmup-epochs, and check the labels for empty boxes"
+
+    def __init__(self, classes: list[str], device: torch.device) -> None:
+        super().__init__(classes, device)
+
+    def build_model(self, model: str, model_kwargs: dict) -> nn.Module:
+        if not model.startswith("darknet:"):
+            raise CnnlabError(f"--task detect trains darknet detector cfgs: write --model darknet:PATH.cfg (not {model})")
+        return create_model(model, num_classes=len(self.classes), **{"flavor": "alexeyab", **model_kwargs})
+
+    def check_model(self, model: nn.Module) -> None:
+        if not getattr(unwrap(model), "is_detector", False):
+            source = getattr(model, "source", getattr(getattr(model, "meta", None), "name", type(model).__name__))
+            raise CnnlabError(f"{source} is not a detector (no [yolo]/[region] layer); train it with --task classify")
+
+    def targets(self, batch: Batch) -> torch.Tensor:
+        if batch.boxes is None:
+            raise CnnlabError("--task detect needs boxes, but the data gave class labels; give a detection .data file")
+        return batch.boxes.to(self.device, non_blocking=True)
+
+    def losses(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> tuple[dict[str, torch.Tensor], float]:
+        net = darknet_net(model)
+        heads = [net.layers[i] for i in net.detection_layers]
+        surrogate, layers = detection_loss(heads, model(images), targets, images.shape[-1], images.shape[-2])
+        cost = float(sum(layer.cost for layer in layers))
+        # gradient: darknet's deltas; value: darknet's cost; both per image of the micro-batch
+        return {"yolo": (surrogate - surrogate.detach() + cost) / images.shape[0]}, cost
+
+    def tally(self, outputs: float, targets: torch.Tensor) -> dict[str, float]:
+        return {"cost": outputs}
+
+    def train_record(self, sums: dict[str, float], seen: int) -> dict[str, float]:
+        return {"train_cost": sums.get("cost", 0.0) / max(1, seen)}
+
+    def train_line(self, record: dict[str, float]) -> str:
+        return f"cost/image {record['train_cost']:.3f}"
+
+    def evaluator(self) -> MapEvaluator:
+        return MapEvaluator(len(self.classes), MapSettings())
+
+    def loaders(self, cfg: Any, data: Any, model: nn.Module, rank: int, world: int, pin: bool) -> tuple:
+        """``(train, val)`` loaders of images at the network's size with their boxes."""
+        net = darknet_net(model)
+        augment = BoxAugment.from_net(net, net.flavor)
+        train = BoxSamples(data.train, net.width, net.height, cfg.seed, augment)
+        val = BoxSamples(data.val, net.width, net.height, cfg.seed, None)
+        return (
+            batch_loader(train, ResumableSampler(len(data.train), cfg.seed, True, rank, world, drop_last=True), cfg.batch_size,
+                         cfg.workers, True, pin, cfg.seed),
+            batch_loader(val, ResumableSampler(len(data.val), cfg.seed, False, rank, world), cfg.batch_size, cfg.workers, False, pin, cfg.seed),
+        )  # fmt: skip
+
+
+class BoxSamples(Dataset):
+    """``(epoch, index)`` → (uint8 image at width × height, its (N, 5) boxes, index); augmented when
+    ``augment`` is given, seeded by the sample; (None, reason, index) for a bad image or label file."""
+
+    def __init__(self, source: Any, width: int, height: int, seed: int, augment: BoxAugment | None) -> None:
+        self.source, self.width, self.height, self.seed, self.augment = source, width, height, seed, augment
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, key: tuple[int, int]):
+        epoch, index = key
+        try:
+            image = self.source.load(index).float().div_(255)
+            boxes = self.source.boxes(index)
+        except BadImage as e:
+            return None, f"{self.source.describe(index)}: {e}", index
+        if image.shape[0] == 1:
+            image = image.expand(3, -1, -1)
+        if self.augment is None:
+            x = eval_transform(image, self.width, self.height, False)
+        else:
+            rng = np.random.default_rng(sample_seed(self.seed, epoch, index))
+            x, boxes = self.augment(image, boxes, rng, self.width, self.height)
+        return (x * 255).round_().clamp_(0, 255).to(torch.uint8), boxes, index
+
+
+@TASKS.register("detect")
+def _build(cfg: Any, source: Any, device: torch.device) -> Detection:
+    if not hasattr(source, "boxes"):
+        raise CnnlabError("--task detect needs a detection source (a darknet .data file with YOLO labels, or a VOC folder)")
+    return Detection(list(source.classes), device)

