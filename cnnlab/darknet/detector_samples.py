@@ -16,56 +16,50 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from cnnlab.darknet.box_augment import BoxAugment, eval_transform, next_net_size
-from cnnlab.darknet.cfg import resolve_data_path
-from cnnlab.darknet.preprocess import load_image
+from cnnlab.darknet.box_augment import BoxAugment, eval_transform
 from cnnlab.darknet.samples import RunOrder, TrainSamples
 from cnnlab.data.sources.base import BadImage
-from cnnlab.data.sources.detection import YoloLabels
+from cnnlab.data.sources.yolo_labels import YoloSource
 from cnnlab.errors import CnnlabError
 
 
 class NetSizes:
-    """The input size of each update: the cfg's, or with ``random`` a draw every 10 updates (and the
+    """The input size of each update: the cfg's, or with ``random=`` a draw every 10 updates (and the
     largest size for the last 100 updates, as AlexeyAB does)."""
 
-    def __init__(self, width: int, height: int, random: float, max_batches: int, seed: int, flavor: str) -> None:
-        self.width, self.height, self.random, self.max_batches, self.seed, self.flavor = width, height, random, max_batches, seed, flavor
+    def __init__(self, width: int, height: int, augment: BoxAugment, max_batches: int, seed: int) -> None:
+        self.width, self.height, self.augment, self.max_batches, self.seed = width, height, augment, max_batches, seed
 
     def __call__(self, update: int) -> tuple[int, int]:
-        if not self.random:
+        if not self.augment.random:
             return self.width, self.height
-        coef = 1.4 if self.random == 1 else self.random
-        if self.flavor == "alexeyab" and update >= self.max_batches - 100:
-            return next_net_size(None, self.width, self.height, coef, self.flavor)  # None: the largest size
         rng = np.random.default_rng([self.seed, 7, update // 10])
-        return next_net_size(rng, self.width, self.height, coef, self.flavor)
+        return self.augment.net_size(rng, self.width, self.height, biggest=update >= self.max_batches - 100)
 
 
 class DetectionSamples(TrainSamples):
     """Key ``(k, index)`` → (augmented image, its (N, 5) boxes, index)."""
 
-    def __init__(self, paths: list[str], labels: YoloLabels, data_file: Path, order: RunOrder, augment: BoxAugment,
+    def __init__(self, paths: list[str], labels: YoloSource, data_file: Path, order: RunOrder, augment: BoxAugment,
                  sizes: NetSizes, images_per_update: int, seed: int, listing: Path) -> None:
         super().__init__([(p, -1) for p in paths], data_file, order, augment, listing)
         self.labels, self.sizes, self.images_per_update, self.seed = labels, sizes, images_per_update, seed
 
-    def make(self, path: str, label: int, k: int) -> tuple[torch.Tensor, np.ndarray]:
-        image = load_image(resolve_data_path(path, self.data_file))
+    def make(self, i: int, k: int) -> tuple[torch.Tensor, np.ndarray]:
         try:
-            boxes = self.labels.read(path)
+            image, boxes = self.labels.load(i), self.labels.boxes(i)
         except BadImage as e:
             raise CnnlabError(str(e)) from None
         w, h = self.sizes(k // self.images_per_update)
         rng = np.random.default_rng([self.seed, k])
-        return self.augment(torch.from_numpy(image), boxes, rng, w, h)
+        return self.augment(image, boxes, rng, w, h)
 
 
 class ValidDetections(Dataset):
     """The ``valid=`` list as ``validate_detector_map`` feeds it: index → (image at the network size,
     boxes, index), or (None, reason, index) for an image or label file that cannot be read."""
 
-    def __init__(self, paths: list[str], labels: YoloLabels, data_file: Path, width: int, height: int, letter: bool) -> None:
+    def __init__(self, paths: list[str], labels: YoloSource, data_file: Path, width: int, height: int, letter: bool) -> None:
         self.paths, self.labels, self.data_file = paths, labels, data_file
         self.width, self.height, self.letter = width, height, letter
         self.sizes: dict[int, tuple[int, int]] = {}
@@ -76,12 +70,11 @@ class ValidDetections(Dataset):
     def __getitem__(self, index: int):
         path = self.paths[index]
         try:
-            image = load_image(resolve_data_path(path, self.data_file))
-            boxes = self.labels.read(path)
-        except (CnnlabError, BadImage) as e:
+            image, boxes = self.labels.load(index), self.labels.boxes(index)
+        except BadImage as e:
             return None, f"{path}: {e}", index
         self.sizes[index] = (image.shape[2], image.shape[1])
-        return eval_transform(torch.from_numpy(image), self.width, self.height, self.letter), boxes, index
+        return eval_transform(image, self.width, self.height, self.letter), boxes, index
 
     def size_of(self, index: int) -> tuple[int, int]:
         """The original (width, height) of image ``index`` (loaded in this process: workers=0)."""

@@ -18,7 +18,6 @@ from torch import nn
 from cnnlab.darknet.detect import network_boxes, nms_sort
 from cnnlab.darknet.map import MapAccumulator, MapResult
 from cnnlab.darknet.model import DarknetNet, load_darknet
-from cnnlab.darknet.yolo_loss import detection_loss
 from cnnlab.data.loader import Batch
 from cnnlab.engine.task import Evaluator, Report, Task
 from cnnlab.errors import CnnlabError
@@ -56,6 +55,8 @@ class DarknetDetect(Task):
         return batch.boxes.to(self.device, non_blocking=True)
 
     def losses(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> tuple[dict[str, torch.Tensor], float]:
+        from cnnlab.darknet.yolo_loss import detection_loss
+
         net = getattr(model, "module", model)
         heads = [net.layers[i] for i in net.detection_layers]
         outputs = model(images)

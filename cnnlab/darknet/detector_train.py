@@ -39,7 +39,7 @@ from cnnlab.darknet.task import AsIs
 from cnnlab.darknet.train import BackupPlan, _read_lines, basecfg
 from cnnlab.darknet.weights import WeightsHeader
 from cnnlab.data.loader import BadImageLog, batch_loader
-from cnnlab.data.sources.detection import YoloLabels
+from cnnlab.data.sources.yolo_labels import YoloSource
 from cnnlab.engine.evaluate import evaluate
 from cnnlab.engine.loop import Trainer, train_one_epoch
 from cnnlab.engine.optim import build_optimizer
@@ -187,9 +187,9 @@ def _train(job: DetectJob, augment: BoxAugment, writer: BackupWriter, log: Darkn
     model, t, n = job.model, job.t, len(job.paths)
     step, header = t.images_per_update, model.header
     start = header.seen // step
-    labels = YoloLabels(flavor)
+    labels = YoloSource(job.paths, job.names, flavor)
     order = RunOrder(n, seed)
-    sizes = NetSizes(model.width, model.height, augment.random, t.max_batches, seed, flavor)
+    sizes = NetSizes(model.width, model.height, augment, t.max_batches, seed)
     samples = DetectionSamples(job.paths, labels, job.data_file, order, augment, sizes, step, seed, job.listing)
     sampler = DarknetSampler(order, header.seen, header.seen + max(0, t.max_batches - start) * step)
     feed = Feed(batch_loader(samples, sampler, t.batch, workers=0, drop_last=False, pin_memory=False, seed=seed), samples)
@@ -199,7 +199,8 @@ def _train(job: DetectJob, augment: BoxAugment, writer: BackupWriter, log: Darkn
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     trainer = Trainer(model, task, AsIs(), optimizer, DarknetRate(optimizer, t, start), scaler, None, cpu, None, t.subdivisions, seed=seed)
     bad = ListBadImages(n, job.listing)
-    maps = MapSchedule(job, trainer, log, evaluation, writer, labels, seed)
+    valid_labels = YoloSource(job.valid, job.names, flavor)
+    maps = MapSchedule(job, trainer, log, evaluation, writer, valid_labels, seed)
 
     def after_update(state: TrainState, losses: dict[str, float]) -> None:
         header.seen += step
@@ -221,7 +222,7 @@ class MapSchedule:
     """AlexeyAB's ``-map``: mAP on ``valid=`` every 4 epochs (at least every 100 updates) and after the
     last update; ``_best.weights`` when it is at least the best so far."""
 
-    def __init__(self, job: DetectJob, trainer: Trainer, log: DarknetLog, evaluation: MapSettings, writer: BackupWriter, labels: YoloLabels, seed: int) -> None:
+    def __init__(self, job: DetectJob, trainer: Trainer, log: DarknetLog, evaluation: MapSettings, writer: BackupWriter, labels: YoloSource, seed: int) -> None:
         self.job, self.trainer, self.log, self.writer = job, trainer, log, writer
         self.last = job.model.header.seen // job.t.images_per_update
         self.best = -1.0

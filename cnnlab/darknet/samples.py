@@ -78,7 +78,7 @@ class TrainSamples(Dataset):
             if path in self.bad:
                 continue
             try:
-                image, target = self.make(path, label, k)
+                image, target = self.make(i, k)
             except CnnlabError as e:
                 self.bad[path] = f"{path}: {e}"
                 self.new_bad.append(self.bad[path])
@@ -86,9 +86,10 @@ class TrainSamples(Dataset):
             return image, target, i
         raise CnnlabError(f"none of the images in {self.listing} can be read")
 
-    def make(self, path: str, label: int, k: int) -> tuple[torch.Tensor, int]:
-        """Sample ``k`` of the run from image ``path``: the augmented image and its target (raises
+    def make(self, i: int, k: int) -> tuple[torch.Tensor, int]:
+        """Sample ``k`` of the run from image ``i``: the augmented image and its target (raises
         :class:`CnnlabError` when it cannot be read)."""
+        path, label = self.items[i]
         image = load_image(resolve_data_path(path, self.data_file))
         return torch.from_numpy(self.augment(image, k)), label
 

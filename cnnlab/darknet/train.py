@@ -102,6 +102,13 @@ def _read_lines(path: Path, what: str, data_file: Path, paths: bool = False) -> 
         raise CnnlabError(f"{data_file}: cannot read the {what} {str(path)!r}") from None
 
 
+def _has_yolo_label(image: Path) -> bool:
+    """Whether either darknet would find a YOLO label file for ``image`` (a detection data set)."""
+    from cnnlab.data.sources.yolo_labels import label_path
+
+    return any(Path(label_path(str(image), flavor)).is_file() for flavor in ("alexeyab", "pjreddie"))
+
+
 @dataclass
 class Job:
     """A checked ``classifier train``: the net and its [net] training, the lists, where backups go."""
@@ -134,6 +141,13 @@ def check_job(data: str, cfg: str, flavor: str, max_batches: int | None, topk: b
     if not backup.is_dir():
         raise CnnlabError(f"{data_file}: backup directory {str(backup)!r} (from 'backup=') does not exist; create it or set backup= to a folder")
     label_key = "labels" if "labels" in options else "names"
+    listing = _resolve(options.get("train", "data/train.list"), data_file)
+    paths = _read_lines(listing, "training list (from 'train=')", data_file, paths=True)
+    if label_key == "names" and paths and _has_yolo_label(_resolve(paths[0], data_file)):
+        raise CnnlabError(
+            f"{data_file} is a detection .data file (names=, and its images have YOLO .txt labels) but {cfg} is a classifier; "
+            "train it with `cnnlab darknet detector train`, or give a classification .data (labels=) whose folders name the classes"
+        )
     labels = _read_lines(_resolve(options.get(label_key, "data/labels.list"), data_file), f"label list (from '{label_key}=')", data_file)
     classes = int(options["classes"]) if options.get("classes", "").lstrip("-").isdigit() else len(labels)
     if classes != model.classes:
@@ -141,8 +155,6 @@ def check_job(data: str, cfg: str, flavor: str, max_batches: int | None, topk: b
     if len(labels) < classes:
         raise CnnlabError(f"{data_file}: the label list has {len(labels)} lines but classes={classes}; give one label per class")
     labels = labels[:classes]
-    listing = _resolve(options.get("train", "data/train.list"), data_file)
-    paths = _read_lines(listing, "training list (from 'train=')", data_file, paths=True)
     kept = [(p, y) for p in paths if (y := label_of(p, labels)) >= 0]
     if not kept:
         raise CnnlabError(f"{listing}: no image path has a folder (or file name) matching a label of {options.get(label_key)}; check labels=")

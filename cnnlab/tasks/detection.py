@@ -108,12 +108,9 @@ class BoxSamples(Dataset):
     def __getitem__(self, key: tuple[int, int]):
         epoch, index = key
         try:
-            image = self.source.load(index).float().div_(255)
-            boxes = self.source.boxes(index)
+            image, boxes = self.source.load(index), self.source.boxes(index)
         except BadImage as e:
             return None, f"{self.source.describe(index)}: {e}", index
-        if image.shape[0] == 1:
-            image = image.expand(3, -1, -1)
         if self.augment is None:
             x = eval_transform(image, self.width, self.height, False)
         else:
