@@ -80,8 +80,12 @@ def open_split(spec: str, split: str, seed: int = 0) -> ImageSource:
         if _looks_like_path(spec):
             raise CnnlabError(f"dataset path {spec} does not exist: check the path, or use a built-in ({', '.join(list_datasets())})")
         DATASETS.get(spec)  # raises "unknown dataset ... Did you mean ...?"
+    if root.is_file() and root.suffix == ".data":  # darknet detection .data (train=, valid=, names=)
+        from cnnlab.data.sources.darknet_data import open_darknet_data
+
+        return open_darknet_data(root, split)
     if not root.is_dir():
-        raise CnnlabError(f"dataset {spec} is a file, not a folder: give the folder that holds the dataset")
+        raise CnnlabError(f"dataset {spec} is a file, not a folder: give the folder that holds the dataset (or a darknet .data file)")
     layout = detect_layout(root)
     if layout == "cifar":
         return open_cifar(root, split)
