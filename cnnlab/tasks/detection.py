@@ -24,7 +24,6 @@ from torch.utils.data import Dataset
 
 from cnnlab.darknet.box_augment import BoxAugment, eval_transform
 from cnnlab.darknet.detector_task import MapEvaluator, MapSettings
-from cnnlab.darknet.yolo_loss import detection_loss
 from cnnlab.data.loader import Batch, ResumableSampler, batch_loader, sample_seed
 from cnnlab.data.sources.base import BadImage
 from cnnlab.engine.task import TASKS, Task
@@ -63,6 +62,8 @@ class Detection(Task):
         return batch.boxes.to(self.device, non_blocking=True)
 
     def losses(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> tuple[dict[str, torch.Tensor], float]:
+        from cnnlab.darknet.yolo_loss import detection_loss
+
         net = darknet_net(model)
         heads = [net.layers[i] for i in net.detection_layers]
         surrogate, layers = detection_loss(heads, model(images), targets, images.shape[-1], images.shape[-2])
