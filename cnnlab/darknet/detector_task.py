@@ -26,6 +26,13 @@ MAP_THRESH = 0.005  # validate_detector_map's box threshold
 MAP_NMS = 0.45
 
 
+def darknet_net(model: nn.Module) -> DarknetNet:
+    """The :class:`DarknetNet` inside a model: itself, a DDP wrapper's module, or a DarknetDetector's net."""
+    m = getattr(model, "module", model)
+    m = getattr(m, "_orig_mod", m)  # torch.compile
+    return getattr(m, "net", m)
+
+
 class DarknetDetect(Task):
     """``cnnlab darknet detector train``: boxes per image, darknet's deltas, mAP on valid=."""
 
@@ -57,7 +64,7 @@ class DarknetDetect(Task):
     def losses(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> tuple[dict[str, torch.Tensor], float]:
         from cnnlab.darknet.yolo_loss import detection_loss
 
-        net = getattr(model, "module", model)
+        net = darknet_net(model)
         heads = [net.layers[i] for i in net.detection_layers]
         outputs = model(images)
         surrogate, layers = detection_loss(heads, outputs, targets, images.shape[-1], images.shape[-2])
@@ -92,12 +99,13 @@ class MapEvaluator(Evaluator):
 
     @torch.no_grad()
     def update(self, model: nn.Module, images: torch.Tensor, batch: Batch) -> None:
-        net = getattr(model, "module", model)
+        net = darknet_net(model)
         outputs = model(images)
+        kind = getattr(net.layers[net.detection_layers[-1]], "nms_kind", "default")
         for k in range(images.shape[0]):
             im_w, im_h = self.s.size_of(int(batch.indices[k])) if self.s.size_of else (net.width, net.height)
             d = network_boxes(net, [o[k : k + 1] for o in outputs], im_w, im_h, MAP_THRESH, self.s.letter)
-            d = nms_sort(d, MAP_NMS, net.layers[net.detection_layers[-1]].__dict__.get("nms_kind", "default"))
+            d = nms_sort(d, MAP_NMS, kind)
             truth = batch.boxes[k].numpy()
             self.acc.add(d, truth[truth[:, 0] >= 0])
         self.count += images.shape[0]

@@ -23,19 +23,13 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from cnnlab.darknet.box_augment import BoxAugment, eval_transform
-from cnnlab.darknet.detector_task import MapEvaluator, MapSettings
+from cnnlab.darknet.detector_task import MapEvaluator, MapSettings, darknet_net
 from cnnlab.data.loader import Batch, ResumableSampler, batch_loader, sample_seed
 from cnnlab.data.sources.base import BadImage
 from cnnlab.engine.task import TASKS, Task
 from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model
 from cnnlab.models.layers import unwrap
-
-
-def darknet_net(model: nn.Module) -> Any:
-    """The :class:`DarknetNet` inside a (DDP-wrapped) detector."""
-    m = unwrap(getattr(model, "module", model))
-    return getattr(m, "net", m)
 
 
 class Detection(Task):

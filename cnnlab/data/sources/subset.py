@@ -19,7 +19,7 @@ class SubsetSource(ImageSource):
         if n <= 0 or n >= len(source):
             return source
         picked = np.sort(np.random.default_rng(seed).permutation(len(source))[:n])
-        return cls(source, picked)
+        return (BoxSubset if hasattr(source, "boxes") else cls)(source, picked)
 
     def __len__(self) -> int:
         return len(self._indices)
@@ -32,3 +32,13 @@ class SubsetSource(ImageSource):
 
     def describe(self, index: int) -> str:
         return self.source.describe(self._indices[index])
+
+
+class BoxSubset(SubsetSource):
+    """A subset of a detection source: its samples keep their boxes."""
+
+    def boxes(self, index: int) -> np.ndarray:
+        return self.source.boxes(self._indices[index])
+
+    def difficult(self, index: int) -> np.ndarray:
+        return self.source.difficult(self._indices[index])
