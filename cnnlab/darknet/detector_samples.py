@@ -52,7 +52,20 @@ class DetectionSamples(TrainSamples):
             raise CnnlabError(str(e)) from None
         w, h = self.sizes(k // self.images_per_update)
         rng = np.random.default_rng([self.seed, k])
+        if self.augment.draw_mosaic(rng):  # three more images of the list, drawn by the sample's seed
+            others = [self._readable(int(j)) for j in rng.integers(0, len(self.items), 3)]
+            return self.augment.mosaic([(image, boxes), *others], rng, w, h)
         return self.augment(image, boxes, rng, w, h)
+
+    def _readable(self, i: int) -> tuple[torch.Tensor, np.ndarray]:
+        """Image ``i`` and its boxes for a mosaic tile, or the next readable one after it."""
+        for j in (i + d for d in range(len(self.items))):
+            j %= len(self.items)
+            try:
+                return self.labels.load(j), self.labels.boxes(j)
+            except BadImage:
+                continue
+        raise CnnlabError(f"none of the images in {self.listing} can be read")
 
 
 class ValidDetections(Dataset):
