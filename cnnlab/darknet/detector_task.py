@@ -46,6 +46,7 @@ class DarknetDetect(Task):
         self.engine_scale = torch.tensor(1.0) / subdivisions
         self.evaluation = evaluation
         self.last_layers: list = []  # the per-layer statistics of the last micro-batch (for the printout)
+        self.seen = 0  # images trained on so far ([region] matches anchor priors for the first 12800)
 
     @staticmethod
     def build_model(model: str, model_kwargs: dict) -> DarknetNet:
@@ -66,16 +67,15 @@ class DarknetDetect(Task):
 
         net = darknet_net(model)
         heads = [net.layers[i] for i in net.detection_layers]
-        outputs = model(images)
-        surrogate, layers = detection_loss(heads, outputs, targets, images.shape[-1], images.shape[-2])
+        outputs = [o.float() for o in model(images)]
+        loss, layers = detection_loss(heads, outputs, targets, images.shape[-1], images.shape[-2], seen=self.seen)
         self.last_layers = layers
-        cost = float(sum(layer.cost for layer in layers))
-        # the gradient is darknet's delta (through the surrogate); the value is darknet's cost
-        term = (surrogate - surrogate.detach() + cost) / self.images_per_update / self.engine_scale
-        return {"yolo": term}, cost
+        # gradient: darknet's summed deltas over the images of one update; value: darknet's loss per image
+        term = (loss - loss.detach()) / self.images_per_update / self.engine_scale + loss.detach()
+        return {"yolo": term}, float(loss.detach()) * images.shape[0]
 
     def tally(self, outputs: float, targets: torch.Tensor) -> dict[str, float]:
-        """The summed cost of the micro-batch: darknet prints an update's sum over its images."""
+        """The micro-batch's loss summed over its images: darknet prints an update's mean."""
         return {"cost": outputs}
 
     def evaluator(self) -> "MapEvaluator":

@@ -195,6 +195,7 @@ def _train(job: DetectJob, augment: BoxAugment, writer: BackupWriter, log: Darkn
     feed = Feed(batch_loader(samples, sampler, t.batch, workers=0, drop_last=False, pin_memory=False, seed=seed), samples)
     cpu = torch.device("cpu")
     task = DarknetDetect(job.names, cpu, t.batch, t.subdivisions, evaluation)
+    task.seen = header.seen
     optimizer = build_optimizer(model, "sgd", t.learning_rate, t.momentum, False, t.decay, no_decay_bn_bias=True)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     trainer = Trainer(model, task, AsIs(), optimizer, DarknetRate(optimizer, t, start), scaler, None, cpu, None, t.subdivisions, seed=seed)
@@ -204,6 +205,7 @@ def _train(job: DetectJob, augment: BoxAugment, writer: BackupWriter, log: Darkn
 
     def after_update(state: TrainState, losses: dict[str, float]) -> None:
         header.seen += step
+        task.seen = header.seen
         state.epoch = header.seen // n
         log.bad_images(list(bad.bad))
         bad.check()

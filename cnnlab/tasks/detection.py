@@ -60,10 +60,10 @@ class Detection(Task):
 
         net = darknet_net(model)
         heads = [net.layers[i] for i in net.detection_layers]
-        surrogate, layers = detection_loss(heads, model(images), targets, images.shape[-1], images.shape[-2])
-        cost = float(sum(layer.cost for layer in layers))
-        # gradient: darknet's deltas; value: darknet's cost; both per image of the micro-batch
-        return {"yolo": (surrogate - surrogate.detach() + cost) / images.shape[0]}, cost
+        outputs = [o.float() for o in model(images)]
+        loss, _ = detection_loss(heads, outputs, targets, images.shape[-1], images.shape[-2])
+        # gradient: darknet's deltas averaged over the micro-batch's images; value: darknet's loss per image
+        return {"yolo": (loss - loss.detach()) / images.shape[0] + loss.detach()}, float(loss.detach()) * images.shape[0]
 
     def tally(self, outputs: float, targets: torch.Tensor) -> dict[str, float]:
         return {"cost": outputs}
