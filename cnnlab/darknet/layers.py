@@ -815,6 +815,7 @@ class Yolo(DarknetLayer):
             raise CnnlabError(f"{sec.where('anchors')}: [yolo] mask uses anchor {max(self.mask)} but only {len(self.anchors) // 2} anchors are given")
         super().__init__(ctx.in_shape, ctx.in_shape)
         self.n = len(self.mask)
+        self.total = num  # all anchors of the cfg line (l.total); ``mask`` picks this layer's
         self.net_w, self.net_h = ctx.net_w, ctx.net_h
         self.index, self.flavor = ctx.index, ctx.flavor
         self._training_keys(sec, ctx)
