@@ -148,10 +148,14 @@ def valid_truths(truth: torch.Tensor, classes: int, max_boxes: int) -> tuple[tor
     return alive & ok, skipped
 
 
-def check_finite(kind: str, index: int, delta: torch.Tensor, iou_sum: float, output: torch.Tensor,
+def check_finite(kind: str, index: int, delta: torch.Tensor, sums: float, output: torch.Tensor,
                  truth: torch.Tensor, valid: torch.Tensor) -> None:
-    """Stop on a non-finite IoU or delta, naming the layer and the likely cause (darknet prints IOU = -nan)."""
-    if math.isfinite(iou_sum) and bool(torch.isfinite(delta).all()):
+    """Stop on a non-finite IoU or delta, naming the layer and the likely cause (darknet prints IOU = -nan).
+
+    ``sums`` is the IoU sum plus |delta|²: finite exactly when every term is (short of an overflow,
+    itself a diverged run), so the full tensor is inspected only when something is wrong.
+    """
+    if math.isfinite(sums):
         return
     where = f"[{kind}] layer {index}: the IoU or the deltas are not finite (darknet would print 'IOU = -nan' and go on)"
     flat = ((truth[..., 3] <= 0) | (truth[..., 4] <= 0)) & valid

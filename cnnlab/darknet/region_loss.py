@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from cnnlab.darknet.box_iou import box_iou
 from cnnlab.darknet.layers import Region
+from cnnlab.darknet.yolo_loss import best_truths
 from cnnlab.darknet.loss_stats import LayerDelta, check_finite, first_last, valid_truths
 from cnnlab.errors import CnnlabError
 
@@ -29,7 +30,9 @@ PRIOR_IMAGES = 12800  # region_layer.c: ``if(*(net.seen) < 12800)``
 
 def _pred(o: torch.Tensor, aw: torch.Tensor, ah: torch.Tensor, i: torch.Tensor, j: torch.Tensor, w: int, h: int) -> torch.Tensor:
     """get_region_box: anchors are in grid cells."""
-    return torch.stack([(i + o[:, 0]) / w, (j + o[:, 1]) / h, torch.exp(o[:, 2]) * aw / w, torch.exp(o[:, 3]) * ah / h], -1)
+    bw = (torch.exp(o[:, 2].double()) * aw / w).float()  # exp() is double in C
+    bh = (torch.exp(o[:, 3].double()) * ah / h).float()
+    return torch.stack([(i + o[:, 0]) / w, (j + o[:, 1]) / h, bw, bh], -1)
 
 
 def _box(o: torch.Tensor, truth: torch.Tensor, aw: torch.Tensor, ah: torch.Tensor, i: torch.Tensor, j: torch.Tensor,
@@ -55,7 +58,7 @@ def region_delta(layer: Region, output: torch.Tensor, truth: torch.Tensor, seen:
     s = torch.arange(o.shape[0], device=o.device)
     m, j, i = (s // (h * w)) % n, (s // w) % h, s % w
     pred = _pred(o, anchors[m, 0], anchors[m, 1], i, j, w, h)
-    best = _best_iou(pred.view(b, -1, 4), tbox, valid).reshape(-1)
+    best = best_truths(pred.view(b, -1, 4), tbox, valid)[0].reshape(-1)
     obj = o[:, 4]
     d[:, 4] = layer.noobject_scale * ((1.0 if layer.background else 0.0) - obj)
     d[:, 4] = torch.where(best > layer.thresh, torch.zeros_like(obj), d[:, 4])
@@ -64,33 +67,20 @@ def region_delta(layer: Region, output: torch.Tensor, truth: torch.Tensor, seen:
         d[:, :4] = _box(o, prior, anchors[m, 0], anchors[m, 1], i, j, w, h, 0.01)
     stats = _truths(d, o, tbox, tcls, valid, anchors, layer, (b, n, h, w))
     delta = d.reshape(b, n, h, w, k1).permute(0, 1, 4, 2, 3).reshape(output.shape)
-    check_finite("region", layer.index, delta, stats["tot_iou"], output.detach(), truth, valid)
-    sq = d.double()
+    sq = d
     if layer.flavor == "alexeyab":  # its deltas carry the logistic's derivative for x, y, objectness
         sig = torch.ones_like(sq)
-        sig[:, [0, 1, 4]] = (o[:, [0, 1, 4]] * (1 - o[:, [0, 1, 4]])).double()
+        sig[:, [0, 1, 4]] = o[:, [0, 1, 4]] * (1 - o[:, [0, 1, 4]])
         sq = sq * sig
-    loss = float((sq**2).sum())
+    loss = float(torch.linalg.vector_norm(sq)) ** 2
+    check_finite("region", layer.index, delta, loss + stats["tot_iou"], output.detach(), truth, valid)
     return LayerDelta(
         index=layer.index, kind="region", flavor=layer.flavor, delta=delta, cost=loss, loss=loss,
-        class_loss=float((sq[:, 4:] ** 2).sum()), batch=b, cells=b * n * h * w, count=int(stats["count"]),
+        class_loss=float(torch.linalg.vector_norm(sq[:, 4:])) ** 2, batch=b, cells=b * n * h * w, count=int(stats["count"]),
         class_count=int(stats["count"]), tot_iou=stats["tot_iou"], tot_cat=stats["tot_cat"], tot_obj=stats["tot_obj"],
         tot_anyobj=float(obj.sum()), recall50=int(stats["recall50"]), total_bbox=int(stats["count"]),
         rewritten_bbox=int(stats["rewritten"]), skipped_truths=skipped,
     )
-
-
-def _best_iou(pred: torch.Tensor, tbox: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Best IoU of each prediction (B, P) with a valid truth of its image."""
-    bsz, p, _ = pred.shape
-    best = pred.new_zeros(bsz, p)
-    if tbox.shape[1] == 0:
-        return best
-    step = max(1, (1 << 22) // max(1, p * tbox.shape[1]))
-    for s in range(0, bsz, step):
-        iou = box_iou(pred[s : s + step, :, None, :], tbox[s : s + step, None, :, :])
-        best[s : s + step] = torch.where(valid[s : s + step, None, :], iou, torch.zeros_like(iou)).amax(-1)
-    return best
 
 
 def _truths(d: torch.Tensor, o: torch.Tensor, tbox: torch.Tensor, tcls: torch.Tensor, valid: torch.Tensor,

@@ -82,8 +82,8 @@ def _pred_boxes(o: torch.Tensor, anchor: torch.Tensor, i: torch.Tensor, j: torch
         bw = o[:, 2] * o[:, 2] * 4 * anchor[:, 0] / hd.net_w
         bh = o[:, 3] * o[:, 3] * 4 * anchor[:, 1] / hd.net_h
     else:
-        bw = torch.exp(o[:, 2]) * anchor[:, 0] / hd.net_w
-        bh = torch.exp(o[:, 3]) * anchor[:, 1] / hd.net_h
+        bw = (torch.exp(o[:, 2].double()) * anchor[:, 0] / hd.net_w).float()  # exp() is double in C
+        bh = (torch.exp(o[:, 3].double()) * anchor[:, 1] / hd.net_h).float()
     return torch.stack([x, y, bw, bh], -1)
 
 
@@ -93,20 +93,37 @@ def _slot_cells(hd: _Head, dev: torch.device) -> tuple[torch.Tensor, torch.Tenso
     return (s // (hd.h * hd.w)) % hd.n, (s // hd.w) % hd.h, s % hd.w
 
 
-def _best_truths(pred: torch.Tensor, tbox: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Best IoU of each prediction with a valid truth of its image, and that truth: (B, P) each."""
+def best_truths(pred: torch.Tensor, tbox: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Best IoU (box_iou) of each prediction with a valid truth of its image, and that truth's index.
+
+    pred (B, P, 4), tbox (B, M, 4), valid (B, M) -> (B, P) each; the first of equal IoUs wins, as
+    with darknet's strict ``>``. Clamping each overlap at 0 gives box_intersection's 0 for disjoint
+    boxes; an ignored truth gets edges at infinity, so it overlaps nothing.
+    """
     b, p, _ = pred.shape
     m = tbox.shape[1]
     best = pred.new_zeros(b, p)
     best_t = torch.zeros(b, p, dtype=torch.long, device=pred.device)
     if m == 0:
         return best, best_t
+    pl, pr = pred[..., 0:1] - pred[..., 2:3] / 2, pred[..., 0:1] + pred[..., 2:3] / 2  # (B, P, 1)
+    pt, pb = pred[..., 1:2] - pred[..., 3:4] / 2, pred[..., 1:2] + pred[..., 3:4] / 2
+    parea = pred[..., 2:3] * pred[..., 3:4]
+    far = torch.full_like(tbox[..., 0], math.inf)
+    edge = [torch.where(valid, v, far)[:, None, :] for v in (
+        tbox[..., 0] - tbox[..., 2] / 2, tbox[..., 0] + tbox[..., 2] / 2,
+        tbox[..., 1] - tbox[..., 3] / 2, tbox[..., 1] + tbox[..., 3] / 2)]  # (B, 1, M)
+    tarea = torch.where(valid, tbox[..., 2] * tbox[..., 3], torch.zeros_like(far))[:, None, :]
     step = max(1, _CHUNK // max(1, p * m))
     for s in range(0, b, step):
-        iou = box_iou(pred[s : s + step, :, None, :], tbox[s : s + step, None, :, :])
-        iou = torch.where(valid[s : s + step, None, :], iou, torch.zeros_like(iou))
-        best_t[s : s + step] = iou.argmax(-1)  # the first of equal IoUs, as the strict ``>`` in C
-        best[s : s + step] = iou.gather(-1, best_t[s : s + step, :, None])[..., 0]
+        c = slice(s, s + step)
+        ow = torch.minimum(pr[c], edge[1][c]).sub_(torch.maximum(pl[c], edge[0][c])).clamp_(min=0)
+        oh = torch.minimum(pb[c], edge[3][c]).sub_(torch.maximum(pt[c], edge[2][c])).clamp_(min=0)
+        inter = ow.mul_(oh)
+        union = (parea[c] + tarea[c]).sub_(inter)
+        iou = inter.div_(union.masked_fill_(union == 0, 1.0))  # union 0 means intersection 0
+        best_t[c] = iou.argmax(-1)
+        best[c] = iou.gather(-1, best_t[c, :, None])[..., 0]
     return best, best_t
 
 
@@ -268,7 +285,7 @@ def yolo_delta(layer: Yolo, output: torch.Tensor, truth: torch.Tensor, net_w: in
     tbox, tcls = truth[..., 1:5], truth[..., 0].trunc().long().clamp(min=0)
     m, j, i = _slot_cells(hd, o.device)
     pred = _pred_boxes(o, hd.anchors[torch.tensor(layer.mask, device=o.device)[m]], i, j, hd)
-    best, best_t = _best_truths(pred.view(hd.b, -1, 4), tbox, valid)
+    best, best_t = best_truths(pred.view(hd.b, -1, 4), tbox, valid)
     best, best_t = best.reshape(-1), best_t.reshape(-1)
     _objectness(d, o, best, hd)
     total_bbox = _truth_thresh(d, o, best, best_t, tbox, tcls, pred, hd)
@@ -279,8 +296,8 @@ def yolo_delta(layer: Yolo, output: torch.Tensor, truth: torch.Tensor, net_w: in
         div = torch.where((d[:, 4] != 0) & (n_cls > 0), n_cls, torch.ones_like(n_cls))
         d[:, :4] /= div[:, None].to(d.dtype)
     delta = d.reshape(hd.b, hd.n, hd.h, hd.w, c5).permute(0, 1, 4, 2, 3).reshape(output.shape)
-    check_finite("yolo", layer.index, delta, stats["tot_iou"], output.detach(), truth, valid)
     ld = _layer_delta(layer, delta, d, stats, hd)
+    check_finite("yolo", layer.index, delta, ld.loss + stats["tot_iou"], output.detach(), truth, valid)
     ld.total_bbox += total_bbox
     ld.skipped_truths = skipped
     ld.tot_anyobj = float(o[:, 4].sum())
@@ -321,8 +338,8 @@ def _apply_assignments(d: torch.Tensor, o: torch.Tensor, a: _Assign, hd: _Head) 
 
 def _layer_delta(layer: Yolo, delta: torch.Tensor, d: torch.Tensor, st: dict[str, float], hd: _Head) -> LayerDelta:
     """The cost darknet keeps in l.cost (AlexeyAB: show_details and iou_loss decide) and the counters."""
-    loss = float((d.double() ** 2).sum())
-    class_loss = layer.obj_normalizer * float((d[:, 4:].double() ** 2).sum())
+    loss = float(torch.linalg.vector_norm(d)) ** 2  # mag_array² (float sums, as darknet)
+    class_loss = layer.obj_normalizer * float(torch.linalg.vector_norm(d[:, 4:])) ** 2
     count = int(st["count"])
     cost = loss
     if hd.ab and layer.show_details and layer.iou_loss != "mse":
