@@ -16,6 +16,7 @@ from typing import NamedTuple
 import torch
 
 KINDS = ("iou", "giou", "diou", "ciou")
+_CHUNK = 1 << 22  # elements of one (images, predictions, truths) IoU block in best_truths
 
 
 class Ious(NamedTuple):
@@ -176,3 +177,37 @@ def _distance_grad(
     pos = c > 0
     out = [torch.where(pos, v + t, v) for v, t in zip((dx, dy, dw, dh), (tx_, ty_, tw_, th_))]
     return tuple(torch.where(apart, t, v) for v, t in zip(out, (tx_, ty_, tw_, th_)))
+
+
+def best_truths(pred: torch.Tensor, tbox: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Best IoU (box_iou) of each prediction with a valid truth of its image, and that truth's index.
+
+    pred (B, P, 4), tbox (B, M, 4), valid (B, M) -> (B, P) each; the first of equal IoUs wins, as
+    with darknet's strict ``>``. Clamping each overlap at 0 gives box_intersection's 0 for disjoint
+    boxes; an ignored truth gets edges at infinity, so it overlaps nothing.
+    """
+    b, p, _ = pred.shape
+    m = tbox.shape[1]
+    best = pred.new_zeros(b, p)
+    best_t = torch.zeros(b, p, dtype=torch.long, device=pred.device)
+    if m == 0:
+        return best, best_t
+    pl, pr = pred[..., 0:1] - pred[..., 2:3] / 2, pred[..., 0:1] + pred[..., 2:3] / 2  # (B, P, 1)
+    pt, pb = pred[..., 1:2] - pred[..., 3:4] / 2, pred[..., 1:2] + pred[..., 3:4] / 2
+    parea = pred[..., 2:3] * pred[..., 3:4]
+    far = torch.full_like(tbox[..., 0], math.inf)
+    edge = [torch.where(valid, v, far)[:, None, :] for v in (
+        tbox[..., 0] - tbox[..., 2] / 2, tbox[..., 0] + tbox[..., 2] / 2,
+        tbox[..., 1] - tbox[..., 3] / 2, tbox[..., 1] + tbox[..., 3] / 2)]  # (B, 1, M)
+    tarea = torch.where(valid, tbox[..., 2] * tbox[..., 3], torch.zeros_like(far))[:, None, :]
+    step = max(1, _CHUNK // max(1, p * m))
+    for s in range(0, b, step):
+        c = slice(s, s + step)
+        ow = torch.minimum(pr[c], edge[1][c]).sub_(torch.maximum(pl[c], edge[0][c])).clamp_(min=0)
+        oh = torch.minimum(pb[c], edge[3][c]).sub_(torch.maximum(pt[c], edge[2][c])).clamp_(min=0)
+        inter = ow.mul_(oh)
+        union = (parea[c] + tarea[c]).sub_(inter)
+        iou = inter.div_(union.masked_fill_(union == 0, 1.0))  # union 0 means intersection 0
+        best_t[c] = iou.argmax(-1)
+        best[c] = iou.gather(-1, best_t[c, :, None])[..., 0]
+    return best, best_t

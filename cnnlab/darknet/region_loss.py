@@ -19,9 +19,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from cnnlab.darknet.box_iou import box_iou
+from cnnlab.darknet.box_iou import best_truths, box_iou
 from cnnlab.darknet.layers import Region
-from cnnlab.darknet.yolo_loss import best_truths
 from cnnlab.darknet.loss_stats import LayerDelta, check_finite, first_last, valid_truths
 from cnnlab.errors import CnnlabError
 
@@ -73,7 +72,7 @@ def region_delta(layer: Region, output: torch.Tensor, truth: torch.Tensor, seen:
         sig[:, [0, 1, 4]] = o[:, [0, 1, 4]] * (1 - o[:, [0, 1, 4]])
         sq = sq * sig
     loss = float(torch.linalg.vector_norm(sq)) ** 2
-    check_finite("region", layer.index, delta, loss + stats["tot_iou"], output.detach(), truth, valid)
+    check_finite("region", layer.index, delta, loss + stats["tot_iou"] + float(o.sum()), output.detach(), truth, valid)
     return LayerDelta(
         index=layer.index, kind="region", flavor=layer.flavor, delta=delta, cost=loss, loss=loss,
         class_loss=float(torch.linalg.vector_norm(sq[:, 4:])) ** 2, batch=b, cells=b * n * h * w, count=int(stats["count"]),
@@ -86,7 +85,7 @@ def region_delta(layer: Region, output: torch.Tensor, truth: torch.Tensor, seen:
 def _truths(d: torch.Tensor, o: torch.Tensor, tbox: torch.Tensor, tcls: torch.Tensor, valid: torch.Tensor,
             anchors: torch.Tensor, layer: Region, dims: tuple[int, int, int, int]) -> dict[str, float]:
     """The truth loop: best anchor of the centre cell, then box, objectness and class deltas."""
-    b, n, h, w = dims
+    n, h, w = dims[1:]
     bi, ti = torch.nonzero(valid, as_tuple=True)  # image-major, truth order within an image
     truth, cls = tbox[bi, ti], tcls[bi, ti]
     i = (truth[:, 0] * w).long().clamp(0, w - 1)

@@ -28,14 +28,18 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from cnnlab.darknet.box_iou import box_iou, box_iou_kind, box_ious, dx_box_iou
+from cnnlab.darknet.box_iou import (
+    best_truths,
+    box_iou,
+    box_iou_kind,
+    box_ious,
+    dx_box_iou,
+)
 from cnnlab.darknet.layers import Region, Yolo
 from cnnlab.darknet.loss_stats import LayerDelta, check_finite, first_last, valid_truths
+from cnnlab.darknet.region_loss import region_delta
 
 __all__ = ["LayerDelta", "detection_deltas", "detection_loss", "yolo_delta"]
-
-_CHUNK = 1 << 22  # elements of one (images, predictions, truths) IoU block
-
 
 @dataclass
 class _Head:
@@ -91,40 +95,6 @@ def _slot_cells(hd: _Head, dev: torch.device) -> tuple[torch.Tensor, torch.Tenso
     """(m, j, i) of every slot of the flat (B·n·H·W) layout."""
     s = torch.arange(hd.b * hd.n * hd.h * hd.w, device=dev)
     return (s // (hd.h * hd.w)) % hd.n, (s // hd.w) % hd.h, s % hd.w
-
-
-def best_truths(pred: torch.Tensor, tbox: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Best IoU (box_iou) of each prediction with a valid truth of its image, and that truth's index.
-
-    pred (B, P, 4), tbox (B, M, 4), valid (B, M) -> (B, P) each; the first of equal IoUs wins, as
-    with darknet's strict ``>``. Clamping each overlap at 0 gives box_intersection's 0 for disjoint
-    boxes; an ignored truth gets edges at infinity, so it overlaps nothing.
-    """
-    b, p, _ = pred.shape
-    m = tbox.shape[1]
-    best = pred.new_zeros(b, p)
-    best_t = torch.zeros(b, p, dtype=torch.long, device=pred.device)
-    if m == 0:
-        return best, best_t
-    pl, pr = pred[..., 0:1] - pred[..., 2:3] / 2, pred[..., 0:1] + pred[..., 2:3] / 2  # (B, P, 1)
-    pt, pb = pred[..., 1:2] - pred[..., 3:4] / 2, pred[..., 1:2] + pred[..., 3:4] / 2
-    parea = pred[..., 2:3] * pred[..., 3:4]
-    far = torch.full_like(tbox[..., 0], math.inf)
-    edge = [torch.where(valid, v, far)[:, None, :] for v in (
-        tbox[..., 0] - tbox[..., 2] / 2, tbox[..., 0] + tbox[..., 2] / 2,
-        tbox[..., 1] - tbox[..., 3] / 2, tbox[..., 1] + tbox[..., 3] / 2)]  # (B, 1, M)
-    tarea = torch.where(valid, tbox[..., 2] * tbox[..., 3], torch.zeros_like(far))[:, None, :]
-    step = max(1, _CHUNK // max(1, p * m))
-    for s in range(0, b, step):
-        c = slice(s, s + step)
-        ow = torch.minimum(pr[c], edge[1][c]).sub_(torch.maximum(pl[c], edge[0][c])).clamp_(min=0)
-        oh = torch.minimum(pb[c], edge[3][c]).sub_(torch.maximum(pt[c], edge[2][c])).clamp_(min=0)
-        inter = ow.mul_(oh)
-        union = (parea[c] + tarea[c]).sub_(inter)
-        iou = inter.div_(union.masked_fill_(union == 0, 1.0))  # union 0 means intersection 0
-        best_t[c] = iou.argmax(-1)
-        best[c] = iou.gather(-1, best_t[c, :, None])[..., 0]
-    return best, best_t
 
 
 def _box_delta(o: torch.Tensor, pred: torch.Tensor, truth: torch.Tensor, anchor: torch.Tensor,
@@ -213,7 +183,7 @@ class _Assign:
 
 def _assignments(tbox: torch.Tensor, tcls: torch.Tensor, valid: torch.Tensor, hd: _Head) -> _Assign:
     """The best anchor of each truth (shape IoU over all anchors) if masked here, plus iou_thresh's extras."""
-    b, m, _ = tbox.shape
+    m = tbox.shape[1]
     total = hd.anchors.shape[0]
     zeros = torch.zeros_like(tbox[..., :2])
     shift = torch.cat([zeros, tbox[..., 2:]], -1)[:, :, None, :]  # (B, M, 1, 4) truth_shift
@@ -297,7 +267,8 @@ def yolo_delta(layer: Yolo, output: torch.Tensor, truth: torch.Tensor, net_w: in
         d[:, :4] /= div[:, None].to(d.dtype)
     delta = d.reshape(hd.b, hd.n, hd.h, hd.w, c5).permute(0, 1, 4, 2, 3).reshape(output.shape)
     ld = _layer_delta(layer, delta, d, stats, hd)
-    check_finite("yolo", layer.index, delta, ld.loss + stats["tot_iou"], output.detach(), truth, valid)
+    sums = ld.loss + stats["tot_iou"] + float(o.sum())  # a non-finite output anywhere means divergence
+    check_finite("yolo", layer.index, delta, sums, output.detach(), truth, valid)
     ld.total_bbox += total_bbox
     ld.skipped_truths = skipped
     ld.tot_anyobj = float(o[:, 4].sum())
@@ -365,8 +336,6 @@ def detection_deltas(layers: Sequence[Yolo | Region], outputs: Sequence[torch.Te
     the input size of this batch (multi-scale). ``seen`` (images trained so far) switches on [region]'s
     pull of every box towards its anchor during the first 12800 images; None = past that.
     """
-    from cnnlab.darknet.region_loss import region_delta  # region_loss reuses this module's helpers
-
     found = []
     with torch.no_grad():
         for layer, out in zip(layers, outputs, strict=True):
