@@ -249,6 +249,11 @@ def yolo_delta(layer: Yolo, output: torch.Tensor, truth: torch.Tensor, net_w: in
     hd = _head(layer, output, net_w, net_h)
     c5 = 5 + hd.c
     o = output.detach().float().reshape(hd.b, hd.n, c5, hd.h, hd.w).permute(0, 1, 3, 4, 2).reshape(-1, c5)
+    if layer.new_coords and layer.scale_x_y != 1.0:
+        # darknet scales x, y with new_coords too (forward_yolo_layer: scal_add_cpu after the if/else);
+        # cnnlab's forward leaves them raw. The gradient is the same: darknet passes it straight through.
+        o = o.clone()  # o may share the output's storage (a 1x1 grid)
+        o[:, 0:2] = o[:, 0:2] * layer.scale_x_y - (layer.scale_x_y - 1) / 2
     d = torch.zeros_like(o)  # (S, 5+C): one row per slot (image, anchor, row, column)
     truth = truth.detach().float().to(o.device)
     valid, skipped = valid_truths(truth, hd.c, layer.max_boxes)

@@ -287,6 +287,11 @@ def test_new_coords_targets_and_gradient() -> None:
     torch.testing.assert_close(ld.delta.reshape(1, 2, C5, 2, 2)[0, 1, 0:4, 1, 0], want)
     loss.backward()
     torch.testing.assert_close(z.grad, -ld.delta)
+    # with scale_x_y darknet scales x, y even under new_coords (the scal_add after the if/else); the forward
+    # here returns them raw, so the loss applies it: delta_x = scale·(tx - (x·2 - .5))
+    layer = yolo("new_coords=1\nscale_x_y=2.0\n")
+    (ld,) = detection_deltas([layer], [layer(z.detach(), [])], truths([T]), 64, 64)
+    assert float(ld.delta.reshape(1, 2, C5, 2, 2)[0, 1, 0, 1, 0]) == pytest.approx(s * (0.6 - (2 * float(v[0]) - 0.5)), rel=1e-5)
 
 
 REGION = "[net]\n[region]\nanchors=1,1.5, 0.5,0.5\nnum=2\nclasses=2\ncoords=4\nsoftmax=1\nthresh=0.6\nobject_scale=5\n"
