@@ -751,11 +751,44 @@ class Activation_(DarknetLayer):
 # detection heads
 
 
+class _PassGrad(torch.autograd.Function):
+    """``fn(x)`` whose backward hands the incoming gradient to ``x`` unchanged."""
+
+    @staticmethod
+    def forward(ctx: object, x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        return fn(x)
+
+    @staticmethod
+    def backward(ctx: object, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad, None
+
+
+def _pass_grad(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """An activation as darknet trains through it: its derivative is not applied.
+
+    backward_yolo_layer adds the [yolo] delta to the input's delta as it is (no logistic gradient), and
+    the [region] class delta (``truth - p``, softmax or logistic) is the gradient of the logit
+    (backward_region_layer_gpu applies the logistic's derivative to x, y and objectness only).
+    The values are the plain ``fn(x)``; only the gradient differs.
+    """
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _PassGrad.apply(x, fn)
+    return fn(x)
+
+
+def _iou_kind(name: str | None, mse: bool = False) -> str:
+    """parse_yolo: ``iou_loss``/``iou_thresh_kind`` name; an unknown name is plain IoU."""
+    kinds = ("mse", "giou", "diou", "ciou") if mse else ("giou", "diou", "ciou")
+    return name if name in kinds else "iou"
+
+
 class Yolo(DarknetLayer):
     """[yolo]: logistic on x, y, objectness and classes; w, h stay raw (yolo_layer.c).
 
     AlexeyAB's ``scale_x_y`` maps x, y to ``σ·s - (s-1)/2``; ``new_coords=1`` leaves everything raw.
-    Layout stays darknet's ``[anchor][5+classes][H][W]``.
+    Layout stays darknet's ``[anchor][5+classes][H][W]``. In training the gradient crosses these
+    activations unchanged, as darknet's backward does (:func:`_pass_grad`); the deltas themselves are
+    :mod:`cnnlab.darknet.yolo_loss`'s.
     """
 
     kind = "yolo"
@@ -782,17 +815,46 @@ class Yolo(DarknetLayer):
             raise CnnlabError(f"{sec.where('anchors')}: [yolo] mask uses anchor {max(self.mask)} but only {len(self.anchors) // 2} anchors are given")
         super().__init__(ctx.in_shape, ctx.in_shape)
         self.n = len(self.mask)
+        self.total = num  # all anchors of the cfg line (l.total); ``mask`` picks this layer's
         self.net_w, self.net_h = ctx.net_w, ctx.net_h
+        self.index, self.flavor = ctx.index, ctx.flavor
+        self._training_keys(sec, ctx)
+
+    def _training_keys(self, sec: Section, ctx: BuildContext) -> None:
+        """The keys forward_yolo_layer's deltas read (parse_yolo); pjreddie reads only the first three."""
+        ab = ctx.alexeyab
+        self.max_boxes = sec.int("max", 200 if ab else 90)  # truths per image darknet looks at
+        self.ignore_thresh = sec.float("ignore_thresh", 0.5)
+        self.truth_thresh = sec.float("truth_thresh", 1.0)
+        self.iou_thresh = sec.float("iou_thresh", 1.0) if ab else 1.0
+        self.iou_thresh_kind = _iou_kind(sec.str("iou_thresh_kind", "iou") if ab else "iou")
+        self.iou_loss = _iou_kind(sec.str("iou_loss", "mse") if ab else "mse", mse=True)
+        self.iou_normalizer = sec.float("iou_normalizer", 0.75) if ab else 1.0
+        self.obj_normalizer = sec.float("obj_normalizer", 1.0) if ab else 1.0
+        self.cls_normalizer = sec.float("cls_normalizer", 1.0) if ab else 1.0
+        self.delta_normalizer = sec.float("delta_normalizer", 1.0) if ab else 1.0  # GPU backward only
+        self.label_smooth_eps = sec.float("label_smooth_eps", 0.0) if ab else 0.0
+        self.max_delta = sec.float("max_delta", math.inf) if ab else math.inf
+        self.objectness_smooth = bool(sec.int("objectness_smooth", 0)) if ab else False
+        self.focal_loss = bool(sec.int("focal_loss", 0)) if ab else False
+        self.show_details = bool(sec.int("show_details", 1)) if ab else True
+        cpc = sec.ints("counters_per_class") if ab else []
+        if cpc and len(cpc) != self.classes:
+            raise CnnlabError(
+                f"{sec.where('counters_per_class')}: counters_per_class has {len(cpc)} values but classes={self.classes}; give one count per class"
+            )
+        # get_classes_multipliers: max count / count per class, clipped at max_delta
+        top = max([max(c, 1) for c in cpc], default=1)
+        self.classes_multipliers = [min(top / max(c, 1), self.max_delta) for c in cpc] or None
 
     def forward(self, x: torch.Tensor, outputs: list[torch.Tensor | None]) -> torch.Tensor:
         if self.new_coords:
             return x
         n, _, h, w = x.shape
         v = x.reshape(n, self.n, 5 + self.classes, h, w)
-        xy = torch.sigmoid(v[:, :, 0:2])
-        if self.scale_x_y != 1.0:
-            xy = xy * self.scale_x_y - (self.scale_x_y - 1) / 2
-        rest = torch.sigmoid(v[:, :, 4:])
+        s = self.scale_x_y
+        xy = _pass_grad(lambda t: torch.sigmoid(t) * s - (s - 1) / 2 if s != 1.0 else torch.sigmoid(t), v[:, :, 0:2])
+        rest = _pass_grad(torch.sigmoid, v[:, :, 4:])
         return torch.cat([xy, v[:, :, 2:4], rest], dim=2).reshape(x.shape)
 
     def describe(self, flavor: str) -> str:
@@ -800,7 +862,11 @@ class Yolo(DarknetLayer):
 
 
 class Region(DarknetLayer):
-    """[region] (YOLOv2): logistic on x, y, objectness; softmax over classes per anchor and cell."""
+    """[region] (YOLOv2): logistic on x, y, objectness; softmax over classes per anchor and cell.
+
+    In training the logistic's derivative applies to x, y and objectness, and the class gradient
+    crosses the softmax unchanged (backward_region_layer_gpu, :func:`_pass_grad`).
+    """
 
     kind = "region"
     is_detection = True
@@ -823,6 +889,17 @@ class Region(DarknetLayer):
             )
         super().__init__(ctx.in_shape, ctx.in_shape)
         self.net_w, self.net_h = ctx.net_w, ctx.net_h
+        self.index, self.flavor = ctx.index, ctx.flavor
+        # the keys forward_region_layer's deltas read (parse_region)
+        self.max_boxes = sec.int("max", 200) if ctx.alexeyab else 30  # pjreddie loops over 30 truths
+        self.thresh = sec.float("thresh", 0.5)
+        self.rescore = bool(sec.int("rescore", 0))
+        self.bias_match = bool(sec.int("bias_match", 0))
+        self.absolute = bool(sec.int("absolute", 0))  # read by darknet, used by neither fork
+        self.coord_scale = sec.float("coord_scale", 1.0)
+        self.object_scale = sec.float("object_scale", 1.0)
+        self.noobject_scale = sec.float("noobject_scale", 1.0)
+        self.class_scale = sec.float("class_scale", 1.0)
 
     def forward(self, x: torch.Tensor, outputs: list[torch.Tensor | None]) -> torch.Tensor:
         n, _, h, w = x.shape
@@ -830,8 +907,7 @@ class Region(DarknetLayer):
         v = x.reshape(n, self.n, k + 1 + self.classes, h, w)
         xy = torch.sigmoid(v[:, :, 0:2])
         obj = v[:, :, k : k + 1] if self.background else torch.sigmoid(v[:, :, k : k + 1])
-        cls = v[:, :, k + 1 :]
-        cls = torch.softmax(cls, dim=2) if self.softmax else torch.sigmoid(cls)
+        cls = _pass_grad(lambda t: torch.softmax(t, dim=2) if self.softmax else torch.sigmoid(t), v[:, :, k + 1 :])
         return torch.cat([xy, v[:, :, 2:k], obj, cls], dim=2).reshape(x.shape)
 
     def describe(self, flavor: str) -> str:
