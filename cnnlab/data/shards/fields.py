@@ -99,15 +99,23 @@ class ImageField(Field[torch.Tensor]):
 class BoxesCodec:
     """The sidecar's ``boxes``: ``[x0, y0, x1, y1]`` in pixels of the *stored* image, 2 decimals."""
 
+    PRECISION = 0.005  # pixels: half the last stored decimal
+
     @staticmethod
     def encode(corners: list[list[float]], factor: float) -> list[list[float]]:
         """Corners in pixels of the source image → as stored (scaled by the image's ``factor``)."""
         return [[round(v * factor, 2) for v in c] for c in corners]
 
     @staticmethod
-    def decode(stored: list[list[float]], label: int, width: int, height: int) -> np.ndarray:
-        """Stored corners of a ``width`` × ``height`` stored image → float32 ``(N, 5)`` rows of class ``label``."""
-        return from_corners([label] * len(stored), np.asarray(stored, dtype=np.float64).reshape(-1, 4), width, height)
+    def decode(stored: list[list[float]], label: int, original_size: tuple[int, int], factor: float) -> np.ndarray:
+        """Stored corners → float32 ``(N, 5)`` rows of class ``label``, as fractions of the image
+        (``original_size`` × ``factor`` pixels unrounded: a fraction is the same before and after the
+        resize). A corner past an edge by no more than the stored rounding lies on the edge."""
+        width, height = original_size[0] * factor, original_size[1] * factor
+        xyxy = np.asarray(stored, dtype=np.float64).reshape(-1, 4)
+        edge = np.array([width, height, width, height])
+        xyxy = np.where((xyxy > edge) & (xyxy <= edge + BoxesCodec.PRECISION), edge, xyxy)
+        return from_corners([label] * len(xyxy), xyxy, width, height)
 
 
 @dataclass
