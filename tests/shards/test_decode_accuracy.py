@@ -24,8 +24,8 @@ from sklearn.datasets import load_sample_image
 
 from cnnlab.data.images import decode_image
 from cnnlab.data.shards import jpeg
-from cnnlab.data.shards.loader import rrc_box
 from cnnlab.data.shards.fields import ImageField
+from cnnlab.data.shards.loader import rrc_box
 
 MEAN_BOUND, CROP_BOUND = 2.0, 6.0
 
