@@ -25,6 +25,9 @@ def png(path: Path, size: tuple[int, int] = (40, 20)) -> Path:
     return path
 
 
+# Every expected path below is what darknet's own functions print for the image path (AlexeyAB
+# utils.c replace_image_to_label; pjreddie data.c fill_truth_detection's find_replace calls), built
+# from the two mirrors outside the repository for this check.
 @pytest.mark.parametrize(
     ("image", "alexeyab", "pjreddie"),
     [
@@ -237,3 +240,20 @@ def test_bbox_csv_joined_with_class_folders(tmp_path: Path) -> None:
     (tmp_path / "bad.csv").write_text("filename,xmin\nx,1\n")
     with pytest.raises(CnnlabError, match="bad.csv .*give a CSV written by `cnnlab data bbox`"):
         read_bbox_csv(tmp_path / "bad.csv")
+
+
+def test_open_detection_by_spec(tmp_path: Path) -> None:
+    from cnnlab.data.detection_sets import open_detection
+
+    root = make_voc(tmp_path / "VOC")
+    assert open_detection(f"voc:{root}", "val").classes == ["cat"]
+    png(tmp_path / "img" / "a.png")
+    (tmp_path / "img" / "a.txt").write_text("1 0.5 0.5 0.5 0.5\n")
+    src = open_detection(f"yolo:{tmp_path / 'img'}", "train", names=NAMES, flavor="pjreddie")
+    assert src.flavor == "pjreddie" and src.boxes(0)[:, 0].tolist() == [1.0]
+    with pytest.raises(CnnlabError, match="YOLO labels need the class names"):
+        open_detection(f"yolo:{tmp_path / 'img'}", "train")
+    with pytest.raises(CnnlabError, match="is not detection data: give PATH.data, yolo:LIST_OR_FOLDER, voc:DIR or shards:DIR"):
+        open_detection("mnist5k", "train")
+    with pytest.raises(CnnlabError, match="unknown split 'test'"):
+        open_detection(f"voc:{root}", "test")
