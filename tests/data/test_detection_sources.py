@@ -13,7 +13,7 @@ from cnnlab.data.boxes import BoxFixes
 from cnnlab.data.sources.base import BadImage
 from cnnlab.data.sources.bbox_csv import open_bbox_csv, read_bbox_csv
 from cnnlab.data.sources.voc import open_voc
-from cnnlab.data.sources.yolo_labels import label_path, open_darknet_data, open_yolo
+from cnnlab.data.sources.yolo_labels import label_path, open_yolo
 from cnnlab.errors import CnnlabError
 
 NAMES = ["circle", "square", "triangle"]
@@ -124,29 +124,6 @@ def test_yolo_boxes_are_cleaned_and_counted(tmp_path: Path) -> None:
     assert pickle.loads(pickle.dumps(src)).boxes(0).shape == (2, 5)  # DataLoader workers get a copy
 
 
-def test_darknet_data_file_lists_names_and_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # the usual layout: darknet's folder holds data/obj.data, data/obj.names, data/train.txt, data/obj/*.jpg
-    data = tmp_path / "data"
-    for name in ("a", "b"):
-        png(data / "obj" / f"{name}.jpg")
-        (data / "obj" / f"{name}.txt").write_text(f"{'ab'.index(name)} 0.5 0.5 0.5 0.5\n")
-    (data / "obj.names").write_text("cat\ndog\n")
-    (data / "train.txt").write_text("data/obj/a.jpg\ndata/obj/b.jpg\n")
-    (data / "valid.txt").write_text("data/obj/b.jpg\n")
-    (data / "obj.data").write_text("classes = 2\ntrain = data/train.txt\nvalid = data/valid.txt\nnames = data/obj.names\n")
-    monkeypatch.chdir(tmp_path / "data" / "obj")  # elsewhere: paths are found beside the .data file's folder
-    train = open_darknet_data(data / "obj.data", "train")
-    assert train.classes == ["cat", "dog"] and [train.label(i) for i in range(2)] == [0, 1]
-    val = open_darknet_data(data / "obj.data", "val")
-    assert [val.describe(0)] == [str(tmp_path / "data/obj/b.jpg")] and val.boxes(0)[:, 0].tolist() == [1.0]
-    (data / "obj.data").write_text("classes = 3\ntrain = data/train.txt\nnames = data/obj.names\n")
-    with pytest.raises(CnnlabError, match="classes=3 but data/obj.names names 2 classes: make them agree"):
-        open_darknet_data(data / "obj.data", "val")
-    (data / "obj.data").write_text("train = data/train.txt\nnames = data/none.names\n")
-    with pytest.raises(CnnlabError, match="cannot read the class names file 'data/none.names'"):
-        open_darknet_data(data / "obj.data", "val")
-
-
 def test_yolo_errors_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(CnnlabError, match="does not exist: give a darknet image list"):
         open_yolo(tmp_path / "nope.txt", NAMES)
@@ -241,19 +218,3 @@ def test_bbox_csv_joined_with_class_folders(tmp_path: Path) -> None:
     with pytest.raises(CnnlabError, match="bad.csv .*give a CSV written by `cnnlab data bbox`"):
         read_bbox_csv(tmp_path / "bad.csv")
 
-
-def test_open_detection_by_spec(tmp_path: Path) -> None:
-    from cnnlab.data.detection_sets import open_detection
-
-    root = make_voc(tmp_path / "VOC")
-    assert open_detection(f"voc:{root}", "val").classes == ["cat"]
-    png(tmp_path / "img" / "a.png")
-    (tmp_path / "img" / "a.txt").write_text("1 0.5 0.5 0.5 0.5\n")
-    src = open_detection(f"yolo:{tmp_path / 'img'}", "train", names=NAMES, flavor="pjreddie")
-    assert src.flavor == "pjreddie" and src.boxes(0)[:, 0].tolist() == [1.0]
-    with pytest.raises(CnnlabError, match="YOLO labels need the class names"):
-        open_detection(f"yolo:{tmp_path / 'img'}", "train")
-    with pytest.raises(CnnlabError, match="is not detection data: give PATH.data, yolo:LIST_OR_FOLDER, voc:DIR or shards:DIR"):
-        open_detection("mnist5k", "train")
-    with pytest.raises(CnnlabError, match="unknown split 'test'"):
-        open_detection(f"voc:{root}", "test")

@@ -63,7 +63,7 @@ def test_boxes_round_trip_through_shards(folders: Path, tmp_path: Path, relative
         np.testing.assert_allclose(side.boxes, [[round(v * factor, 2) for v in b] for b in rows[stem]], atol=0.0101)  # 6-decimal CSV
         sw, sh = shards.stored_size(i)
         assert shards.load(i).shape[1:] == (sh, sw)
-        raw = shards.boxes(i)
+        raw = shards.stored_boxes(i)
         assert raw.dtype == np.float32 and raw.shape == (len(rows[stem]), 5) and (raw[:, 0] == 1).all()
         np.testing.assert_allclose(raw[0, 1:], [(5 + w / 2) / 2 / w, (7.5 + h - 3) / 2 / h, (w / 2 - 5) / w, (h - 10.5) / h], atol=0.01)
         # cleaned: the same boxes as reading the CSV beside the original images, to the stored precision
@@ -78,7 +78,7 @@ def test_shards_without_boxes_are_refused_as_detection_data(shards: Path) -> Non
     with pytest.raises(CnnlabError, match=r"were written without --boxes: write them again with `cnnlab data shards \.\.\. --boxes"):
         open_shard_boxes(str(shards), "train")
     plain = ShardSource(shards / "train")
-    assert plain.boxes(0).shape == (0, 5)  # a plain split: no boxes, read back all the same
+    assert plain.stored_boxes(0).shape == (0, 5) and not hasattr(plain, "boxes")  # no boxes; not a detection source
     assert plain.stored_size(3) == tuple(reversed(plain.load(3).shape[1:]))
 
 

@@ -144,9 +144,10 @@ class ShardSource(ImageSource):
         """(width, height) of the stored image of sample ``index`` (from its sidecar, nothing decoded)."""
         return self.image_field.stored_size(*self.sidecar(index).original_size)
 
-    def boxes(self, index: int) -> np.ndarray:
-        """The boxes stored with sample ``index`` as float32 ``(N, 5)`` ``[cls, xc, yc, w, h]`` (image
-        fractions); their class is the sample's label (the bbox CSV's boxes are of the image's class)."""
+    def stored_boxes(self, index: int) -> np.ndarray:
+        """The boxes stored with sample ``index``: float32 ``(N, 5)`` ``[cls, xc, yc, w, h]`` (image
+        fractions) of the sample's class (the bbox CSV's boxes are of the image's class). Not named
+        ``boxes``: a split is a detection source only through :class:`ShardBoxes`."""
         side = self.sidecar(index)
         return BoxesCodec.decode(side.boxes, self.label(index), side.original_size, self.image_field.scale(*side.original_size))
 
@@ -181,7 +182,7 @@ class ShardBoxes(DetectionSource):
         return self.shards.describe(index)
 
     def read_boxes(self, index: int) -> ImageBoxes:
-        rows = self.shards.boxes(index)
+        rows = self.shards.stored_boxes(index)
         if not len(rows):
             return no_boxes(f"{self.describe(index)}: no boxes stored")
         cleaned = clean_yolo(rows, len(self.classes))

@@ -36,7 +36,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from cnnlab.darknet.cfg import read_data_file, resolve_data_path
+from cnnlab.darknet.cfg import resolve_data_path
 from cnnlab.darknet.textfiles import read_lines
 from cnnlab.data.boxes import clean_yolo
 from cnnlab.data.images import decode_image
@@ -190,19 +190,3 @@ def open_yolo(spec: str | Path, classes: list[str], flavor: Flavor = "alexeyab")
                           else f"{what} is empty: write one image path per line")  # fmt: skip
     return YoloSource(paths, classes, flavor)
 
-
-def open_darknet_data(data_file: str | Path, split: str, flavor: Flavor = "alexeyab") -> YoloSource:
-    """The images of a darknet ``.data`` file with their YOLO labels: ``train=`` for split "train",
-    ``valid=`` for "val" (darknet's default: the train list); the classes are the ``names=`` file's lines."""
-    data = Path(data_file)
-    options = read_data_file(data)
-    train = options.get("train", "data/train.txt")
-    listing = train if split == "train" else options.get("valid", train)
-    names_file = options.get("names", "data/names.list")
-    try:
-        names = read_lines(resolve_data_path(names_file, data))
-    except OSError:
-        raise CnnlabError(f"{data}: cannot read the class names file {names_file!r} (from 'names=')") from None
-    if "classes" in options and options["classes"] != str(len(names)):
-        raise CnnlabError(f"{data}: classes={options['classes']} but {names_file} names {len(names)} classes: make them agree")
-    return open_yolo(resolve_data_path(listing, data), names, flavor)
