@@ -89,6 +89,12 @@ def test_pjreddie_rule_from_a_list_with_relative_paths(tmp_path: Path, monkeypat
     monkeypatch.chdir(root)
     assert open_yolo(listing, NAMES, "pjreddie").describe(0) == "images/x.jpg"
     assert open_yolo(listing, NAMES, "alexeyab").boxes(1).tolist() == [[2, 0.5, 0.5, 0.5, 0.5]]
+    # pjreddie's rule leaves .jpeg as it is: the image would be read as its own label file
+    png(root / "images" / "w.jpeg")
+    (root / "w.txt").write_text("images/w.jpeg\n")
+    odd = open_yolo(root / "w.txt", NAMES, "pjreddie")
+    assert len(odd.boxes(0)) == 0 and odd.tally.missing_examples == [
+        "images/w.jpeg: pjreddie's rule does not turn its extension into .txt; rename it to .jpg or .png"]
 
 
 def test_garbled_label_file_is_a_bad_image_skipped_and_reported(tmp_path: Path) -> None:
