@@ -51,6 +51,7 @@ def test_alexeyab_labels_beside_images_in_a_folder(tmp_path: Path) -> None:
     png(tmp_path / "a.png")
     (tmp_path / "a.txt").write_text("1 0.5 0.5 0.2 0.4\n\n2 0.25 0.75 0.1 0.1\n")
     png(tmp_path / "sub" / "b.jpg")  # no label: an image without boxes
+    (tmp_path / "sub" / "loop").symlink_to(tmp_path)  # a link back into the folder is not walked again
     src = open_yolo(tmp_path, NAMES, "alexeyab")
     assert [Path(src.describe(i)).name for i in range(len(src))] == ["a.png", "b.jpg"]
     np.testing.assert_array_equal(src.boxes(0), np.array([[1, 0.5, 0.5, 0.2, 0.4], [2, 0.25, 0.75, 0.1, 0.1]], dtype=np.float32))
