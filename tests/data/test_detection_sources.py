@@ -25,6 +25,9 @@ def png(path: Path, size: tuple[int, int] = (40, 20)) -> Path:
     return path
 
 
+# Every expected path below is what darknet's own functions print for the image path (AlexeyAB
+# utils.c replace_image_to_label; pjreddie data.c fill_truth_detection's find_replace calls), built
+# from the two mirrors outside the repository for this check.
 @pytest.mark.parametrize(
     ("image", "alexeyab", "pjreddie"),
     [
@@ -48,6 +51,7 @@ def test_alexeyab_labels_beside_images_in_a_folder(tmp_path: Path) -> None:
     png(tmp_path / "a.png")
     (tmp_path / "a.txt").write_text("1 0.5 0.5 0.2 0.4\n\n2 0.25 0.75 0.1 0.1\n")
     png(tmp_path / "sub" / "b.jpg")  # no label: an image without boxes
+    (tmp_path / "sub" / "loop").symlink_to(tmp_path)  # a link back into the folder is not walked again
     src = open_yolo(tmp_path, NAMES, "alexeyab")
     assert [Path(src.describe(i)).name for i in range(len(src))] == ["a.png", "b.jpg"]
     np.testing.assert_array_equal(src.boxes(0), np.array([[1, 0.5, 0.5, 0.2, 0.4], [2, 0.25, 0.75, 0.1, 0.1]], dtype=np.float32))
@@ -86,6 +90,12 @@ def test_pjreddie_rule_from_a_list_with_relative_paths(tmp_path: Path, monkeypat
     monkeypatch.chdir(root)
     assert open_yolo(listing, NAMES, "pjreddie").describe(0) == "images/x.jpg"
     assert open_yolo(listing, NAMES, "alexeyab").boxes(1).tolist() == [[2, 0.5, 0.5, 0.5, 0.5]]
+    # pjreddie's rule leaves .jpeg as it is: the image would be read as its own label file
+    png(root / "images" / "w.jpeg")
+    (root / "w.txt").write_text("images/w.jpeg\n")
+    odd = open_yolo(root / "w.txt", NAMES, "pjreddie")
+    assert len(odd.boxes(0)) == 0 and odd.tally.missing_examples == [
+        "images/w.jpeg: pjreddie's rule does not turn its extension into .txt; rename it to .jpg or .png"]
 
 
 def test_garbled_label_file_is_a_bad_image_skipped_and_reported(tmp_path: Path) -> None:
@@ -214,3 +224,4 @@ def test_bbox_csv_joined_with_class_folders(tmp_path: Path) -> None:
     (tmp_path / "bad.csv").write_text("filename,xmin\nx,1\n")
     with pytest.raises(CnnlabError, match="bad.csv .*give a CSV written by `cnnlab data bbox`"):
         read_bbox_csv(tmp_path / "bad.csv")
+

@@ -24,8 +24,8 @@ from sklearn.datasets import load_sample_image
 
 from cnnlab.data.images import decode_image
 from cnnlab.data.shards import jpeg
+from cnnlab.data.shards.fields import ImageField
 from cnnlab.data.shards.loader import rrc_box
-from cnnlab.data.shards.writer import Encoder
 
 MEAN_BOUND, CROP_BOUND = 2.0, 6.0
 
@@ -34,7 +34,7 @@ def encode(resize: int) -> bytes:
     """china.jpg enlarged to 1200 × 800 (so crops can be twice the output), stored like the writer does."""
     big = Image.fromarray(load_sample_image("china.jpg")).resize((1200, 800), Image.Resampling.BICUBIC)
     photo = torch.from_numpy(np.array(big)).permute(2, 0, 1)  # (3, 800, 1200)
-    data, ext, _ = Encoder(resize=resize, quality=90, image_format="auto").encode(photo)
+    ext, data = ImageField(resize=resize, quality=90, image_format="auto").encode(photo)
     assert ext == "jpg"
     return data
 

@@ -50,18 +50,18 @@ def test_same_input_same_bytes(folders, tmp_path):
 
 _KILLER = """
 import os, sys
-from cnnlab.data.shards import writer
+from cnnlab.data.shards import fields
 from tests.shards.conftest import write_split
 from pathlib import Path
 calls = 0
-encode = writer.Encoder.encode
+encode = fields.ImageField.encode
 def dying_encode(self, img):
     global calls
     calls += 1
     if calls == 10:  # the second shard is half written
         os.kill(os.getpid(), 9)
     return encode(self, img)
-writer.Encoder.encode = dying_encode
+fields.ImageField.encode = dying_encode
 write_split(Path(sys.argv[1]), Path(sys.argv[2]))
 """
 

@@ -13,75 +13,24 @@
 
 from __future__ import annotations
 
-import csv
 import io
-import json
 import multiprocessing as mp
 import tarfile
 import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass
 from pathlib import Path, PurePath
 
 import numpy as np
 import torch
-from PIL import Image
 
 from cnnlab.data.shards import format as fmt
-from cnnlab.data.shards.jpeg import add_marker_table, restart_blocks
+from cnnlab.data.shards.fields import IMAGE_FORMATS, LABEL, SIDECAR, BoxesCodec, ImageField, Sidecar
 from cnnlab.data.sources.base import BadImage, ImageSource
+from cnnlab.data.sources.bbox_csv import BboxCsv, read_bbox_csv
 from cnnlab.errors import CnnlabError
 from cnnlab.fileio import atomic_writer, remove_stale_temps, write_json_atomic
-
-SMALL_SIDE = 64  # "auto" stores images this small (MNIST, CIFAR, digits) losslessly as PNG
-IMAGE_FORMATS = ("auto", "jpg", "png")
-
-
-@dataclass(frozen=True)
-class Encoder:
-    resize: int
-    quality: int
-    image_format: str
-
-    def encode(self, img: torch.Tensor) -> tuple[bytes, str, float]:
-        """uint8 ``(C, H, W)`` → (encoded bytes, extension, scale applied to its size)."""
-        c, h, w = img.shape
-        arr = img.permute(1, 2, 0).numpy()
-        pil = Image.fromarray(arr[:, :, 0] if c == 1 else arr, "L" if c == 1 else "RGB")
-        factor = 1.0
-        if self.resize and min(h, w) > self.resize:
-            factor = self.resize / min(h, w)
-            size = (self.resize, round(h * factor)) if w <= h else (round(w * factor), self.resize)
-            pil = pil.resize(size, Image.Resampling.BICUBIC)
-        ext = self.image_format
-        if ext == "auto":
-            ext = "png" if min(h, w) <= SMALL_SIDE else "jpg"
-        buf = io.BytesIO()
-        if ext == "png":
-            pil.save(buf, "PNG", compress_level=6)
-        else:
-            # Restart markers every few MCUs let the loader decode only the region a crop needs.
-            mcu = 8 if pil.mode == "L" else 16  # 4:2:0 colour MCUs are 16 × 16
-            blocks = restart_blocks(pil.width, mcu)
-            pil.save(buf, "JPEG", quality=self.quality, subsampling="4:2:0", restart_marker_blocks=blocks)
-            return add_marker_table(buf.getvalue()), ext, factor
-        return buf.getvalue(), ext, factor
-
-
-def read_boxes(path: str) -> dict[str, list[list[float]]]:
-    """``cnnlab data bbox`` CSV → {image stem: [[xmin, ymin, xmax, ymax], ...]} in source pixels."""
-    boxes: dict[str, list[list[float]]] = {}
-    try:
-        with open(path, newline="") as f:
-            for row in csv.DictReader(f):
-                stem = PurePath(row["filename"]).stem
-                boxes.setdefault(stem, []).append([float(row[k]) for k in ("xmin", "ymin", "xmax", "ymax")])
-    except (OSError, KeyError, ValueError) as e:
-        raise CnnlabError(f"cannot read boxes from {path} ({e}): give a CSV written by `cnnlab data bbox`") from None
-    return boxes
-
 
 # The state a worker process needs; set once per process (fork inherits it, nothing is pickled).
 _JOB: dict = {}
@@ -91,8 +40,8 @@ def _write_shard(k: int) -> None:
     source: ImageSource = _JOB["source"]
     out: Path = _JOB["out"]
     name, order, size = _JOB["name"], _JOB["order"], _JOB["shard_size"]
-    encoder: Encoder = _JOB["encoder"]
-    boxes: dict = _JOB["boxes"]
+    image_field: ImageField = _JOB["image_field"]
+    boxes: BboxCsv | None = _JOB["boxes"]
     counter = _JOB.get("counter")  # shared with the parent (worker processes)
     tick = _JOB.get("tick")  # the progress bar itself (writing in this process)
     entries: list[list] = []
@@ -107,23 +56,25 @@ def _write_shard(k: int) -> None:
                 _count(counter, tick)
                 continue
             label = source.label(i)
-            data, ext, factor = encoder.encode(img)
-            original = source.describe(i)
-            sidecar = {
-                "label": label,
-                "class": source.classes[label],  # the wnid for ImageNet folders
-                "original": original,
-                "original_size": [int(img.shape[2]), int(img.shape[1])],  # width, height
-                "boxes": [[round(v * factor, 2) for v in b] for b in boxes.get(PurePath(original).stem, [])],
-            }
+            ext, data = image_field.encode(img)
+            members = [LABEL.encode(label), (ext, data), SIDECAR.encode(_sidecar(source, i, label, img, image_field, boxes))]
             key = f"{pos:09d}"
-            members = [("cls", str(label).encode()), (ext, data), ("json", json.dumps(sidecar, sort_keys=True).encode())]
             for suffix, payload in sorted(members):
                 if suffix == ext:
                     entries.append([key, tar.offset + fmt.TAR_HEADER, len(payload), label, ext])
                 tar.addfile(fmt.tar_info(f"{key}.{suffix}", len(payload)), io.BytesIO(payload))
             _count(counter, tick)
     write_json_atomic(out / fmt.index_file(name, k), {"samples": entries, "skipped": skipped})
+
+
+def _sidecar(source: ImageSource, i: int, label: int, img: torch.Tensor, image_field: ImageField, table: BboxCsv | None) -> Sidecar:
+    original = source.describe(i)
+    width, height = int(img.shape[2]), int(img.shape[1])
+    corners = table.corners(PurePath(original).stem) if table else []
+    if table and table.relative:  # fractions of the image (`cnnlab data bbox --relative`) → its pixels
+        corners = [[c[0] * width, c[1] * height, c[2] * width, c[3] * height] for c in corners]
+    boxes = BoxesCodec.encode(corners, image_field.scale(width, height))
+    return Sidecar(label, source.classes[label], original, (width, height), boxes)
 
 
 def _shard_done(out: Path, name: str, k: int) -> bool:
@@ -203,8 +154,8 @@ def write_shards(
         log(f"{out}: resuming, {n_shards - len(todo)} of {n_shards} shards already written")
     job = {
         "source": source, "out": out, "name": name, "order": order, "shard_size": settings.shard_size,
-        "encoder": Encoder(settings.resize, settings.quality, settings.image_format),
-        "boxes": read_boxes(settings.boxes) if settings.boxes else {},
+        "image_field": ImageField(settings.resize, settings.quality, settings.image_format),
+        "boxes": read_bbox_csv(settings.boxes) if settings.boxes else None,
     }  # fmt: skip
     from tqdm import tqdm
 

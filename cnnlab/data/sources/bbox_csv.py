@@ -104,4 +104,3 @@ def open_bbox_csv(csv_path: str | Path, images: str, split: str, seed: int = 0) 
     """``images`` is any dataset ``cnnlab.data.datasets.open_split`` opens (e.g. an ImageNet folder)."""
     base = open_split(images, split, seed)
     return CsvBoxSource(base, read_bbox_csv(csv_path))
-

@@ -160,4 +160,3 @@ def open_voc(root: str | Path, split: str, classes: list[str] | None = None) -> 
     if not names:
         raise CnnlabError(f"no objects in the annotations of split {split!r} of {root}: give the class names")
     return VocSource(root, ids, sorted(names), parsed)
-

@@ -166,8 +166,10 @@ def _list_file(listing: Path) -> list[str]:
 
 def _image_folder(root: Path) -> list[str]:
     found: list[str] = []
+    seen: set[str] = set()  # real paths of the folders walked: a linked folder is entered once (no loops)
     for folder, dirs, files in os.walk(root, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        seen.add(os.path.realpath(folder))
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and os.path.realpath(os.path.join(folder, d)) not in seen)
         found.extend(os.path.join(folder, f) for f in files if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS))
     return sorted(found)
 
@@ -189,3 +191,4 @@ def open_yolo(spec: str | Path, classes: list[str], flavor: Flavor = "alexeyab")
         raise CnnlabError(f"no images in {what}: expected {', '.join(IMAGE_EXTENSIONS)} files" if root.is_dir()
                           else f"{what} is empty: write one image path per line")  # fmt: skip
     return YoloSource(paths, classes, flavor)
+
