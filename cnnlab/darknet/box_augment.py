@@ -124,12 +124,13 @@ class BoxAugment:
         im, boxes = to_rgb(image), _as_boxes(boxes)
         if self.flavor == "pjreddie":
             return self._pjreddie(im, boxes, rng, out_w, out_h)
-        out, kept, _ = self._alexeyab(im, boxes, rng, out_w, out_h, corner=None)
-        return out, kept
+        out, kept, _, hsv = self._alexeyab(im, boxes, rng, out_w, out_h, corner=None)
+        return self._distort(out, hsv), kept
 
-    def _alexeyab(self, im: torch.Tensor, boxes: np.ndarray, rng: np.random.Generator, w: int, h: int, corner: int | None) -> tuple[torch.Tensor, np.ndarray, Crop]:
-        """AlexeyAB's window, flip and HSV; ``corner`` (mosaic quadrant) enables the corner move.
-        Returns the image, the boxes and the window as seen in the output (flipped if flipped)."""
+    def _alexeyab(self, im: torch.Tensor, boxes: np.ndarray, rng: np.random.Generator, w: int, h: int, corner: int | None) -> tuple[torch.Tensor, np.ndarray, Crop, tuple[float, float, float]]:
+        """AlexeyAB's window and flip; ``corner`` (mosaic quadrant) enables the corner move. Returns
+        the image, the boxes, the window as seen in the output (mirrored if flipped) and the HSV
+        draws, applied by the caller (a mosaic distorts only the part it shows)."""
         _, oh, ow = im.shape
         crop = draw_crop(rng, ow, oh, w, h, self.jitter, self.resize, self.letter_box)
         flip = self.flip and bool(rng.integers(2))
@@ -142,7 +143,7 @@ class BoxAugment:
             out = out.flip(-1)
         kept = transform_boxes(valid_source_boxes(boxes, outside_check=True), *crop_transform(crop), flip)
         kept = keep_boxes(kept, 1 / w, 1 / h, self.max_boxes, rng)
-        return self._distort(out, hsv), kept, flipped(crop) if flip else crop
+        return out, kept, flipped(crop) if flip else crop, hsv
 
     def _pjreddie(self, im: torch.Tensor, boxes: np.ndarray, rng: np.random.Generator, w: int, h: int) -> tuple[torch.Tensor, np.ndarray]:
         """pjreddie's placement on grey, HSV, then the flip (draw order as darknet)."""
@@ -185,9 +186,11 @@ class BoxAugment:
         canvas = torch.zeros(3, out_h, out_w)
         parts = []
         for k, (image, boxes) in enumerate(samples):
-            out, kept, crop = self._alexeyab(to_rgb(image), _as_boxes(boxes), rng, out_w, out_h, corner=k)
+            out, kept, crop, hsv = self._alexeyab(to_rgb(image), _as_boxes(boxes), rng, out_w, out_h, corner=k)
             t = tile(k, cut_x, cut_y, out_w, out_h, crop)
             paste(canvas, out, t)
+            block = canvas[:, t.dy : t.dy + t.qh, t.dx : t.dx + t.qw]
+            block.copy_(self._distort(block, hsv))  # HSV is per pixel: only the shown part needs it
             parts.append(tile_boxes(kept, t, out_w, out_h))
         return canvas, np.concatenate(parts)[: self.max_boxes]
 

@@ -301,3 +301,22 @@ def test_mosaic_tiles_skip_the_padding_and_corner_moves_follow_darknets_table() 
     sides = lambda c: (c.pleft, c.pright, c.ptop, c.pbot)  # noqa: E731
     assert [sides(to_corner(c, k, flip=False)) for k in range(4)] == [(0, 7, 0, 11), (7, 0, 0, 11), (0, 7, 11, 0), (7, 0, 11, 0)]
     assert [sides(to_corner(c, k, flip=True)) for k in range(4)] == [(7, 0, 0, 11), (0, 7, 0, 11), (7, 0, 11, 0), (0, 7, 11, 0)]
+
+
+def test_mosaic_distorts_each_tile_with_its_own_draws() -> None:
+    aug = BoxAugment.from_net(cfg("mosaic=1\nexposure=2"), "alexeyab")
+    grey = torch.full((3, 20, 30), 100, dtype=torch.uint8)
+    none = np.zeros((0, 5), np.float32)
+    levels = set()
+    for seed in range(4):
+        out, _ = aug.mosaic([(grey, none)] * 4, sample_rng(2, seed), 40, 40)
+        flat = out[0].numpy()
+        corners = [flat[0, 0], flat[0, -1], flat[-1, 0], flat[-1, -1]]  # one pixel of each quadrant
+        for c, quadrant in zip(corners, [flat[:8, :8], flat[:8, -8:], flat[-8:, :8], flat[-8:, -8:]]):
+            np.testing.assert_allclose(quadrant, c, atol=1e-6)  # one factor per tile (8 px is inside any cut)
+            assert 100 / 255 / 2 - 1e-6 <= c <= 100 / 255 * 2 + 1e-6
+        levels.update(np.round(corners, 4).tolist())
+    assert len(levels) >= 12  # the four tiles of a mosaic are darkened/brightened independently
+    a, ba = aug.mosaic([painted([(k, 10, 8, 40, 30)]) for k in range(4)], sample_rng(2, 9), 40, 40)
+    b, bb = aug.mosaic([painted([(k, 10, 8, 40, 30)]) for k in range(4)], sample_rng(2, 9), 40, 40)
+    assert torch.equal(a, b) and np.array_equal(ba, bb)
