@@ -10,8 +10,9 @@ Per image, as the cfg and the flavor say (geometry in :mod:`cnnlab.darknet.box_g
 * pjreddie: the aspect ratio jittered by ``jitter``, the image fitted into the network and placed
   at random on grey; HSV distortion; a flip half of the time (always on).
 
-HSV is darknet's float ``distort_image`` (:func:`cnnlab.darknet.augment.distort`): hue shifted by
-up to ±``hue``, saturation and value scaled by ``rand_scale``. AlexeyAB's OpenCV build does the
+HSV is darknet's float ``distort_image`` (:func:`cnnlab.darknet.hsv.distort_fast`, the numbers of
+the classifier's :func:`cnnlab.darknet.augment.distort`, faster): hue shifted by up to ±``hue``,
+saturation and value scaled by ``rand_scale``. AlexeyAB's OpenCV build does the
 same on 8-bit HSV, so its colours differ by rounding. Boxes follow the pixels (``correct_boxes``),
 are clamped to the image and dropped when under one network pixel (AlexeyAB) or 0.001 of the
 image (pjreddie) wide or high, and capped at the head's ``max=``.
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from cnnlab.darknet.augment import distort, rand_scale, uniform
+from cnnlab.darknet.augment import rand_scale, uniform
 from cnnlab.darknet.box_geometry import (
     Crop,
     crop_resize,
@@ -48,6 +49,7 @@ from cnnlab.darknet.box_geometry import (
 )
 from cnnlab.darknet.box_mosaic import draw_cut, paste, tile, tile_boxes, to_corner
 from cnnlab.darknet.cfg import Section
+from cnnlab.darknet.hsv import distort_fast
 from cnnlab.darknet.preprocess import letterbox, resize
 from cnnlab.errors import CnnlabError
 
@@ -167,7 +169,7 @@ class BoxAugment:
         dhue, dsat, dexp = hsv
         if dhue == 0 and dsat == 1 and dexp == 1:
             return out
-        return torch.from_numpy(distort(np.ascontiguousarray(out.numpy()), dhue, dsat, dexp))
+        return torch.from_numpy(distort_fast(out.numpy(), dhue, dsat, dexp))
 
     # -- mosaic ------------------------------------------------------------------------------------
 
