@@ -24,7 +24,7 @@ resume, and changing only hue/saturation/exposure leaves the boxes as they were.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -195,6 +195,18 @@ class BoxAugment:
             block.copy_(self._distort(block, hsv))  # HSV is per pixel: only the shown part needs it
             parts.append(tile_boxes(kept, t, out_w, out_h))
         return canvas, np.concatenate(parts)[: self.max_boxes]
+
+    def sample(self, index: int, n: int, load: Callable[[int], tuple[torch.Tensor, np.ndarray]], rng: np.random.Generator, out_w: int, out_h: int) -> tuple[torch.Tensor, np.ndarray]:
+        """The training sample of image ``index`` of ``n``: with ``mosaic=1``, half of the time a
+        mosaic of it and three images drawn at random (darknet draws all four at random; keeping
+        the sample's own image in quadrant 0 keeps every image seen once an epoch), else the image
+        alone. ``load(i)`` gives image ``i`` and its boxes; what it raises (an unreadable image)
+        reaches the caller."""
+        if self.draw_mosaic(rng):
+            others = [int(j) for j in rng.integers(n, size=3)]
+            return self.mosaic([load(index)] + [load(j) for j in others], rng, out_w, out_h)
+        image, boxes = load(index)
+        return self(image, boxes, rng, out_w, out_h)
 
     # -- multi-scale -------------------------------------------------------------------------------
 

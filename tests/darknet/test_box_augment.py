@@ -320,3 +320,26 @@ def test_mosaic_distorts_each_tile_with_its_own_draws() -> None:
     a, ba = aug.mosaic([painted([(k, 10, 8, 40, 30)]) for k in range(4)], sample_rng(2, 9), 40, 40)
     b, bb = aug.mosaic([painted([(k, 10, 8, 40, 30)]) for k in range(4)], sample_rng(2, 9), 40, 40)
     assert torch.equal(a, b) and np.array_equal(ba, bb)
+
+
+def test_sample_makes_a_mosaic_about_half_of_the_time_only_when_the_cfg_asks() -> None:
+    images = [painted([(k % 4, 10, 8, 40, 30)]) for k in range(6)]
+    loaded: list[int] = []
+
+    def load(i: int) -> tuple[torch.Tensor, np.ndarray]:
+        loaded.append(i)
+        return images[i]
+
+    mosaic = BoxAugment.from_net(cfg("mosaic=1"), "alexeyab")
+    counts = []
+    for k in range(40):
+        loaded.clear()
+        out, _ = mosaic.sample(k % 6, 6, load, sample_rng(0, k), 32, 32)
+        assert out.shape == (3, 32, 32) and loaded[0] == k % 6
+        counts.append(len(loaded))
+    assert set(counts) == {1, 4} and 10 < counts.count(4) < 30
+    plain = BoxAugment.from_net(cfg(), "alexeyab")
+    loaded.clear()
+    a, ba = plain.sample(2, 6, load, sample_rng(0, 5), 32, 32)
+    b, bb = plain(*images[2], sample_rng(0, 5), 32, 32)  # no mosaic: no extra draw, the plain sample
+    assert loaded == [2] and torch.equal(a, b) and np.array_equal(ba, bb)
