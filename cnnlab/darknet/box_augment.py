@@ -34,18 +34,15 @@ import torch
 from cnnlab.darknet.augment import rand_scale, uniform
 from cnnlab.darknet.box_geometry import (
     Crop,
+    alexeyab_truth,
     crop_resize,
-    crop_transform,
     draw_crop,
     draw_place,
     flipped,
-    keep_boxes,
+    pjreddie_truth,
     place_image,
-    place_transform,
     round_half_away,
     to_rgb,
-    transform_boxes,
-    valid_source_boxes,
 )
 from cnnlab.darknet.box_mosaic import draw_cut, paste, tile, tile_boxes, to_corner
 from cnnlab.darknet.cfg import Section
@@ -61,7 +58,6 @@ HEADS = ("yolo", "region", "Gaussian_yolo")  # the sections whose jitter/random 
 # AlexeyAB [net] augmentation/training-data keys cnnlab does not implement, reported when set (non-zero)
 UNSUPPORTED = ("mixup", "cutmix", "blur", "gaussian_noise", "track", "contrastive", "adversarial_lr")
 MAX_BOXES = {"pjreddie": {"yolo": 90, "region": 30}, "alexeyab": {}}  # [head] max= defaults; AlexeyAB: 200
-PJREDDIE_MIN_SIDE = 0.001  # pjreddie fill_truth_detection drops boxes under this (relative) size
 
 
 def sample_rng(seed: int, sample: int) -> np.random.Generator:
@@ -89,7 +85,7 @@ class BoxAugment:
     unsupported: tuple[str, ...] = ()  # keys set in the cfg that cnnlab ignores (the caller warns)
 
     @classmethod
-    def from_net(cls, net: "DarknetNet | Sequence[Section]", flavor: str | None = None) -> "BoxAugment":
+    def from_net(cls, net: DarknetNet | Sequence[Section], flavor: str | None = None) -> BoxAugment:
         """From a :class:`~cnnlab.darknet.model.DarknetNet` (its flavor unless ``flavor`` is given)
         or its cfg sections. Like darknet's trainer, reads jitter/resize/random/max from the last
         [yolo]/[region] section."""
@@ -143,8 +139,7 @@ class BoxAugment:
         out = crop_resize(im, crop, w, h)
         if flip:
             out = out.flip(-1)
-        kept = transform_boxes(valid_source_boxes(boxes, outside_check=True), *crop_transform(crop), flip)
-        kept = keep_boxes(kept, 1 / w, 1 / h, self.max_boxes, rng)
+        kept = alexeyab_truth(boxes, crop, flip, w, h, self.max_boxes, rng)
         return out, kept, flipped(crop) if flip else crop, hsv
 
     def _pjreddie(self, im: torch.Tensor, boxes: np.ndarray, rng: np.random.Generator, w: int, h: int) -> tuple[torch.Tensor, np.ndarray]:
@@ -156,8 +151,7 @@ class BoxAugment:
         out = self._distort(place_image(im, place, w, h), hsv)
         if flip:
             out = out.flip(-1)
-        kept = transform_boxes(valid_source_boxes(boxes, outside_check=False), *place_transform(place, w, h), flip)
-        kept = keep_boxes(kept, PJREDDIE_MIN_SIDE, PJREDDIE_MIN_SIDE, self.max_boxes, rng)
+        kept = pjreddie_truth(boxes, place, flip, w, h, self.max_boxes, rng)
         return out.contiguous(), kept
 
     def _draw_hsv(self, rng: np.random.Generator) -> tuple[float, float, float]:

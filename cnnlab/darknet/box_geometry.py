@@ -26,6 +26,8 @@ import torch.nn.functional as F
 
 from cnnlab.darknet.augment import uniform
 
+PJREDDIE_MIN_SIDE = 0.001  # pjreddie fill_truth_detection drops boxes under this (relative) size
+
 
 @dataclass(frozen=True)
 class Crop:
@@ -47,7 +49,7 @@ class Crop:
     def sheight(self) -> int:
         return self.oh - self.ptop - self.pbot
 
-    def checked(self) -> "Crop":
+    def checked(self) -> Crop:
         """darknet's "invalid resize" reset: a window with no width or height becomes the image."""
         if self.swidth <= 0 or self.sheight <= 0 or self.ow - self.pleft <= 0 or self.oh - self.ptop <= 0:
             return Crop(0, 0, 0, 0, self.ow, self.oh)
@@ -193,6 +195,19 @@ def keep_boxes(boxes: np.ndarray, min_w: float, min_h: float, max_boxes: int, rn
     if len(boxes) > max_boxes:
         boxes = boxes[np.sort(rng.permutation(len(boxes))[:max_boxes])]
     return boxes[(boxes[:, 3] >= min_w) & (boxes[:, 4] >= min_h)]
+
+
+def alexeyab_truth(boxes: np.ndarray, crop: Crop, flip: bool, net_w: int, net_h: int, max_boxes: int, rng: np.random.Generator) -> np.ndarray:
+    """AlexeyAB ``fill_truth_detection`` for a window: the boxes of the output image, each at
+    least one network pixel wide and high."""
+    moved = transform_boxes(valid_source_boxes(boxes, outside_check=True), *crop_transform(crop), flip)
+    return keep_boxes(moved, 1 / net_w, 1 / net_h, max_boxes, rng)
+
+
+def pjreddie_truth(boxes: np.ndarray, place: Place, flip: bool, net_w: int, net_h: int, max_boxes: int, rng: np.random.Generator) -> np.ndarray:
+    """pjreddie ``fill_truth_detection`` for a placement: boxes at least 0.001 of the image wide and high."""
+    moved = transform_boxes(valid_source_boxes(boxes, outside_check=False), *place_transform(place, net_w, net_h), flip)
+    return keep_boxes(moved, PJREDDIE_MIN_SIDE, PJREDDIE_MIN_SIDE, max_boxes, rng)
 
 
 def to_rgb(image: torch.Tensor) -> torch.Tensor:

@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
-from cnnlab.darknet.box_augment import BoxAugment, eval_transform, next_net_size, sample_rng
+from cnnlab.darknet.box_augment import (
+    BoxAugment,
+    eval_transform,
+    next_net_size,
+    sample_rng,
+)
+from cnnlab.darknet.box_geometry import (
+    Crop,
+    Place,
+    alexeyab_truth,
+    draw_crop,
+    pjreddie_truth,
+)
+from cnnlab.darknet.box_mosaic import tile, to_corner
 from cnnlab.darknet.cfg import parse_cfg
 from cnnlab.darknet.preprocess import letterbox, resize
 from cnnlab.errors import CnnlabError
@@ -274,8 +290,6 @@ class FixedDraws:
 
 
 def test_the_window_is_darknets_integer_arithmetic() -> None:
-    from cnnlab.darknet.box_geometry import draw_crop
-
     # 100×50 image, jitter .3 (dw 30, dh 15), resize 1.5 (zoom -25…16 across, -12…8 down), letter_box into 64×64
     rng = FixedDraws([0.25, 0.8125, 0.125, 0.875, 0.5, 0.0])  # zoom draws, then the four sides
     crop = draw_crop(rng, 100, 50, 64, 64, 0.3, 1.5, letter_box=False)
@@ -288,9 +302,6 @@ def test_the_window_is_darknets_integer_arithmetic() -> None:
 
 
 def test_mosaic_tiles_skip_the_padding_and_corner_moves_follow_darknets_table() -> None:
-    from cnnlab.darknet.box_geometry import Crop
-    from cnnlab.darknet.box_mosaic import tile, to_corner
-
     # 50×50 image in a 100×100 mosaic cut at (40, 30): 10 px of padding left and right (20 output px by
     # darknet's w/ow), 5 cut on top, 20 padded at the bottom (40 output px)
     crop = Crop(-10, -10, 5, -20, 50, 50)
@@ -298,7 +309,7 @@ def test_mosaic_tiles_skip_the_padding_and_corner_moves_follow_darknets_table() 
     assert (t0.sx, t0.sy, t0.dx, t0.dy, t0.qw, t0.qh) == (100 - 40 - 20, 100 - 30 - 40, 0, 0, 40, 30)
     assert (t3.sx, t3.sy, t3.dx, t3.dy, t3.qw, t3.qh) == (20, 0, 40, 30, 60, 70)
     c = Crop(3, 4, 5, 6, 50, 50)
-    sides = lambda c: (c.pleft, c.pright, c.ptop, c.pbot)  # noqa: E731
+    sides = lambda c: (c.pleft, c.pright, c.ptop, c.pbot)
     assert [sides(to_corner(c, k, flip=False)) for k in range(4)] == [(0, 7, 0, 11), (7, 0, 0, 11), (0, 7, 11, 0), (7, 0, 11, 0)]
     assert [sides(to_corner(c, k, flip=True)) for k in range(4)] == [(7, 0, 0, 11), (0, 7, 0, 11), (7, 0, 11, 0), (0, 7, 11, 0)]
 
@@ -343,3 +354,24 @@ def test_sample_makes_a_mosaic_about_half_of_the_time_only_when_the_cfg_asks() -
     a, ba = plain.sample(2, 6, load, sample_rng(0, 5), 32, 32)
     b, bb = plain(*images[2], sample_rng(0, 5), 32, 32)  # no mosaic: no extra draw, the plain sample
     assert loaded == [2] and torch.equal(a, b) and np.array_equal(ba, bb)
+
+
+def test_box_arithmetic_matches_darknets_fill_truth_detection() -> None:
+    """Golden rows from each darknet's own fill_truth_detection (tests/darknet/make_box_reference.py):
+    windows and placements with boxes inside, across the edges, outside, tiny and at x = y = 0."""
+    ref = json.loads((Path(__file__).parent / "reference" / "box_truth.json").read_text())
+    compared = 0
+    for flavor, cases in ref.items():
+        for case in cases:
+            boxes = np.array(case["boxes"], np.float32).reshape(-1, 5)
+            w, h = case["net"]
+            if flavor == "alexeyab":
+                ours = alexeyab_truth(boxes, Crop(*case["window"], case["ow"], case["oh"]), bool(case["flip"]), w, h, 200, sample_rng(0, 0))
+            else:
+                ours = pjreddie_truth(boxes, Place(*case["window"]), bool(case["flip"]), w, h, 200, sample_rng(0, 0))
+            theirs = np.array(case["darknet"], np.float32).reshape(-1, 5)
+            assert len(ours) == len(theirs), (flavor, case)
+            ours = ours[np.lexsort(ours.T[::-1])]  # darknet's rows are stored sorted
+            np.testing.assert_allclose(ours, theirs, atol=1e-6, err_msg=f"{flavor} {case}")
+            compared += len(theirs)
+    assert compared > 300
