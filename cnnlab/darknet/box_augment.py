@@ -36,6 +36,7 @@ from cnnlab.darknet.box_geometry import (
     Crop,
     alexeyab_truth,
     crop_resize,
+    crop_resize_plain,
     draw_crop,
     draw_place,
     flipped,
@@ -83,12 +84,15 @@ class BoxAugment:
     resize_step: int = 32  # AlexeyAB [net] resize_step=: the multi-scale sizes are multiples of it
     max_boxes: int = 200  # [yolo]/[region] max=: boxes kept per image
     unsupported: tuple[str, ...] = ()  # keys set in the cfg that cnnlab ignores (the caller warns)
+    opencv: bool = True  # AlexeyAB: the OpenCV build's crop fill and resize (False: the build without OpenCV)
 
     @classmethod
-    def from_net(cls, net: DarknetNet | Sequence[Section], flavor: str | None = None) -> BoxAugment:
+    def from_net(cls, net: DarknetNet | Sequence[Section], flavor: str | None = None, opencv: bool = True) -> BoxAugment:
         """From a :class:`~cnnlab.darknet.model.DarknetNet` (its flavor unless ``flavor`` is given)
         or its cfg sections. Like darknet's trainer, reads jitter/resize/random/max from the last
-        [yolo]/[region] section."""
+        [yolo]/[region] section. ``opencv``: mimic AlexeyAB built with OpenCV (mean-colour padding,
+        ``cv::resize``) or without (edge pixels, darknet's ``resize_image``; that build refuses
+        ``mosaic=1``, cnnlab does not)."""
         sections = list(getattr(net, "sections", net))
         flavor = flavor or getattr(net, "flavor", None)
         if flavor not in FLAVORS:
@@ -112,6 +116,7 @@ class BoxAugment:
             flavor, head.float("jitter", 0.2), head.float("resize", 1.0), opts.float("hue", 0.0),
             opts.float("saturation", 1.0), opts.float("exposure", 1.0), bool(opts.int("flip", 1)), letter_box,
             mosaic, head.float("random", 0.0), max(1, int(opts.float("resize_step", 32))), head.int("max", 200), unsupported,
+            opencv,
         )  # fmt: skip
 
     # -- one image ---------------------------------------------------------------------------------
@@ -136,7 +141,7 @@ class BoxAugment:
         if corner is not None and rng.integers(2) == 0:
             crop = to_corner(crop, corner, flip)
         crop = crop.checked()
-        out = crop_resize(im, crop, w, h)
+        out = (crop_resize if self.opencv else crop_resize_plain)(im, crop, w, h)
         if flip:
             out = out.flip(-1)
         kept = alexeyab_truth(boxes, crop, flip, w, h, self.max_boxes, rng)

@@ -6,8 +6,10 @@ Two darknets, two geometries:
 
 * AlexeyAB: a window ``(pleft, ptop, swidth, sheight)`` on the source image — each side moved
   by up to ``jitter`` of the image size (and ``[yolo] resize=``'s zoom), negative values meaning
-  padding — is cut out (outside the image: the image's mean colour, as the OpenCV build fills it)
-  and stretched to the network size. ``letter_box=1`` widens the window to the network's aspect.
+  padding — is cut out and stretched to the network size. ``letter_box=1`` widens the window to
+  the network's aspect. The OpenCV build fills what lies outside the image with its mean colour
+  and resizes like ``cv::resize`` (:func:`crop_resize`); the build without OpenCV repeats the edge
+  pixels and uses darknet's ``resize_image`` (:func:`crop_resize_plain`).
 * pjreddie: the whole image, its aspect ratio jittered, is scaled to fit the network and placed
   at a random spot of a grey (0.5) canvas (``place_image``).
 
@@ -25,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from cnnlab.darknet.augment import uniform
+from cnnlab.darknet.preprocess import resize
 
 PJREDDIE_MIN_SIDE = 0.001  # pjreddie fill_truth_detection drops boxes under this (relative) size
 
@@ -105,6 +108,17 @@ def crop_resize(im: torch.Tensor, crop: Crop, out_w: int, out_h: int) -> torch.T
             window[:, y0 - crop.ptop : y1 - crop.ptop, x0 - crop.pleft : x1 - crop.pleft] = im[:, y0:y1, x0:x1]
     out = F.interpolate(window[None].float(), size=(out_h, out_w), mode="bilinear", align_corners=False)[0]
     return (out / 255).clamp_(0, 1)
+
+
+def crop_resize_plain(im: torch.Tensor, crop: Crop, out_w: int, out_h: int) -> torch.Tensor:
+    """AlexeyAB built without OpenCV: ``crop_image`` (outside the image: the nearest edge pixel)
+    then darknet's own ``resize_image`` (:func:`cnnlab.darknet.preprocess.resize`)."""
+    _, oh, ow = im.shape
+    rows = np.clip(np.arange(crop.ptop, crop.ptop + crop.sheight), 0, oh - 1)
+    cols = np.clip(np.arange(crop.pleft, crop.pleft + crop.swidth), 0, ow - 1)
+    window = im.numpy()[:, rows][:, :, cols]
+    window = (window.astype(np.float64) / 255.0).astype(np.float32)  # stb_image's u8/255.
+    return torch.from_numpy(resize(window, out_w, out_h))
 
 
 @dataclass(frozen=True)

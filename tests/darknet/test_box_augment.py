@@ -375,3 +375,19 @@ def test_box_arithmetic_matches_darknets_fill_truth_detection() -> None:
             np.testing.assert_allclose(ours, theirs, atol=1e-6, err_msg=f"{flavor} {case}")
             compared += len(theirs)
     assert compared > 300
+
+
+def test_without_opencv_the_window_repeats_the_edges_and_uses_darknets_resize() -> None:
+    im, boxes = painted([(0, 20, 8, 40, 32)])
+    plain = BoxAugment.from_net(cfg("letter_box=1\nflip=0", "jitter=0"), "alexeyab", opencv=False)
+    assert not plain.opencv
+    out, kept = plain(im, boxes, sample_rng(0, 0), 30, 30)
+    ref = (im.numpy().astype(np.float64) / 255).astype(np.float32)
+    rows = np.clip(np.arange(-10, 50), 0, 39)  # the 60×60 letterbox window: 10 rows above and below, edge-repeated
+    assert np.array_equal(out.numpy(), resize(ref[:, rows, :], 30, 30))
+    np.testing.assert_allclose(kept, [[0, 0.5, 0.5, 10 / 30, 12 / 30]], atol=1e-6)
+    for seed in SEEDS:  # and the boxes still follow the pixels under jitter
+        aug = BoxAugment.from_net(cfg(), "alexeyab", opencv=False)
+        two, boxes2 = painted([(0, 4, 5, 20, 18), (2, 30, 20, 55, 36)])
+        out, kept = aug(two, boxes2, sample_rng(8, seed), 32, 24)
+        check_follow(out, kept, [0, 2], tol=1.5)
