@@ -11,6 +11,11 @@ then, from the repository root::
 
     python tests/darknet/make_box_reference.py --alexeyab /tmp/dk-ab [--pjreddie /tmp/dk-pj]
 
+Also, for the AlexeyAB build, the image path of its loader without OpenCV: ``crop_image``,
+``resize_image``, ``flip_image``, ``distort_image`` on a PNG made by :func:`reference_image` —
+the sha256 of darknet's float32 output where no HSV change is drawn (cnnlab's must be
+bit-identical), darknet's values on a small output where one is.
+
 A small C driver (written here, compiled against each build) reads one case per line — label
 path, flip, dx, dy, sx, sy (as darknet's loaders compute them, float32), network size — and prints
 the truth rows darknet fills. darknet shuffles the boxes (``randomize_boxes``), so rows are stored
@@ -22,6 +27,7 @@ cnnlab drops).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import subprocess
 import tempfile
@@ -64,6 +70,64 @@ FLAVORS = {
         "size": 5,
     },
 }
+
+
+IMAGE_DRIVER = r"""
+#include <stdio.h>
+#include <stdlib.h>
+typedef struct { int w; int h; int c; float *data; } image;
+image load_image_stb(char *filename, int channels);
+image crop_image(image im, int dx, int dy, int w, int h);
+image resize_image(image im, int w, int h);
+void flip_image(image a);
+void distort_image(image im, float hue, float sat, float val);
+int main(int argc, char **argv) {
+    char out[4096]; int pleft, ptop, sw, sh, w, h, flip; float dhue, dsat, dexp;
+    image orig = load_image_stb(argv[1], 3);
+    while (scanf("%d %d %d %d %d %d %d %f %f %f %4095s", &pleft, &ptop, &sw, &sh, &w, &h, &flip, &dhue, &dsat, &dexp, out) == 11) {
+        image sized = resize_image(crop_image(orig, pleft, ptop, sw, sh), w, h);
+        if (flip) flip_image(sized);
+        if (dhue != 0 || dsat != 1 || dexp != 1) distort_image(sized, dhue, dsat, dexp);
+        FILE *f = fopen(out, "wb");
+        fwrite(sized.data, sizeof(float), sized.w * sized.h * sized.c, f);
+        fclose(f);
+    }
+    return 0;
+}
+"""
+
+
+def reference_image() -> np.ndarray:
+    """A 70×45 RGB uint8 image (H, W, 3) from integer formulas (no RNG): gradients and a checker."""
+    y, x = np.mgrid[0:45, 0:70]
+    return np.stack([(x * 37 + y * 11) % 256, (y * 53 + (x // 7) * 40) % 256, ((x ^ y) * 9) % 256], -1).astype(np.uint8)
+
+
+def image_cases(rng: np.random.Generator, build: Path, tmp: Path) -> list[dict]:
+    from PIL import Image
+
+    Image.fromarray(reference_image()).save(tmp / "ref.png")
+    (tmp / "image.c").write_text(IMAGE_DRIVER)
+    exe = tmp / "image-driver"
+    subprocess.run(["gcc", "-O1", "-o", str(exe), str(tmp / "image.c"), f"-L{build}", "-ldarknet", f"-Wl,-rpath,{build}", "-lm", "-lpthread"], check=True)
+    cases, lines = [], []
+    for i in range(24):
+        pleft, pright = (int(v) for v in rng.integers(-21, 22, 2))
+        ptop, pbot = (int(v) for v in rng.integers(-13, 14, 2))
+        hsv = i % 3 == 2
+        w, h = (8, 6) if hsv else (int(rng.choice([32, 48, 64])), int(rng.choice([24, 32, 64])))
+        draws = (float(np.float32(rng.uniform(-0.1, 0.1))), float(np.float32(rng.uniform(0.7, 1.5))), float(np.float32(rng.uniform(0.7, 1.5)))) if hsv else (0.0, 1.0, 1.0)
+        case = {"window": [pleft, pright, ptop, pbot], "out": [w, h], "flip": int(rng.integers(2)), "hsv": list(draws)}
+        cases.append(case)
+        lines.append(f"{pleft} {ptop} {70 - pleft - pright} {45 - ptop - pbot} {w} {h} {case['flip']} {draws[0]!r} {draws[1]!r} {draws[2]!r} {tmp / f'out{i}.bin'}")
+    subprocess.run([str(exe), str(tmp / "ref.png")], input="\n".join(lines) + "\n", text=True, check=True)
+    for i, case in enumerate(cases):
+        data = np.fromfile(tmp / f"out{i}.bin", np.float32)
+        if case["hsv"] == [0.0, 1.0, 1.0]:
+            case["sha256"] = hashlib.sha256(data.tobytes()).hexdigest()
+        else:
+            case["darknet"] = [float(f"{v:.8g}") for v in data]
+    return cases
 
 
 def make_cases(rng: np.random.Generator, flavor: str) -> list[dict]:
@@ -136,8 +200,9 @@ def main() -> None:
                 cases = make_cases(rng, flavor)
                 run(build, flavor, cases, Path(tmp))
                 result[flavor] = cases
+        result["alexeyab_images"] = image_cases(rng, args.alexeyab, Path(tmp))
     OUT.write_text(json.dumps(result, indent=None, separators=(",", ":")) + "\n")
-    print(f"wrote {OUT}: " + ", ".join(f"{k} {len(v)} cases, {sum(len(c['darknet']) for c in v)} boxes" for k, v in result.items()))
+    print(f"wrote {OUT}: " + ", ".join(f"{k} {len(v)} cases" for k, v in result.items()))
 
 
 if __name__ == "__main__":

@@ -361,8 +361,8 @@ def test_box_arithmetic_matches_darknets_fill_truth_detection() -> None:
     windows and placements with boxes inside, across the edges, outside, tiny and at x = y = 0."""
     ref = json.loads((Path(__file__).parent / "reference" / "box_truth.json").read_text())
     compared = 0
-    for flavor, cases in ref.items():
-        for case in cases:
+    for flavor in ("alexeyab", "pjreddie"):
+        for case in ref[flavor]:
             boxes = np.array(case["boxes"], np.float32).reshape(-1, 5)
             w, h = case["net"]
             if flavor == "alexeyab":
@@ -391,3 +391,30 @@ def test_without_opencv_the_window_repeats_the_edges_and_uses_darknets_resize() 
         two, boxes2 = painted([(0, 4, 5, 20, 18), (2, 30, 20, 55, 36)])
         out, kept = aug(two, boxes2, sample_rng(8, seed), 32, 24)
         check_follow(out, kept, [0, 2], tol=1.5)
+
+
+def test_image_path_without_opencv_is_darknets_bit_for_bit() -> None:
+    """AlexeyAB's loader without OpenCV (crop_image, resize_image, flip_image, distort_image), run by
+    darknet itself on reference_image() (tests/darknet/make_box_reference.py): the window, resize
+    and flip are bit-identical; HSV matches to float rounding."""
+    import hashlib
+
+    from cnnlab.darknet.box_geometry import crop_resize_plain
+    from cnnlab.darknet.hsv import distort_fast
+
+    from .make_box_reference import reference_image
+
+    im = torch.from_numpy(reference_image().transpose(2, 0, 1).copy())
+    cases = json.loads((Path(__file__).parent / "reference" / "box_truth.json").read_text())["alexeyab_images"]
+    exact = 0
+    for case in cases:
+        w, h = case["out"]
+        out = crop_resize_plain(im, Crop(*case["window"], 70, 45), w, h)
+        out = (out.flip(-1) if case["flip"] else out).contiguous().numpy()
+        if "sha256" in case:
+            assert hashlib.sha256(out.tobytes()).hexdigest() == case["sha256"], case
+            exact += 1
+        else:
+            dhue, dsat, dexp = case["hsv"]
+            np.testing.assert_allclose(distort_fast(out, dhue, dsat, dexp).ravel(), case["darknet"], atol=5e-6)
+    assert exact >= 12
