@@ -58,7 +58,7 @@ FLAVORS = ("pjreddie", "alexeyab")
 HEADS = ("yolo", "region", "Gaussian_yolo")  # the sections whose jitter/random darknet's trainer reads
 # AlexeyAB [net] augmentation/training-data keys cnnlab does not implement, reported when set (non-zero)
 UNSUPPORTED = ("mixup", "cutmix", "blur", "gaussian_noise", "track", "contrastive", "adversarial_lr")
-MAX_BOXES = {"pjreddie": {"yolo": 90, "region": 30}, "alexeyab": {}}  # [head] max= defaults; AlexeyAB: 200
+PJREDDIE_MAX_BOXES = {"yolo": 90, "region": 30}  # pjreddie's [head] max= defaults (AlexeyAB: 200)
 
 
 def sample_rng(seed: int, sample: int) -> np.random.Generator:
@@ -102,22 +102,26 @@ class BoxAugment:
         if not heads:
             raise CnnlabError(f"{opts.source}: no [yolo] or [region] section; box augmentation needs a detector cfg")
         head = heads[-1]
-        if flavor == "pjreddie":
-            return cls(
-                flavor, head.float("jitter", 0.2), 1.0, opts.float("hue", 0.0), opts.float("saturation", 1.0),
-                opts.float("exposure", 1.0), True, True, False, float(head.int("random", 0)), 32,
-                head.int("max", MAX_BOXES["pjreddie"].get(head.type, 90)),
-            )  # fmt: skip
+        common = {"flavor": flavor, "jitter": head.float("jitter", 0.2), "hue": opts.float("hue", 0.0)}
+        common |= {"saturation": opts.float("saturation", 1.0), "exposure": opts.float("exposure", 1.0)}
+        if flavor == "pjreddie":  # reads no flip=/letter_box=/mosaic=/resize=; random= is an int
+            max_boxes = head.int("max", PJREDDIE_MAX_BOXES.get(head.type, 90))
+            return cls(**common, flip=True, letter_box=True, random=float(head.int("random", 0)), max_boxes=max_boxes)
         mosaic, letter_box = bool(opts.int("mosaic", 0)), bool(opts.int("letter_box", 0))
         if mosaic and letter_box:
             raise CnnlabError(f"{opts.where('mosaic')}: letter_box=1 and mosaic=1 cannot be combined (darknet refuses them too); remove one")
-        unsupported = tuple(k for k in UNSUPPORTED if opts.has(k) and opts.float(k, 0.0) != 0)
         return cls(
-            flavor, head.float("jitter", 0.2), head.float("resize", 1.0), opts.float("hue", 0.0),
-            opts.float("saturation", 1.0), opts.float("exposure", 1.0), bool(opts.int("flip", 1)), letter_box,
-            mosaic, head.float("random", 0.0), max(1, int(opts.float("resize_step", 32))), head.int("max", 200), unsupported,
-            opencv,
-        )  # fmt: skip
+            **common,
+            resize=head.float("resize", 1.0),
+            flip=bool(opts.int("flip", 1)),
+            letter_box=letter_box,
+            use_mosaic=mosaic,
+            random=head.float("random", 0.0),
+            resize_step=max(1, int(opts.float("resize_step", 32))),
+            max_boxes=head.int("max", 200),
+            unsupported=tuple(k for k in UNSUPPORTED if opts.has(k) and opts.float(k, 0.0) != 0),
+            opencv=opencv,
+        )
 
     # -- one image ---------------------------------------------------------------------------------
 

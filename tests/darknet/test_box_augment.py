@@ -418,3 +418,14 @@ def test_image_path_without_opencv_is_darknets_bit_for_bit() -> None:
             dhue, dsat, dexp = case["hsv"]
             np.testing.assert_allclose(distort_fast(out, dhue, dsat, dexp).ravel(), case["darknet"], atol=5e-6)
     assert exact >= 12
+
+
+def test_from_a_built_network_uses_its_flavor_and_cfg() -> None:
+    from cnnlab.darknet.model import DarknetNet
+
+    from .refdata import REF
+
+    v4 = BoxAugment.from_net(DarknetNet.from_cfg(REF / "cfg" / "yolov4-tiny.cfg", "alexeyab"))
+    assert (v4.flavor, v4.jitter, v4.resize, v4.random, v4.hue, v4.saturation, v4.exposure) == ("alexeyab", 0.3, 1.5, 0.0, 0.1, 1.5, 1.5)
+    v3 = BoxAugment.from_net(DarknetNet.from_cfg(REF / "cfg" / "yolov3-tiny.cfg", "pjreddie"))
+    assert (v3.flavor, v3.jitter, v3.random, v3.letter_box, v3.max_boxes) == ("pjreddie", 0.3, 1.0, True, 90)
