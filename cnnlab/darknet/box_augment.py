@@ -248,7 +248,11 @@ def next_net_size(
       + 1)·step``; never under one step.
     * pjreddie (examples/detector.c): square, ``(rand() % 10 + 10)·32`` — 320 … 608 whatever the cfg
       says; ``biggest`` (the last 200 iterations) gives 608.
+
+    ``random_coef`` 0 (``random=0``) keeps the cfg size: darknet does not resize then.
     """
+    if random_coef == 0:  # random=0: darknet never resizes
+        return net_w, net_h
     if flavor == "pjreddie":
         side = 608 if biggest else int(rng.integers(10, 20)) * 32
         return side, side

@@ -248,6 +248,8 @@ def test_next_net_size_alexeyab_is_random_scale_of_the_cfg_size_in_steps() -> No
     rect = {next_net_size(rng, 320, 192, 1.0, "alexeyab", resize_step=64) for _ in range(200)}
     assert all(w % 64 == 0 and h % 64 == 0 and 320 <= w <= 512 and 192 <= h <= 320 for w, h in rect)
     assert min(next_net_size(rng, 32, 32, 4.0, "alexeyab")) >= 32  # never under one step
+    assert next_net_size(rng, 416, 288, 0.0, "alexeyab") == (416, 288)  # random=0: no resizing
+    assert next_net_size(rng, 416, 288, 0.0, "pjreddie") == (416, 288)
 
 
 def test_next_net_size_pjreddie_is_320_to_608_square() -> None:
