@@ -10,8 +10,9 @@ Per image, as the cfg and the flavor say (geometry in :mod:`cnnlab.darknet.box_g
 * pjreddie: the aspect ratio jittered by ``jitter``, the image fitted into the network and placed
   at random on grey; HSV distortion; a flip half of the time (always on).
 
-HSV is darknet's float ``distort_image`` (:func:`cnnlab.darknet.augment.distort`): hue shifted by
-up to ±``hue``, saturation and value scaled by ``rand_scale``. AlexeyAB's OpenCV build does the
+HSV is darknet's float ``distort_image`` (:func:`cnnlab.darknet.hsv.distort_fast`, the numbers of
+the classifier's :func:`cnnlab.darknet.augment.distort`, faster): hue shifted by up to ±``hue``,
+saturation and value scaled by ``rand_scale``. AlexeyAB's OpenCV build does the
 same on 8-bit HSV, so its colours differ by rounding. Boxes follow the pixels (``correct_boxes``),
 are clamped to the image and dropped when under one network pixel (AlexeyAB) or 0.001 of the
 image (pjreddie) wide or high, and capped at the head's ``max=``.
@@ -23,31 +24,30 @@ resume, and changing only hue/saturation/exposure leaves the boxes as they were.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from cnnlab.darknet.augment import distort, rand_scale, uniform
+from cnnlab.darknet.augment import rand_scale, uniform
 from cnnlab.darknet.box_geometry import (
     Crop,
+    alexeyab_truth,
     crop_resize,
-    crop_transform,
+    crop_resize_plain,
     draw_crop,
     draw_place,
     flipped,
-    keep_boxes,
+    pjreddie_truth,
     place_image,
-    place_transform,
     round_half_away,
     to_rgb,
-    transform_boxes,
-    valid_source_boxes,
 )
 from cnnlab.darknet.box_mosaic import draw_cut, paste, tile, tile_boxes, to_corner
 from cnnlab.darknet.cfg import Section
+from cnnlab.darknet.hsv import distort_fast
 from cnnlab.darknet.preprocess import letterbox, resize
 from cnnlab.errors import CnnlabError
 
@@ -58,8 +58,7 @@ FLAVORS = ("pjreddie", "alexeyab")
 HEADS = ("yolo", "region", "Gaussian_yolo")  # the sections whose jitter/random darknet's trainer reads
 # AlexeyAB [net] augmentation/training-data keys cnnlab does not implement, reported when set (non-zero)
 UNSUPPORTED = ("mixup", "cutmix", "blur", "gaussian_noise", "track", "contrastive", "adversarial_lr")
-MAX_BOXES = {"pjreddie": {"yolo": 90, "region": 30}, "alexeyab": {}}  # [head] max= defaults; AlexeyAB: 200
-PJREDDIE_MIN_SIDE = 0.001  # pjreddie fill_truth_detection drops boxes under this (relative) size
+PJREDDIE_MAX_BOXES = {"yolo": 90, "region": 30}  # pjreddie's [head] max= defaults (AlexeyAB: 200)
 
 
 def sample_rng(seed: int, sample: int) -> np.random.Generator:
@@ -85,12 +84,15 @@ class BoxAugment:
     resize_step: int = 32  # AlexeyAB [net] resize_step=: the multi-scale sizes are multiples of it
     max_boxes: int = 200  # [yolo]/[region] max=: boxes kept per image
     unsupported: tuple[str, ...] = ()  # keys set in the cfg that cnnlab ignores (the caller warns)
+    opencv: bool = True  # AlexeyAB: the OpenCV build's crop fill and resize (False: the build without OpenCV)
 
     @classmethod
-    def from_net(cls, net: "DarknetNet | Sequence[Section]", flavor: str | None = None) -> "BoxAugment":
+    def from_net(cls, net: DarknetNet | Sequence[Section], flavor: str | None = None, opencv: bool = True) -> BoxAugment:
         """From a :class:`~cnnlab.darknet.model.DarknetNet` (its flavor unless ``flavor`` is given)
         or its cfg sections. Like darknet's trainer, reads jitter/resize/random/max from the last
-        [yolo]/[region] section."""
+        [yolo]/[region] section. ``opencv``: mimic AlexeyAB built with OpenCV (mean-colour padding,
+        ``cv::resize``) or without (edge pixels, darknet's ``resize_image``; that build refuses
+        ``mosaic=1``, cnnlab does not)."""
         sections = list(getattr(net, "sections", net))
         flavor = flavor or getattr(net, "flavor", None)
         if flavor not in FLAVORS:
@@ -100,21 +102,26 @@ class BoxAugment:
         if not heads:
             raise CnnlabError(f"{opts.source}: no [yolo] or [region] section; box augmentation needs a detector cfg")
         head = heads[-1]
-        if flavor == "pjreddie":
-            return cls(
-                flavor, head.float("jitter", 0.2), 1.0, opts.float("hue", 0.0), opts.float("saturation", 1.0),
-                opts.float("exposure", 1.0), True, True, False, float(head.int("random", 0)), 32,
-                head.int("max", MAX_BOXES["pjreddie"].get(head.type, 90)),
-            )  # fmt: skip
+        common = {"flavor": flavor, "jitter": head.float("jitter", 0.2), "hue": opts.float("hue", 0.0)}
+        common |= {"saturation": opts.float("saturation", 1.0), "exposure": opts.float("exposure", 1.0)}
+        if flavor == "pjreddie":  # reads no flip=/letter_box=/mosaic=/resize=; random= is an int
+            max_boxes = head.int("max", PJREDDIE_MAX_BOXES.get(head.type, 90))
+            return cls(**common, flip=True, letter_box=True, random=float(head.int("random", 0)), max_boxes=max_boxes)
         mosaic, letter_box = bool(opts.int("mosaic", 0)), bool(opts.int("letter_box", 0))
         if mosaic and letter_box:
             raise CnnlabError(f"{opts.where('mosaic')}: letter_box=1 and mosaic=1 cannot be combined (darknet refuses them too); remove one")
-        unsupported = tuple(k for k in UNSUPPORTED if opts.has(k) and opts.float(k, 0.0) != 0)
         return cls(
-            flavor, head.float("jitter", 0.2), head.float("resize", 1.0), opts.float("hue", 0.0),
-            opts.float("saturation", 1.0), opts.float("exposure", 1.0), bool(opts.int("flip", 1)), letter_box,
-            mosaic, head.float("random", 0.0), max(1, int(opts.float("resize_step", 32))), head.int("max", 200), unsupported,
-        )  # fmt: skip
+            **common,
+            resize=head.float("resize", 1.0),
+            flip=bool(opts.int("flip", 1)),
+            letter_box=letter_box,
+            use_mosaic=mosaic,
+            random=head.float("random", 0.0),
+            resize_step=max(1, int(opts.float("resize_step", 32))),
+            max_boxes=head.int("max", 200),
+            unsupported=tuple(k for k in UNSUPPORTED if opts.has(k) and opts.float(k, 0.0) != 0),
+            opencv=opencv,
+        )
 
     # -- one image ---------------------------------------------------------------------------------
 
@@ -124,12 +131,13 @@ class BoxAugment:
         im, boxes = to_rgb(image), _as_boxes(boxes)
         if self.flavor == "pjreddie":
             return self._pjreddie(im, boxes, rng, out_w, out_h)
-        out, kept, _ = self._alexeyab(im, boxes, rng, out_w, out_h, corner=None)
-        return out, kept
+        out, kept, _, hsv = self._alexeyab(im, boxes, rng, out_w, out_h, corner=None)
+        return self._distort(out, hsv), kept
 
-    def _alexeyab(self, im: torch.Tensor, boxes: np.ndarray, rng: np.random.Generator, w: int, h: int, corner: int | None) -> tuple[torch.Tensor, np.ndarray, Crop]:
-        """AlexeyAB's window, flip and HSV; ``corner`` (mosaic quadrant) enables the corner move.
-        Returns the image, the boxes and the window as seen in the output (flipped if flipped)."""
+    def _alexeyab(self, im: torch.Tensor, boxes: np.ndarray, rng: np.random.Generator, w: int, h: int, corner: int | None) -> tuple[torch.Tensor, np.ndarray, Crop, tuple[float, float, float]]:
+        """AlexeyAB's window and flip; ``corner`` (mosaic quadrant) enables the corner move. Returns
+        the image, the boxes, the window as seen in the output (mirrored if flipped) and the HSV
+        draws, applied by the caller (a mosaic distorts only the part it shows)."""
         _, oh, ow = im.shape
         crop = draw_crop(rng, ow, oh, w, h, self.jitter, self.resize, self.letter_box)
         flip = self.flip and bool(rng.integers(2))
@@ -137,12 +145,11 @@ class BoxAugment:
         if corner is not None and rng.integers(2) == 0:
             crop = to_corner(crop, corner, flip)
         crop = crop.checked()
-        out = crop_resize(im, crop, w, h)
+        out = (crop_resize if self.opencv else crop_resize_plain)(im, crop, w, h)
         if flip:
             out = out.flip(-1)
-        kept = transform_boxes(valid_source_boxes(boxes, outside_check=True), *crop_transform(crop), flip)
-        kept = keep_boxes(kept, 1 / w, 1 / h, self.max_boxes, rng)
-        return self._distort(out, hsv), kept, flipped(crop) if flip else crop
+        kept = alexeyab_truth(boxes, crop, flip, w, h, self.max_boxes, rng)
+        return out, kept, flipped(crop) if flip else crop, hsv
 
     def _pjreddie(self, im: torch.Tensor, boxes: np.ndarray, rng: np.random.Generator, w: int, h: int) -> tuple[torch.Tensor, np.ndarray]:
         """pjreddie's placement on grey, HSV, then the flip (draw order as darknet)."""
@@ -153,8 +160,7 @@ class BoxAugment:
         out = self._distort(place_image(im, place, w, h), hsv)
         if flip:
             out = out.flip(-1)
-        kept = transform_boxes(valid_source_boxes(boxes, outside_check=False), *place_transform(place, w, h), flip)
-        kept = keep_boxes(kept, PJREDDIE_MIN_SIDE, PJREDDIE_MIN_SIDE, self.max_boxes, rng)
+        kept = pjreddie_truth(boxes, place, flip, w, h, self.max_boxes, rng)
         return out.contiguous(), kept
 
     def _draw_hsv(self, rng: np.random.Generator) -> tuple[float, float, float]:
@@ -166,7 +172,7 @@ class BoxAugment:
         dhue, dsat, dexp = hsv
         if dhue == 0 and dsat == 1 and dexp == 1:
             return out
-        return torch.from_numpy(distort(np.ascontiguousarray(out.numpy()), dhue, dsat, dexp))
+        return torch.from_numpy(distort_fast(out.numpy(), dhue, dsat, dexp))
 
     # -- mosaic ------------------------------------------------------------------------------------
 
@@ -185,11 +191,25 @@ class BoxAugment:
         canvas = torch.zeros(3, out_h, out_w)
         parts = []
         for k, (image, boxes) in enumerate(samples):
-            out, kept, crop = self._alexeyab(to_rgb(image), _as_boxes(boxes), rng, out_w, out_h, corner=k)
+            out, kept, crop, hsv = self._alexeyab(to_rgb(image), _as_boxes(boxes), rng, out_w, out_h, corner=k)
             t = tile(k, cut_x, cut_y, out_w, out_h, crop)
             paste(canvas, out, t)
+            block = canvas[:, t.dy : t.dy + t.qh, t.dx : t.dx + t.qw]
+            block.copy_(self._distort(block, hsv))  # HSV is per pixel: only the shown part needs it
             parts.append(tile_boxes(kept, t, out_w, out_h))
         return canvas, np.concatenate(parts)[: self.max_boxes]
+
+    def sample(self, index: int, n: int, load: Callable[[int], tuple[torch.Tensor, np.ndarray]], rng: np.random.Generator, out_w: int, out_h: int) -> tuple[torch.Tensor, np.ndarray]:
+        """The training sample of image ``index`` of ``n``: with ``mosaic=1``, half of the time a
+        mosaic of it and three images drawn at random (darknet draws all four at random; keeping
+        the sample's own image in quadrant 0 keeps every image seen once an epoch), else the image
+        alone. ``load(i)`` gives image ``i`` and its boxes; what it raises (an unreadable image)
+        reaches the caller."""
+        if self.draw_mosaic(rng):
+            others = [int(j) for j in rng.integers(n, size=3)]
+            return self.mosaic([load(index)] + [load(j) for j in others], rng, out_w, out_h)
+        image, boxes = load(index)
+        return self(image, boxes, rng, out_w, out_h)
 
     # -- multi-scale -------------------------------------------------------------------------------
 
@@ -228,7 +248,11 @@ def next_net_size(
       + 1)·step``; never under one step.
     * pjreddie (examples/detector.c): square, ``(rand() % 10 + 10)·32`` — 320 … 608 whatever the cfg
       says; ``biggest`` (the last 200 iterations) gives 608.
+
+    ``random_coef`` 0 (``random=0``) keeps the cfg size: darknet does not resize then.
     """
+    if random_coef == 0:  # random=0: darknet never resizes
+        return net_w, net_h
     if flavor == "pjreddie":
         side = 608 if biggest else int(rng.integers(10, 20)) * 32
         return side, side

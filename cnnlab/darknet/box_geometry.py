@@ -6,8 +6,10 @@ Two darknets, two geometries:
 
 * AlexeyAB: a window ``(pleft, ptop, swidth, sheight)`` on the source image — each side moved
   by up to ``jitter`` of the image size (and ``[yolo] resize=``'s zoom), negative values meaning
-  padding — is cut out (outside the image: the image's mean colour, as the OpenCV build fills it)
-  and stretched to the network size. ``letter_box=1`` widens the window to the network's aspect.
+  padding — is cut out and stretched to the network size. ``letter_box=1`` widens the window to
+  the network's aspect. The OpenCV build fills what lies outside the image with its mean colour
+  and resizes like ``cv::resize`` (:func:`crop_resize`); the build without OpenCV repeats the edge
+  pixels and uses darknet's ``resize_image`` (:func:`crop_resize_plain`).
 * pjreddie: the whole image, its aspect ratio jittered, is scaled to fit the network and placed
   at a random spot of a grey (0.5) canvas (``place_image``).
 
@@ -25,6 +27,9 @@ import torch
 import torch.nn.functional as F
 
 from cnnlab.darknet.augment import uniform
+from cnnlab.darknet.preprocess import resize
+
+PJREDDIE_MIN_SIDE = 0.001  # pjreddie fill_truth_detection drops boxes under this (relative) size
 
 
 @dataclass(frozen=True)
@@ -47,7 +52,7 @@ class Crop:
     def sheight(self) -> int:
         return self.oh - self.ptop - self.pbot
 
-    def checked(self) -> "Crop":
+    def checked(self) -> Crop:
         """darknet's "invalid resize" reset: a window with no width or height becomes the image."""
         if self.swidth <= 0 or self.sheight <= 0 or self.ow - self.pleft <= 0 or self.oh - self.ptop <= 0:
             return Crop(0, 0, 0, 0, self.ow, self.oh)
@@ -103,6 +108,17 @@ def crop_resize(im: torch.Tensor, crop: Crop, out_w: int, out_h: int) -> torch.T
             window[:, y0 - crop.ptop : y1 - crop.ptop, x0 - crop.pleft : x1 - crop.pleft] = im[:, y0:y1, x0:x1]
     out = F.interpolate(window[None].float(), size=(out_h, out_w), mode="bilinear", align_corners=False)[0]
     return (out / 255).clamp_(0, 1)
+
+
+def crop_resize_plain(im: torch.Tensor, crop: Crop, out_w: int, out_h: int) -> torch.Tensor:
+    """AlexeyAB built without OpenCV: ``crop_image`` (outside the image: the nearest edge pixel)
+    then darknet's own ``resize_image`` (:func:`cnnlab.darknet.preprocess.resize`)."""
+    _, oh, ow = im.shape
+    rows = np.clip(np.arange(crop.ptop, crop.ptop + crop.sheight), 0, oh - 1)
+    cols = np.clip(np.arange(crop.pleft, crop.pleft + crop.swidth), 0, ow - 1)
+    window = im.numpy()[:, rows][:, :, cols]
+    window = (window.astype(np.float64) / 255.0).astype(np.float32)  # stb_image's u8/255.
+    return torch.from_numpy(resize(window, out_w, out_h))
 
 
 @dataclass(frozen=True)
@@ -193,6 +209,19 @@ def keep_boxes(boxes: np.ndarray, min_w: float, min_h: float, max_boxes: int, rn
     if len(boxes) > max_boxes:
         boxes = boxes[np.sort(rng.permutation(len(boxes))[:max_boxes])]
     return boxes[(boxes[:, 3] >= min_w) & (boxes[:, 4] >= min_h)]
+
+
+def alexeyab_truth(boxes: np.ndarray, crop: Crop, flip: bool, net_w: int, net_h: int, max_boxes: int, rng: np.random.Generator) -> np.ndarray:
+    """AlexeyAB ``fill_truth_detection`` for a window: the boxes of the output image, each at
+    least one network pixel wide and high."""
+    moved = transform_boxes(valid_source_boxes(boxes, outside_check=True), *crop_transform(crop), flip)
+    return keep_boxes(moved, 1 / net_w, 1 / net_h, max_boxes, rng)
+
+
+def pjreddie_truth(boxes: np.ndarray, place: Place, flip: bool, net_w: int, net_h: int, max_boxes: int, rng: np.random.Generator) -> np.ndarray:
+    """pjreddie ``fill_truth_detection`` for a placement: boxes at least 0.001 of the image wide and high."""
+    moved = transform_boxes(valid_source_boxes(boxes, outside_check=False), *place_transform(place, net_w, net_h), flip)
+    return keep_boxes(moved, PJREDDIE_MIN_SIDE, PJREDDIE_MIN_SIDE, max_boxes, rng)
 
 
 def to_rgb(image: torch.Tensor) -> torch.Tensor:
