@@ -188,6 +188,8 @@ def _train(job: DetectJob, augment: BoxAugment, writer: BackupWriter, log: Darkn
     step, header = t.images_per_update, model.header
     start = header.seen // step
     labels = YoloSource(job.paths, job.names, flavor)
+    for line in labels.scan().lines():  # boxes fixed or dropped, missing and unreadable label files
+        log.warn(line)
     order = RunOrder(n, seed)
     sizes = NetSizes(model.width, model.height, augment, t.max_batches, seed)
     samples = DetectionSamples(job.paths, labels, job.data_file, order, augment, sizes, step, seed, job.listing)

@@ -75,14 +75,16 @@ class Detection(Task):
         return f"cost/image {record['train_cost']:.3f}"
 
     def evaluator(self) -> MapEvaluator:
+        # validation boxes are given in the network input's frame (see BoxSamples): IoU, and so mAP,
+        # is the same there as in the image's own frame
         return MapEvaluator(len(self.classes), MapSettings())
 
     def loaders(self, cfg: Any, data: Any, model: nn.Module, rank: int, world: int, pin: bool) -> tuple:
         """``(train, val)`` loaders of images at the network's size with their boxes."""
         net = darknet_net(model)
         augment = BoxAugment.from_net(net, net.flavor)
-        train = BoxSamples(data.train, net.width, net.height, cfg.seed, augment)
-        val = BoxSamples(data.val, net.width, net.height, cfg.seed, None)
+        train = BoxSamples(data.train, net.width, net.height, cfg.seed, augment, augment.letter_box)
+        val = BoxSamples(data.val, net.width, net.height, cfg.seed, None, augment.letter_box)
         return (
             batch_loader(train, ResumableSampler(len(data.train), cfg.seed, True, rank, world, drop_last=True), cfg.batch_size,
                          cfg.workers, True, pin, cfg.seed),
@@ -94,8 +96,9 @@ class BoxSamples(Dataset):
     """``(epoch, index)`` → (uint8 image at width × height, its (N, 5) boxes, index); augmented when
     ``augment`` is given, seeded by the sample; (None, reason, index) for a bad image or label file."""
 
-    def __init__(self, source: Any, width: int, height: int, seed: int, augment: BoxAugment | None) -> None:
+    def __init__(self, source: Any, width: int, height: int, seed: int, augment: BoxAugment | None, letter_box: bool) -> None:
         self.source, self.width, self.height, self.seed, self.augment = source, width, height, seed, augment
+        self.letter_box = letter_box  # validation images: letterboxed as the cfg trains them, or stretched
 
     def __len__(self) -> int:
         return len(self.source)
@@ -107,11 +110,28 @@ class BoxSamples(Dataset):
         except BadImage as e:
             return None, f"{self.source.describe(index)}: {e}", index
         if self.augment is None:
-            x = eval_transform(image, self.width, self.height, False)
+            x = eval_transform(image, self.width, self.height, self.letter_box)
+            if self.letter_box:
+                boxes = letterboxed(boxes, image.shape[2], image.shape[1], self.width, self.height)
         else:
             rng = np.random.default_rng(sample_seed(self.seed, epoch, index))
             x, boxes = self.augment(image, boxes, rng, self.width, self.height)
         return (x * 255).round_().clamp_(0, 255).to(torch.uint8), boxes, index
+
+
+def letterboxed(boxes: np.ndarray, im_w: int, im_h: int, net_w: int, net_h: int) -> np.ndarray:
+    """Boxes relative to an image → relative to its letterbox in the network input (darknet's
+    letterbox_image geometry: the image scaled to fit, centred)."""
+    if im_w * net_h > im_h * net_w:
+        new_w, new_h = net_w, im_h * net_w // im_w
+    else:
+        new_w, new_h = im_w * net_h // im_h, net_h
+    out = boxes.copy()
+    out[:, 1] = (boxes[:, 1] * new_w + (net_w - new_w) // 2) / net_w
+    out[:, 2] = (boxes[:, 2] * new_h + (net_h - new_h) // 2) / net_h
+    out[:, 3] = boxes[:, 3] * new_w / net_w
+    out[:, 4] = boxes[:, 4] * new_h / net_h
+    return out
 
 
 @TASKS.register("detect")
