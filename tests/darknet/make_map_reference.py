@@ -96,13 +96,12 @@ def main() -> None:
     (OUT / "labels.txt").write_text("".join(f"# {p}\n{t}" for p, t in labels.items()))
     darknet = str(Path(a.darknet).resolve())
     for name, args in RUNS.items():
-        r = subprocess.run([darknet, "detector", *args], cwd=root, capture_output=True, text=True, check=True)
-        (OUT / f"{name}.stdout").write_text(r.stdout)
-        print(name, r.stdout.strip().splitlines()[-5], file=sys.stderr)
+        r = subprocess.run([darknet, "detector", *args], cwd=root, capture_output=True, check=True)  # bytes: keep the \r
+        (OUT / f"{name}.stdout").write_bytes(r.stdout)
     for k in (1, 6):
         r = subprocess.run([darknet, "detector", "calc_anchors", "map.data", "-num_of_clusters", str(k), "-width", "128", "-height", "128"],
-                           cwd=root, capture_output=True, text=True, check=True)  # fmt: skip
-        (OUT / f"calc_anchors-k{k}.stdout").write_text(r.stdout)
+                           cwd=root, capture_output=True, check=True)  # fmt: skip
+        (OUT / f"calc_anchors-k{k}.stdout").write_bytes(r.stdout)
         (OUT / f"calc_anchors-k{k}.anchors.txt").write_text((root / "anchors.txt").read_text())
 
 
