@@ -58,15 +58,17 @@ def _update(boxes: np.ndarray, assign: np.ndarray, centers: np.ndarray) -> np.nd
     return np.where(new == 0, centers, new)
 
 
-def kmeans_anchors(boxes: np.ndarray, k: int, seed: int = 0) -> Anchors:
-    """``boxes``: (N, 2) float32 box sizes in net pixels (label w·width, h·height)."""
+def kmeans_anchors(boxes: np.ndarray, k: int, seed: int = 0, start: np.ndarray | None = None) -> Anchors:
+    """``boxes``: (N, 2) float32 box sizes in net pixels (label w·width, h·height). ``start``: the indices
+    of the k starting boxes instead of a seeded draw (e.g. the ones a darknet run drew)."""
     boxes = np.asarray(boxes, f32).reshape(-1, 2)
     if k < 1:
         raise CnnlabError(f"-num_of_clusters must be at least 1, got {k}")
     if len(boxes) < k:
         raise CnnlabError(f"only {len(boxes)} label boxes for {k} clusters; use fewer clusters or more labelled images")
-    rng = np.random.default_rng(seed)
-    centers = boxes[rng.choice(len(boxes), k, replace=False)].copy()
+    if start is None:
+        start = np.random.default_rng(seed).choice(len(boxes), k, replace=False)
+    centers = boxes[np.asarray(start, np.int64)].copy()
     assign = np.zeros(len(boxes), np.int64)
     if k == 1:
         centers = _update(boxes, assign, centers)

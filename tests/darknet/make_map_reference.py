@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -98,11 +99,30 @@ def main() -> None:
     for name, args in RUNS.items():
         r = subprocess.run([darknet, "detector", *args], cwd=root, capture_output=True, check=True)  # bytes: keep the \r
         (OUT / f"{name}.stdout").write_bytes(r.stdout)
-    for k in (1, 6):
+    shim = _time_shim(root)
+    for k, clock in ANCHOR_RUNS:
+        env = dict(os.environ, LD_PRELOAD=str(shim), MAP_REF_TIME=str(clock)) if clock else None
         r = subprocess.run([darknet, "detector", "calc_anchors", "map.data", "-num_of_clusters", str(k), "-width", "128", "-height", "128"],
-                           cwd=root, capture_output=True, check=True)  # fmt: skip
-        (OUT / f"calc_anchors-k{k}.stdout").write_bytes(r.stdout)
-        (OUT / f"calc_anchors-k{k}.anchors.txt").write_text((root / "anchors.txt").read_text())
+                           cwd=root, capture_output=True, check=True, env=env)  # fmt: skip
+        name = f"calc_anchors-k{k}" + (f"-t{clock}" if clock else "")
+        (OUT / f"{name}.stdout").write_bytes(r.stdout)
+        (OUT / f"{name}.anchors.txt").write_bytes((root / "anchors.txt").read_bytes())
+
+
+# darknet seeds rand() with time(0) before its k-means draws its starting boxes; this preloaded time()
+# makes the draw reproducible, and the test replays glibc's rand() to start cnnlab from the same boxes
+_SHIM = """#include <stdlib.h>
+#include <time.h>
+time_t time(time_t *t) { time_t v = (time_t)atol(getenv("MAP_REF_TIME")); if (t) *t = v; return v; }
+"""
+ANCHOR_RUNS = [(1, 0), (6, 1000), (6, 2026), (9, 77)]  # (clusters, fixed time; 0 = the real clock)
+
+
+def _time_shim(root: Path) -> Path:
+    src, lib = root / "timeshim.c", root / "timeshim.so"
+    src.write_text(_SHIM)
+    subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-o", str(lib), str(src)], check=True)
+    return lib
 
 
 if __name__ == "__main__":
