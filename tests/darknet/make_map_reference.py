@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from cnnlab.darknet.detector_programs import _detect, _detection_head, alexeyab_label_path  # noqa: E402
 from cnnlab.darknet.programs import _load  # noqa: E402
-from tests.darknet.mapset import build, image_paths  # noqa: E402
+from tests.darknet.mapset import NAMES, build, image_paths  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "reference" / "map"
 # name: darknet arguments after "detector"
@@ -99,6 +99,7 @@ def main() -> None:
     for name, args in RUNS.items():
         r = subprocess.run([darknet, "detector", *args], cwd=root, capture_output=True, check=True)  # bytes: keep the \r
         (OUT / f"{name}.stdout").write_bytes(r.stdout)
+    _valid_reference(darknet, root)
     shim = _time_shim(root)
     for k, clock in ANCHOR_RUNS:
         env = dict(os.environ, LD_PRELOAD=str(shim), MAP_REF_TIME=str(clock)) if clock else None
@@ -107,6 +108,22 @@ def main() -> None:
         name = f"calc_anchors-k{k}" + (f"-t{clock}" if clock else "")
         (OUT / f"{name}.stdout").write_bytes(r.stdout)
         (OUT / f"{name}.anchors.txt").write_bytes((root / "anchors.txt").read_bytes())
+
+
+HEAD = 25  # lines of each results file kept (the files are ~300 kB each)
+
+
+def _valid_reference(darknet: str, root: Path) -> None:
+    """``detector valid`` (VOC files and COCO json): line counts and the first lines of each file."""
+    (root / "results").mkdir(exist_ok=True)
+    counts = []
+    for data, files in (("map.data", [f"comp4_det_test_{n}.txt" for n in NAMES]), ("map-coco.data", ["coco_results.json"])):
+        subprocess.run([darknet, "detector", "valid", data, "map-tiny.cfg", "map-tiny.weights"], cwd=root, capture_output=True, check=True)
+        for f in files:
+            lines = (root / "results" / f).read_text().splitlines(keepends=True)
+            counts.append(f"{f} {len(lines)}\n")
+            (OUT / f"valid-{f}.head").write_text("".join(lines[:HEAD] + lines[-2:]))
+    (OUT / "valid-counts.txt").write_text("".join(counts))
 
 
 # darknet seeds rand() with time(0) before its k-means draws its starting boxes; this preloaded time()

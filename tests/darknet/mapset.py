@@ -7,7 +7,7 @@ text only: the labels (``labels.txt``) and darknet's printouts. ``make_map_refer
   Weights by ``refweights.write_reference_weights`` (the oracle's deterministic recipe).
 * 24 PNG images (lossless, so darknet's stb_image and PIL decode the same pixels) of four sizes:
   smooth gradients with a few filled rectangles and ellipses, numpy ``RandomState(2026)``.
-* ``map.data`` (valid= and train= the 24 images) and ``map-difficult.data`` (adds ``difficult=``, a
+* ``map.data`` (valid= and train= the 24 images), ``map-coco.data`` (eval=coco, for ``detector valid``) and ``map-difficult.data`` (adds ``difficult=``, a
   parallel list under ``hard/`` whose labels are the difficult truths).
 """
 
@@ -75,6 +75,7 @@ def build(root: Path, labels: dict[str, str] | None = None) -> Path:
     (root / "valid.txt").write_text("\n".join(image_paths()) + "\n")
     (root / "hard.txt").write_text("\n".join(p.replace("img/", "hard/") for p in image_paths()) + "\n")
     (root / "map.data").write_text("classes=3\ntrain=valid.txt\nvalid=valid.txt\nnames=map.names\n")
+    (root / "map-coco.data").write_text("classes=3\nvalid=valid.txt\nnames=map.names\neval=coco\n")
     (root / "map-difficult.data").write_text("classes=3\ntrain=valid.txt\nvalid=valid.txt\nnames=map.names\ndifficult=hard.txt\n")
     for rel, text in (labels or {}).items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)

@@ -110,3 +110,41 @@ def test_calc_anchors_from_darknets_start_equals_darknet(mapset: Path, k: int, c
     assert "\n avg IoU = %2.2f %% \n" % r.avg_iou in expected
     assert f"anchors = {r.text(128)}\n" in expected
     assert r.text(128) == (REF / f"calc_anchors-k{k}-t{clock}.anchors.txt").read_text()
+
+
+def _numbers(line: str) -> list[float]:
+    return [float(v) for v in line.replace("[", " ").replace("]", " ").replace(",", " ").replace("}", " ").split() if _is_number(v)]
+
+
+def _is_number(v: str) -> bool:
+    try:
+        float(v)
+        return True
+    except ValueError:
+        return False
+
+
+def test_valid_files_match_darknet(mapset: Path) -> None:
+    """``detector valid`` (VOC per-class files, then eval=coco json): darknet's line count and image ids;
+    the numbers agree within the network's float tolerance (the probs to the printed 1e-6, the pixel
+    corners to 1e-3: PyTorch's convolutions and darknet's gemm round differently in the last bits)."""
+    from cnnlab.darknet.detector_programs import detector_valid
+
+    counts = dict(line.split() for line in (REF / "valid-counts.txt").read_text().splitlines())
+    detector_valid(data="map.data", cfg="map-tiny.cfg", weights="map-tiny.weights", force=True, out=io.StringIO(), err=io.StringIO())
+    detector_valid(data="map-coco.data", cfg="map-tiny.cfg", weights="map-tiny.weights", force=True, out=io.StringIO(), err=io.StringIO())
+    for name, count in counts.items():
+        ours = (mapset / "results" / name).read_text().splitlines()
+        theirs = (REF / f"valid-{name}.head").read_text().splitlines()
+        assert len(ours) == int(count), name
+        for a, b in zip(ours[:25] + ours[-2:], theirs):
+            assert a.split(" ", 1)[0] == b.split(" ", 1)[0]  # image id (VOC) / the json's first key
+            na, nb = _numbers(a), _numbers(b)
+            assert len(na) == len(nb)
+            assert na == pytest.approx(nb, abs=1e-3), (name, a, b)
+            prob = -1 if name.endswith(".json") else 1
+            assert na[prob] == pytest.approx(nb[prob], abs=2e-6)
+    # the COCO file is a JSON list, as darknet closes it
+    import json
+
+    assert len(json.loads((mapset / "results" / "coco_results.json").read_text())) == int(counts["coco_results.json"]) - 2
