@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -113,15 +114,7 @@ def test_calc_anchors_from_darknets_start_equals_darknet(mapset: Path, k: int, c
 
 
 def _numbers(line: str) -> list[float]:
-    return [float(v) for v in line.replace("[", " ").replace("]", " ").replace(",", " ").replace("}", " ").split() if _is_number(v)]
-
-
-def _is_number(v: str) -> bool:
-    try:
-        float(v)
-        return True
-    except ValueError:
-        return False
+    return [float(v) for v in re.findall(r"-?\d+(?:\.\d+)?", line)]
 
 
 def test_valid_files_match_darknet(mapset: Path) -> None:
