@@ -130,6 +130,7 @@ def _detector_eval_parsers(det: argparse._SubParsersAction) -> None:
     ca.add_argument("--seed", type=int, default=0, help="which boxes start the k-means (darknet uses the time; default 0)")
     ca.add_argument("--write-cfg", metavar="CFG", default=None, help="write a copy of CFG with these anchors in each [yolo]/[region]")
     ca.add_argument("--cfg-out", metavar="OUT", default=None, help="where --write-cfg writes (default CFG's name + -anchors.cfg)")
+    ca.add_argument("--out-dir", default=".", help="folder for anchors.txt and counters_per_class.txt (darknet: the working folder)")
     ca.add_argument("--force", action="store_true", help="overwrite anchors.txt, counters_per_class.txt and the cfg copy")
     ca.set_defaults(_dn=_calc_anchors)
 
@@ -152,7 +153,7 @@ def _calc_anchors(a: argparse.Namespace) -> int:
     from cnnlab.darknet.detector_programs import calc_anchors
 
     return calc_anchors(data=a.data, num_of_clusters=a.num_of_clusters, width=a.width, height=a.height, show=a.show, seed=a.seed,
-                        write_cfg=a.write_cfg, cfg_out=a.cfg_out, force=a.force)  # fmt: skip
+                        write_cfg=a.write_cfg, cfg_out=a.cfg_out, out_dir=a.out_dir, force=a.force)  # fmt: skip
 
 
 def _predict(a: argparse.Namespace) -> int:

@@ -376,17 +376,20 @@ def calc_anchors(
     seed: int = 0,
     write_cfg: str | None = None,
     cfg_out: str | None = None,
+    out_dir: str = ".",
     force: bool = False,
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:
-    """AlexeyAB ``detector calc_anchors``, seeded: anchors.txt and counters_per_class.txt in the working
-    folder as darknet writes them; with ``write_cfg`` a copy of that cfg with the anchors in it."""
+    """AlexeyAB ``detector calc_anchors``, seeded: anchors.txt and counters_per_class.txt in ``out_dir``
+    (darknet: the working folder) as darknet writes them; with ``write_cfg`` a copy of that cfg with the
+    anchors in it (``cfg_out``, by default beside it as NAME-anchors.cfg)."""
     out, err = out or sys.stdout, err or sys.stderr
     print(f"\n num_of_clusters = {num_of_clusters}, width = {width}, height = {height} ", file=out)
     if width < 0 or height < 0:
         raise CnnlabError("set the network input size: -width W -height H (e.g. -width 416 -height 416)")
-    targets = [Path("anchors.txt"), Path("counters_per_class.txt")] + ([Path("anchors.png")] if show else [])
+    where = Path(out_dir)
+    targets = [where / "anchors.txt", where / "counters_per_class.txt"] + ([where / "anchors.png"] if show else [])
     cfg_target = Path(cfg_out) if cfg_out else (Path(write_cfg).with_name(Path(write_cfg).stem + "-anchors.cfg") if write_cfg else None)
     for t in targets + ([cfg_target] if cfg_target else []):
         _refuse_overwrite(t, force, {"data": data, "cfg": write_cfg})
@@ -405,11 +408,11 @@ def calc_anchors(
     print("\n avg IoU = %2.2f %% " % r.avg_iou, file=out)
     line = r.text(width)
     print("\nSaving anchors to the file: anchors.txt \nanchors = " + line, file=out)
-    _write_text(Path("counters_per_class.txt"), f"counters_per_class = {counters}")
-    _write_text(Path("anchors.txt"), line)
+    _write_text(targets[1], f"counters_per_class = {counters}")
+    _write_text(targets[0], line)
     if show:
-        _draw_anchors(boxes, r.anchors, width, height, Path("anchors.png"))
-        print("anchors.png: the boxes and the anchors (darknet shows them in a window)", file=err)
+        _draw_anchors(boxes, r.anchors, width, height, targets[2])
+        print(f"{targets[2]}: the boxes and the anchors (darknet shows them in a window)", file=err)
     if write_cfg and cfg_target:
         try:
             text = read_text(write_cfg)
