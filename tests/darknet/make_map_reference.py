@@ -40,6 +40,7 @@ RUNS = {
     "map-thresh10": ["map", "map.data", "map-tiny.cfg", "map-tiny.weights", "-thresh", "0.1", "-points", "11", "-dont_show"],
     "map-difficult": ["map", "map-difficult.data", "map-tiny.cfg", "map-tiny.weights", "-thresh", "0.1", "-dont_show"],
     "map-thresh90": ["map", "map.data", "map-tiny.cfg", "map-tiny.weights", "-thresh", "0.9", "-dont_show"],
+    "map-letterbox": ["map", "map.data", "map-tiny-lb.cfg", "map-tiny.weights", "-points", "11", "-dont_show"],
 }
 
 

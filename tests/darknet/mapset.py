@@ -5,6 +5,7 @@ text only: the labels (``labels.txt``) and darknet's printouts. ``make_map_refer
 
 * ``map-tiny.cfg``: yolov3-tiny's shape at a quarter of the widths, 128×128 input, 3 classes.
   Weights by ``refweights.write_reference_weights`` (the oracle's deterministic recipe).
+  ``map-tiny-lb.cfg`` is the same with ``letter_box=1`` (it uses the same weights file).
 * 24 PNG images (lossless, so darknet's stb_image and PIL decode the same pixels) of four sizes:
   smooth gradients with a few filled rectangles and ellipses, numpy ``RandomState(2026)``.
 * ``map.data`` (valid= and train= the 24 images), ``map-coco.data`` (eval=coco, for ``detector valid``) and ``map-difficult.data`` (adds ``difficult=``, a
@@ -71,6 +72,8 @@ def build(root: Path, labels: dict[str, str] | None = None) -> Path:
         _image(rs, w, h).save(root / p)
     (root / "map-tiny.cfg").write_text(cfg_text())
     weights = write_reference_weights(root / "map-tiny.cfg", root / "map-tiny.weights")
+    # the same net with [net] letter_box=1 (darknet's map letterboxes then), and the same weights
+    (root / "map-tiny-lb.cfg").write_text(cfg_text().replace("channels=3\n", "channels=3\nletter_box=1\n", 1))
     (root / "map.names").write_text("\n".join(NAMES) + "\n")
     (root / "valid.txt").write_text("\n".join(image_paths()) + "\n")
     (root / "hard.txt").write_text("\n".join(p.replace("img/", "hard/") for p in image_paths()) + "\n")
