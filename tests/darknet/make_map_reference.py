@@ -26,9 +26,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from cnnlab.darknet.detector_programs import _detect, _detection_head, alexeyab_label_path  # noqa: E402
-from cnnlab.darknet.programs import _load  # noqa: E402
-from tests.darknet.mapset import NAMES, build, image_paths  # noqa: E402
+from cnnlab.darknet.detector_programs import (
+    _detect,
+    _detection_head,
+    alexeyab_label_path,
+)
+from cnnlab.darknet.programs import _load
+from tests.darknet.mapset import NAMES, build, image_paths
 
 OUT = Path(__file__).resolve().parent / "reference" / "map"
 # name: darknet arguments after "detector"

@@ -12,7 +12,13 @@ import pytest
 import torch
 
 from cnnlab.cli import main
-from cnnlab.darknet.detector_programs import alexeyab_label_path, calc_anchors, detector_map, map_of, read_yolo_boxes
+from cnnlab.darknet.detector_programs import (
+    alexeyab_label_path,
+    calc_anchors,
+    detector_map,
+    map_of,
+    read_yolo_boxes,
+)
 from cnnlab.darknet.model import load_darknet
 from cnnlab.errors import CnnlabError
 

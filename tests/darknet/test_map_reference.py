@@ -101,7 +101,11 @@ def test_calc_anchors_from_darknets_start_equals_darknet(mapset: Path, k: int, c
     """darknet seeded with a fixed time(): started from the boxes it drew, cnnlab's k-means makes the same
     iterations, anchors and average IoU (darknet's float32 arithmetic, to the printed digit)."""
     from cnnlab.darknet import anchors as anchors_mod
-    from cnnlab.darknet.detector_programs import _anchor_boxes, _image_list, read_data_file
+    from cnnlab.darknet.detector_programs import (
+        _anchor_boxes,
+        _image_list,
+        read_data_file,
+    )
 
     paths = _image_list(read_data_file(Path("map.data")), Path("map.data"), "train", "")
     boxes, _, _ = _anchor_boxes(paths, 3, 128, 128, io.StringIO())
