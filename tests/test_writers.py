@@ -212,6 +212,23 @@ def _backup_data(inp: Inputs, out: Path) -> Path:
     return d
 
 
+def _det_valid_data(inp: Inputs, out: Path) -> Path:
+    """A detector .data whose valid= images are the PNG set and whose results= is under ``out``."""
+    d = out.parent / f"{out.name}-det.data"
+    d.write_text(inp.det_data.read_text() + f"valid={inp.root / 'train.list'}\nresults={out / 'results'}\n")
+    return d
+
+
+def _labelled_set(inp: Inputs, out: Path) -> None:
+    """Two images with YOLO labels beside them (AlexeyAB's rule) and a .data listing them, for calc_anchors."""
+    (out / "set").mkdir(parents=True)
+    for i, (w, h) in enumerate([(0.2, 0.3), (0.5, 0.4)]):
+        shutil.copy(inp.image, out / "set" / f"{i}.png")
+        (out / "set" / f"{i}.txt").write_text(f"0 0.5 0.5 {w} {h}\n1 0.4 0.4 {h} {w}\n")
+    (out / "set" / "train.txt").write_text("".join(f"{out / 'set' / f'{i}.png'}\n" for i in range(2)))
+    (out / "set" / "boxes.data").write_text(f"classes=2\ntrain={out / 'set' / 'train.txt'}\n")
+
+
 # Each writing command (as the CLI names it) → a small invocation whose outputs all land under ``out``.
 WRITERS: dict[str, Writer] = {
     "train": Writer(lambda i, o: ["train", *TRAIN, "--out", o / "run"]),
@@ -228,11 +245,17 @@ WRITERS: dict[str, Writer] = {
     "darknet convert": Writer(lambda i, o: ["darknet", "convert", i.cfg, i.weights, o / "net.pt", "--data", i.data], "--force"),
     "darknet detector test": Writer(lambda i, o: ["darknet", "detector", "test", i.det_data, i.det_cfg, i.det_weights, i.image,
                                                   "-out", o / "pred"], "--force"),
+    "darknet detector valid": Writer(lambda i, o: ["darknet", "detector", "valid", _det_valid_data(i, o), i.det_cfg, i.det_weights],
+                                     "--force"),
+    "darknet detector calc_anchors": Writer(lambda i, o: ["darknet", "detector", "calc_anchors", o / "set" / "boxes.data", "-num_of_clusters",
+                                                          "2", "-width", "64", "-height", "64", "--out-dir", o / "anchors"], "--force",
+                                            _labelled_set),
     "darknet classifier train": Writer(lambda i, o: ["darknet", "classifier", "train", _backup_data(i, o), i.cfg], "--force"),
 }
 
 # Commands that print and write no file.
-WRITES_NOTHING = {"predict", "models", "summary", "darknet classifier predict", "darknet classifier valid", "darknet layers"}
+WRITES_NOTHING = {"predict", "models", "summary", "darknet classifier predict", "darknet classifier valid", "darknet layers",
+                  "darknet detector map"}
 
 
 def _leaf_commands(parser: argparse.ArgumentParser, prefix: str = "") -> list[str]:

@@ -5,6 +5,9 @@
     cnnlab darknet classifier train DATA CFG [WEIGHTS] [--max-batches N] [--force] [-clear] [-topk]
     cnnlab darknet detector test DATA CFG WEIGHTS [IMAGE] [-thresh T] [-out NAME] [--force]
     cnnlab darknet detector train DATA CFG [WEIGHTS] [-map] [-dont_show] [-clear] [--max-batches N] [--force]
+    cnnlab darknet detector map DATA CFG WEIGHTS [-points 0|11|101] [-iou_thresh T] [-thresh T]   (AlexeyAB's)
+    cnnlab darknet detector valid DATA CFG WEIGHTS [-out PREFIX] [--force]                       (AlexeyAB's)
+    cnnlab darknet detector calc_anchors DATA -num_of_clusters K -width W -height H [--seed S] [--write-cfg CFG]
     cnnlab darknet partial CFG WEIGHTS OUT N [--force]
     cnnlab darknet convert CFG WEIGHTS OUT.pt [--data FILE | --names FILE] [--force]
     cnnlab darknet layers CFG                 (the layer table darknet prints)
@@ -17,7 +20,7 @@ from __future__ import annotations
 import argparse
 
 NAME = "darknet"
-HELP = "run darknet .cfg/.weights with darknet's commands (classifier predict/valid/train, detector test, partial, convert)"
+HELP = "run darknet .cfg/.weights with darknet's commands (classifier predict/valid/train, detector test/map/valid/calc_anchors, partial, convert)"
 
 
 def _common(p: argparse.ArgumentParser, weights: bool = True) -> None:
@@ -72,6 +75,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     te.add_argument("--force", action="store_true", help="overwrite NAME.png if it exists")
     _common(te)
     te.set_defaults(_dn=_test)
+    _detector_eval_parsers(det)
 
     dt = det.add_parser("train", help="train a detector cfg as darknet does, writing .weights backups", allow_abbrev=False)
     dt.add_argument("data")
@@ -112,6 +116,60 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     la.add_argument("cfg")
     _common(la, weights=False)
     la.set_defaults(_dn=_layers)
+
+
+def _detector_eval_parsers(det: argparse._SubParsersAction) -> None:
+    """AlexeyAB's detector map / valid / calc_anchors (cnnlab.darknet.detector_programs)."""
+    ma = det.add_parser("map", help="mAP on the .data valid= images, printed as AlexeyAB darknet prints it", allow_abbrev=False)
+    for name in ("data", "cfg", "weights"):
+        ma.add_argument(name)
+    ma.add_argument("-points", type=int, default=0, help="0: area under the curve (default), 11: VOC2007, 101: COCO")
+    ma.add_argument("-iou_thresh", type=float, default=0.5, help="a detection matches a truth above this IoU (default .5)")
+    ma.add_argument("-thresh", type=float, default=0.25, help="confidence for TP/FP/FN, precision, recall, average IoU (default .25)")
+    ma.add_argument("-letter_box", action="store_true", help="accepted as darknet does, and ignored as darknet's map does: [net] letter_box=1 decides")
+    ma.add_argument("-dont_show", action="store_true", help=argparse.SUPPRESS)
+    ma.add_argument("--allow-partial", action="store_true", help="load a weights file that covers only the first layers")
+    ma.set_defaults(_dn=_map)
+    va = det.add_parser("valid", help="write detections of the valid= images as darknet does (results/<PREFIX><class>.txt or .json)", allow_abbrev=False)
+    for name in ("data", "cfg", "weights"):
+        va.add_argument(name)
+    va.add_argument("-out", default=None, help="file name prefix (default comp4_det_test_, or coco_results for eval=coco)")
+    va.add_argument("--force", action="store_true", help="overwrite existing result files")
+    va.add_argument("--allow-partial", action="store_true", help="load a weights file that covers only the first layers")
+    va.set_defaults(_dn=_det_valid)
+    ca = det.add_parser("calc_anchors", help="anchors by k-means (1 - IoU) over the train= labels, seeded", allow_abbrev=False)
+    ca.add_argument("data")
+    ca.add_argument("-num_of_clusters", type=int, default=5, help="how many anchors (default 5)")
+    ca.add_argument("-width", type=int, default=-1, help="network input width")
+    ca.add_argument("-height", type=int, default=-1, help="network input height")
+    ca.add_argument("-show", action="store_true", help="also draw the boxes and anchors into anchors.png")
+    ca.add_argument("--seed", type=int, default=0, help="which boxes start the k-means (darknet uses the time; default 0)")
+    ca.add_argument("--write-cfg", metavar="CFG", default=None, help="write a copy of CFG with these anchors in each [yolo]/[region]")
+    ca.add_argument("--cfg-out", metavar="OUT", default=None, help="where --write-cfg writes (default CFG's name + -anchors.cfg)")
+    ca.add_argument("--out-dir", default=".", help="folder for anchors.txt and counters_per_class.txt (darknet: the working folder)")
+    ca.add_argument("--force", action="store_true", help="overwrite anchors.txt, counters_per_class.txt and the cfg copy")
+    ca.set_defaults(_dn=_calc_anchors)
+
+
+def _map(a: argparse.Namespace) -> int:
+    from cnnlab.darknet.detector_programs import detector_map
+
+    detector_map(data=a.data, cfg=a.cfg, weights=a.weights, points=a.points, iou_thresh=a.iou_thresh, thresh=a.thresh,
+                 letter_box=a.letter_box, allow_partial=a.allow_partial)  # fmt: skip
+    return 0
+
+
+def _det_valid(a: argparse.Namespace) -> int:
+    from cnnlab.darknet.detector_programs import detector_valid
+
+    return detector_valid(data=a.data, cfg=a.cfg, weights=a.weights, outfile=a.out, allow_partial=a.allow_partial, force=a.force)
+
+
+def _calc_anchors(a: argparse.Namespace) -> int:
+    from cnnlab.darknet.detector_programs import calc_anchors
+
+    return calc_anchors(data=a.data, num_of_clusters=a.num_of_clusters, width=a.width, height=a.height, show=a.show, seed=a.seed,
+                        write_cfg=a.write_cfg, cfg_out=a.cfg_out, out_dir=a.out_dir, force=a.force)  # fmt: skip
 
 
 def _predict(a: argparse.Namespace) -> int:

@@ -17,7 +17,7 @@ matching its printout to the last digit needs all of them:
   recall ≥ 0, 1/(n-1), … 1 for n = 11 or 101 points. mAP is the plain mean over classes.
 
 :class:`MapAccumulator` takes one image at a time (``add``), combines with others (``merge``, so each
-DDP rank measures its share and rank 0 gathers), and ``compute`` returns a :class:`MapResult` whose
+DDP rank measures its share; :func:`gather` combines them), and ``compute`` returns a :class:`MapResult` whose
 ``lines`` is darknet's printout.
 """
 
@@ -198,7 +198,7 @@ class MapAccumulator:
         np.add.at(self.class_fp, cls[fp], 1)
         return max_iou[tp]
 
-    def merge(self, other: "MapAccumulator") -> "MapAccumulator":
+    def merge(self, other: MapAccumulator) -> MapAccumulator:
         """Adds ``other``'s images (e.g. another DDP rank's) to this one; returns self."""
         same = (self.classes, f32(self.iou_thresh), f32(self.thresh), self.points)
         if same != (other.classes, f32(other.iou_thresh), f32(other.thresh), other.points):
@@ -215,10 +215,9 @@ class MapAccumulator:
     def compute(self) -> MapResult:
         images = sorted(self.images, key=lambda im: im.index)
         offsets = np.cumsum([0] + [im.n_truth for im in images])
-        cat = (lambda xs, dt: np.concatenate(xs).astype(dt) if xs else np.zeros(0, dt))  # noqa: E731
-        prob = cat([im.prob for im in images], f32)
-        cls = cat([im.cls for im in images], np.int64)
-        key = cat([np.where(im.truth >= 0, im.truth + off, -1) for im, off in zip(images, offsets)], np.int64)
+        prob = _cat([im.prob for im in images], f32)
+        cls = _cat([im.cls for im in images], np.int64)
+        key = _cat([np.where(im.truth >= 0, im.truth + off, -1) for im, off in zip(images, offsets)], np.int64)
         order = np.argsort(-prob, kind="stable")  # qsort by prob, ties in image order
         ap = np.array([self._class_ap(key[order][cls[order] == c], int(self.truth_count[c])) for c in range(self.classes)])
         tp, fp = int(self.class_tp.sum()), int(self.class_fp.sum())
@@ -258,6 +257,27 @@ class MapAccumulator:
         if self.points == 0:
             return _area(recall, best)
         return _n_point(recall, best, self.points)
+
+
+def _cat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+    return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+
+
+def gather(acc: MapAccumulator) -> MapAccumulator:
+    """All ranks' images in one accumulator, on every rank (``all_gather_object``), when torch.distributed
+    is initialised; ``acc`` itself otherwise. Each rank must have added its images with their index in
+    the whole set."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return acc
+    parts: list[MapAccumulator | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, acc)
+    merged = MapAccumulator(acc.classes, acc.iou_thresh, acc.thresh, acc.points)
+    for part in parts:
+        assert part is not None
+        merged.merge(part)
+    return merged
 
 
 def _area(recall: np.ndarray, best: np.ndarray) -> float:

@@ -32,7 +32,7 @@ import numpy as np
 import pytest
 
 from cnnlab.darknet.detect import Detections
-from cnnlab.darknet.map import MapAccumulator, box_iou
+from cnnlab.darknet.map import MapAccumulator, box_iou, gather
 from cnnlab.errors import CnnlabError
 
 NAMES = ["a", "b"]
@@ -211,3 +211,17 @@ def test_bad_input_is_one_clear_error() -> None:
         MapAccumulator(2, points=1)
     with pytest.raises(CnnlabError, match="2 flags for 1 truth"):
         MapAccumulator(2).add(dets(), truths((0, .5, .5, .1, .1)), difficult=np.array([False, True]))
+
+
+def test_gather_over_a_process_group(tmp_path) -> None:
+    """gather() through torch.distributed (a one-process gloo group): the same figures as the local ones."""
+    import torch.distributed as dist
+
+    acc = scene(MapAccumulator(2))
+    assert gather(acc) is acc  # not distributed: itself
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        merged = gather(acc)
+    finally:
+        dist.destroy_process_group()
+    assert merged is not acc and merged.compute().lines(NAMES) == acc.compute().lines(NAMES)
