@@ -68,7 +68,7 @@ class DarknetDetect(Task):
         net = darknet_net(model)
         heads = [net.layers[i] for i in net.detection_layers]
         outputs = [o.float() for o in model(images)]
-        loss, layers = detection_loss(heads, outputs, targets, images.shape[-1], images.shape[-2], seen=self.seen)
+        loss, layers = detection_loss(heads, outputs, targets, images.shape[-1], images.shape[-2], seen=self.seen + images.shape[0])
         self.last_layers = layers
         # gradient: darknet's summed deltas over the images of one update; value: darknet's loss per image
         term = (loss - loss.detach()) / self.images_per_update / self.engine_scale + loss.detach()
