@@ -37,6 +37,7 @@ from cnnlab.darknet.samples import DarknetSampler, Feed, ListBadImages, RunOrder
 from cnnlab.darknet.schedule import DarknetRate, NetTraining
 from cnnlab.darknet.task import AsIs
 from cnnlab.darknet.train import BackupPlan, _read_lines, basecfg
+from cnnlab.darknet.train_keys import unimplemented_keys
 from cnnlab.darknet.weights import WeightsHeader
 from cnnlab.data.loader import BadImageLog, batch_loader
 from cnnlab.data.sources.yolo_labels import YoloSource
@@ -159,8 +160,8 @@ def train_detector(
     plan = _backup_plan(job, flavor, weights, force)
     model.header = WeightsHeader(0, 2, 0 if flavor == "pjreddie" else 5, model.header.seen, 8)
     augment = BoxAugment.from_net(model, flavor)
-    for key in augment.unsupported:
-        log.warn(f"warning: {key}= is not implemented by cnnlab's detector training and is ignored")
+    for key in unimplemented_keys(model.sections):
+        log.warn(f"warning: {key} is not implemented by cnnlab's detector training and is ignored")
     writer = BackupWriter(model, plan, log)
     unreadable = _train(job, augment, writer, log, seed, flavor, MapSettings(iou_thresh, thresh))
     final = writer.final()

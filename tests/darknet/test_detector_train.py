@@ -103,3 +103,26 @@ def test_existing_weights_are_not_overwritten(tmp_path: Path, shapes: Path) -> N
         train_detector(str(data), str(RECIPE), max_batches=2)
     assert (backup / "yolov3-tiny-shapes_final.weights").read_bytes() == b"mine"
     shutil.rmtree(backup)
+
+
+def test_unimplemented_training_keys_are_named(tmp_path: Path, shapes: Path) -> None:
+    import io
+
+    from cnnlab.darknet.detector_train import train_detector
+
+    text = RECIPE.read_text().replace("angle=0", "angle=0\nmixup=1\nadam=1", 1).replace("truth_thresh = 1", "truth_thresh = 1\nmap=data/coco9k.map", 1)
+    cfg = tmp_path / "keys.cfg"
+    cfg.write_text(text)
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    data = tmp_path / "s.data"
+    data.write_text(re.sub(r"backup=.*", f"backup={backup}", shapes.read_text()))
+    err = io.StringIO()
+    train_detector(str(data), str(cfg), max_batches=1, out=io.StringIO(), err=err)
+    lines = [line for line in err.getvalue().splitlines() if "is not implemented" in line]
+    n = text.splitlines().index
+    assert lines == [
+        f"warning: [net] mixup=1 ({cfg}:{n('mixup=1') + 1}) is not implemented by cnnlab's detector training and is ignored",
+        f"warning: [net] adam=1 ({cfg}:{n('adam=1') + 1}) is not implemented by cnnlab's detector training and is ignored",
+        f"warning: [yolo] map=data/coco9k.map ({cfg}:{n('map=data/coco9k.map') + 1}) is not implemented by cnnlab's detector training and is ignored",
+    ]
