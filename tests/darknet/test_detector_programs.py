@@ -12,13 +12,8 @@ import pytest
 import torch
 
 from cnnlab.cli import main
-from cnnlab.darknet.detector_programs import (
-    alexeyab_label_path,
-    calc_anchors,
-    detector_map,
-    map_of,
-    read_yolo_boxes,
-)
+from cnnlab.darknet.detector_programs import calc_anchors, detector_map, map_of
+from cnnlab.darknet.labels import alexeyab_label_path, read_yolo_boxes
 from cnnlab.darknet.model import load_darknet
 from cnnlab.errors import CnnlabError
 
@@ -119,3 +114,21 @@ def test_calc_anchors_files_and_cfg(mapset: Path, tmp_path: Path) -> None:
                      cfg_out=str(tmp_path / "b.cfg"), out=io.StringIO())  # fmt: skip
     with pytest.raises(CnnlabError, match="set the network input size: -width W -height H"):
         calc_anchors(data="map.data", num_of_clusters=4, out=io.StringIO())
+
+
+def test_ranks_share_the_images(mapset: Path) -> None:
+    """Two 'ranks' each measure every other image (accumulate_map rank/world); merged, the figures are the
+    single pass's, to the printed digit."""
+    from cnnlab.darknet.detector_programs import accumulate_map
+    from cnnlab.darknet.map import MapAccumulator
+
+    model = load_darknet("map-tiny.cfg", "map-tiny.weights", "alexeyab").eval()
+    parts = []
+    for rank in range(2):
+        acc = MapAccumulator(3, points=101)
+        with torch.no_grad():
+            accumulate_map(model, "map.data", acc, kind="default", out=io.StringIO(), err=io.StringIO(), rank=rank, world=2)
+        parts.append(acc)
+    assert {im.index for im in parts[0].images} == set(range(0, 24, 2))
+    whole = map_of(model, "map.data", points=101)
+    assert parts[1].merge(parts[0]).compute().lines(["r", "g", "b"]) == whole.lines(["r", "g", "b"])
