@@ -1,17 +1,13 @@
 """AlexeyAB darknet's ``detector map``, ``detector valid`` and ``detector calc_anchors`` (detector.c),
 printing what darknet prints. The command line lives in :mod:`cnnlab.commands.darknet`.
 
-Labels are found as AlexeyAB finds them (utils.c: replace_image_to_label): ``/JPEGImages/`` →
-``/labels/`` and the COCO ``/images/{train,val}{2014,2017}/`` folders → ``/labels/…``, then the image
-extension → ``.txt``; otherwise the label sits beside the image. They are read as darknet's
-``read_boxes`` reads them: ``id x y w h`` records until the first one that does not parse.
+Labels are found and read as AlexeyAB does (:mod:`cnnlab.darknet.labels`).
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
@@ -22,8 +18,9 @@ from cnnlab.darknet.anchors import cfg_with_anchors, kmeans_anchors
 from cnnlab.darknet.cfg import read_data_file
 from cnnlab.darknet.cfg import resolve_data_path as _resolve
 from cnnlab.darknet.detect import Detections, network_boxes, nms_sort
+from cnnlab.darknet.labels import LabelReport, alexeyab_label_path, truths
 from cnnlab.darknet.layers import Yolo
-from cnnlab.darknet.map import MapAccumulator, MapResult
+from cnnlab.darknet.map import MapAccumulator, MapResult, gather
 from cnnlab.darknet.model import DarknetNet
 from cnnlab.darknet.preprocess import load_image, preprocess
 from cnnlab.darknet.programs import _infer, _load, _read_names, _refuse_overwrite
@@ -33,88 +30,10 @@ from cnnlab.fileio import atomic_writer
 
 f32 = np.float32
 
-# utils.c replace_image_to_label, in its order (first occurrence of each)
-_FOLDERS = [
-    ("/images/train2017/", "/labels/train2017/"), ("/images/val2017/", "/labels/val2017/"), ("/JPEGImages/", "/labels/"),
-    ("\\images\\train2017\\", "\\labels\\train2017\\"), ("\\images\\val2017\\", "\\labels\\val2017\\"),
-    ("\\images\\train2014\\", "\\labels\\train2014\\"), ("\\images\\val2014\\", "\\labels\\val2014\\"),
-    ("/images/train2014/", "/labels/train2014/"), ("/images/val2014/", "/labels/val2014/"), ("\\JPEGImages\\", "\\labels\\"),
-]  # fmt: skip
-_EXTENSIONS = [".jpg", ".JPG", ".jpeg", ".JPEG", ".png", ".PNG", ".bmp", ".BMP", ".ppm", ".PPM", ".tiff", ".TIFF"]
 # detector.c coco_ids: category ids of the 80 COCO classes
 _COCO_IDS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27, 28, 31, 32, 33, 34,
              35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63,
              64, 65, 67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 84, 85, 86, 87, 88, 89, 90]  # fmt: skip
-
-
-def alexeyab_label_path(image_path: str) -> str:
-    """AlexeyAB's label file for an image path (utils.c replace_image_to_label)."""
-    p = image_path
-    for old, new in _FOLDERS:
-        p = p.replace(old, new, 1)
-    p = p.strip(" \t")
-    for ext in _EXTENSIONS:
-        if p.endswith(ext):
-            p = p[: -len(ext)] + ".txt"
-    return p
-
-
-def read_yolo_boxes(label_path: Path) -> tuple[np.ndarray, bool]:
-    """``read_boxes``: (N, 5) float32 [cls, x, y, w, h] and whether the whole file parsed. Reading stops
-    at the first record that is not ``int float float float float``, as darknet's fscanf loop does.
-    Raises ``OSError`` when the file cannot be opened."""
-    tokens = Path(label_path).read_bytes().decode("utf-8", "replace").split()
-    rows: list[list[float]] = []
-    for k in range(0, len(tokens) - len(tokens) % 5, 5):
-        try:
-            rows.append([float(int(tokens[k]))] + [float(t) for t in tokens[k + 1 : k + 5]])
-        except ValueError:
-            return np.array(rows, f32).reshape(-1, 5), False
-    return np.array(rows, f32).reshape(-1, 5), len(tokens) % 5 == 0
-
-
-@dataclass
-class LabelReport:
-    """Label files that were missing, unparsable, or held a class outside the network's classes."""
-
-    missing: list[str] = field(default_factory=list)
-    garbled: list[str] = field(default_factory=list)
-    bad_class: list[str] = field(default_factory=list)
-    bad_images: list[str] = field(default_factory=list)
-
-    def print(self, err: TextIO, classes: int) -> None:
-        def first(xs: list[str]) -> str:
-            return ", ".join(xs[:3]) + (", ..." if len(xs) > 3 else "")
-
-        if self.missing:
-            print(f"warning: {len(self.missing)} images have no label file (AlexeyAB's rule: NAME.txt beside the image, "
-                  f"or in labels/ for a JPEGImages/ or COCO images/ path); counted as images without objects: {first(self.missing)}", file=err)  # fmt: skip
-        if self.garbled:
-            print(f"warning: {len(self.garbled)} label files stop parsing before their end (lines must be 'class x y w h'); "
-                  f"the boxes before that point were used, as darknet does: {first(self.garbled)}", file=err)  # fmt: skip
-        if self.bad_class:
-            print(f"warning: {len(self.bad_class)} label files have class ids outside 0..{classes - 1}; those boxes were skipped: "
-                  f"{first(self.bad_class)}", file=err)  # fmt: skip
-        if self.bad_images:
-            print(f"warning: {len(self.bad_images)} images could not be read and were skipped: {first(self.bad_images)}", file=err)
-
-
-def _truths(image_path: str, classes: int | None, report: LabelReport, out: TextIO) -> np.ndarray:
-    label = alexeyab_label_path(image_path)
-    try:
-        boxes, whole = read_yolo_boxes(Path(label))
-    except OSError:
-        print(f"Can't open label file. (This can be normal only if you use MSCOCO): {label} ", file=out)
-        report.missing.append(label)
-        return np.zeros((0, 5), f32)
-    if not whole:
-        report.garbled.append(label)
-    if classes is not None:
-        ok = (boxes[:, 0] >= 0) & (boxes[:, 0] < classes)
-        if not ok.all():
-            report.bad_class.append(label)
-            boxes = boxes[ok]
-    return boxes
 
 
 def _image_list(options: dict[str, str], data_file: Path, key: str, default: str) -> list[str]:
@@ -157,11 +76,19 @@ def _progress(i: int, m: int, err: TextIO, fmt: str) -> None:
         print(fmt % (i + step), end="", file=err, flush=True)
 
 
+def _label(image_path: str, data_file: Path) -> str:
+    """The label file of a listed image, found as the image is (the working folder first, as darknet)."""
+    return str(_resolve(alexeyab_label_path(image_path), data_file))
+
+
 def accumulate_map(
-    model: DarknetNet, data: str, acc: MapAccumulator, *, kind: str, out: TextIO, err: TextIO, letter: bool | None = None
+    model: DarknetNet, data: str, acc: MapAccumulator, *, kind: str, out: TextIO, err: TextIO, letter: bool | None = None,
+    rank: int = 0, world: int = 1,
 ) -> LabelReport:
     """Runs the ``valid=`` images (``train=`` when there is none) of ``data`` through ``model`` into ``acc``,
-    with darknet's thresh .005 and NMS .45; ``difficult=`` lists images whose labels are difficult truths."""
+    with darknet's thresh .005 and NMS .45; ``difficult=`` lists images whose labels are difficult truths.
+    With ``world`` > 1 only the images i with i % world == rank (each added with its index i, so that
+    :func:`cnnlab.darknet.map.gather` of all ranks gives the whole set's figures)."""
     data_file = Path(data)
     options = read_data_file(data_file)
     paths = _image_list(options, data_file, "valid" if "valid" in options else "train", "data/train.txt")
@@ -173,13 +100,15 @@ def accumulate_map(
     report = LabelReport()
     for i, path in enumerate(paths):
         _progress(i, len(paths), err, "\r%d")
+        if i % world != rank:
+            continue
         try:
             d, _, _ = _detect(model, _resolve(path, data_file), 0.005, 0.45, kind, letter)
         except CnnlabError:
             report.bad_images.append(path)
             continue
-        truth = _truths(path, acc.classes, report, out)
-        hard = _truths(hard_paths[i], acc.classes, report, out) if hard_paths else np.zeros((0, 5), f32)
+        truth = truths(_label(path, data_file), acc.classes, report, out)
+        hard = truths(_label(hard_paths[i], data_file), acc.classes, report, out) if hard_paths else np.zeros((0, 5), f32)
         flags = np.r_[np.zeros(len(truth), bool), np.ones(len(hard), bool)]
         acc.add(d, np.concatenate([truth, hard]), flags, index=i)
     return report
@@ -339,15 +268,17 @@ def detector_valid(
     return 0
 
 
-def _anchor_boxes(paths: list[str], classes: int, width: int, height: int, out: TextIO) -> tuple[np.ndarray, list[int], LabelReport]:
+def _anchor_boxes(
+    paths: list[str], data_file: Path, classes: int, width: int, height: int, out: TextIO
+) -> tuple[np.ndarray, list[int], LabelReport]:
     """The label boxes' (w·width, h·height) in float32, and the boxes per class (grown for larger ids, as darknet)."""
     report = LabelReport()
     sizes: list[np.ndarray] = []
     counts = [0] * classes
     last = (0, 0)
     for i, path in enumerate(paths):
-        label = alexeyab_label_path(path)
-        truth = _truths(path, None, report, out)
+        label = _label(path, data_file)
+        truth = truths(label, None, report, out)
         for j, (c, x, y, w, h) in enumerate(truth):
             if not (0 < x <= 1 and 0 < y <= 1 and 0 < w <= 1 and 0 < h <= 1):
                 print(f"\n\nWrong label: {label} - j = {j}, x = {x:f}, y = {y:f}, width = {w:f}, height = {h:f} ", file=out)
@@ -398,7 +329,7 @@ def calc_anchors(
     paths = _image_list(options, data_file, "train", "data/train.list")
     classes = int(options.get("classes", "1") or 1)
     print(f" read labels from {len(paths)} images ", file=out)
-    boxes, counts, report = _anchor_boxes(paths, classes, width, height, out)
+    boxes, counts, report = _anchor_boxes(paths, data_file, classes, width, height, out)
     print("\n all loaded. ", file=out)
     print("\n calculating k-means++ ...", file=out)
     r = kmeans_anchors(boxes, num_of_clusters, seed)
@@ -438,15 +369,16 @@ def _draw_anchors(boxes: np.ndarray, anchors: np.ndarray, width: int, height: in
         im.save(f, format="PNG")
 
 
-def map_of(model: DarknetNet, data: str, *, iou_thresh: float = 0.5, thresh: float = 0.25, points: int = 0) -> MapResult:
+def map_of(
+    model: DarknetNet, data: str, *, iou_thresh: float = 0.5, thresh: float = 0.25, points: int = 0, rank: int = 0, world: int = 1
+) -> MapResult:
     """darknet's mAP of an in-memory network on a .data file's valid= images, without printing (for -map
-    during training). The network must be in eval mode."""
+    during training). The network must be in eval mode. Under DDP every rank calls it with its rank and
+    the world size: each measures its share and all get the whole set's figures (an all_gather)."""
     import io
 
     acc = MapAccumulator(model.classes, iou_thresh, thresh, points)
     with torch.no_grad():
-        accumulate_map(model, data, acc, kind=_detection_head(model, io.StringIO()), out=io.StringIO(), err=io.StringIO())
-    return acc.compute()
-
-
-__all__ = ["accumulate_map", "alexeyab_label_path", "calc_anchors", "detector_map", "detector_valid", "map_of", "read_yolo_boxes"]
+        accumulate_map(model, data, acc, kind=_detection_head(model, io.StringIO()), out=io.StringIO(), err=io.StringIO(),
+                       rank=rank, world=world)  # fmt: skip
+    return (gather(acc) if world > 1 else acc).compute()

@@ -129,6 +129,8 @@ class MapAccumulator:
     truth_count: np.ndarray = field(init=False, repr=False)  # (classes,) non-difficult truths
     class_tp: np.ndarray = field(init=False, repr=False)
     class_fp: np.ndarray = field(init=False, repr=False)
+    _indices: set[int] = field(init=False, repr=False)  # the images' indices, for O(1) checks
+    _next: int = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.classes < 1:
@@ -138,9 +140,8 @@ class MapAccumulator:
         self.truth_count = np.zeros(self.classes, np.int64)
         self.class_tp = np.zeros(self.classes, np.int64)
         self.class_fp = np.zeros(self.classes, np.int64)
-
-    def _next_index(self) -> int:
-        return max((im.index for im in self.images), default=-1) + 1
+        self._indices = {im.index for im in self.images}
+        self._next = max(self._indices, default=-1) + 1  # the default index of the next image
 
     def add(self, dets: Detections, truth: np.ndarray, difficult: np.ndarray | None = None, index: int | None = None) -> None:
         """One image: ``dets`` relative to the original image after NMS, in darknet's array order;
@@ -155,8 +156,8 @@ class MapAccumulator:
         bad = (tcls < 0) | (tcls >= self.classes) | (truth[:, 0] != tcls)
         if bad.any():
             raise CnnlabError(f"truth class {truth[bad][0, 0]:g} is not a class index 0..{self.classes - 1}")
-        idx = self._next_index() if index is None else int(index)
-        if any(im.index == idx for im in self.images):
+        idx = self._next if index is None else int(index)
+        if idx in self._indices:
             raise CnnlabError(f"image index {idx} was added twice to the mAP accumulator")
         easy, easy_cls = truth[~hard, 1:5], tcls[~hard]
         np.add.at(self.truth_count, easy_cls, 1)
@@ -176,6 +177,8 @@ class MapAccumulator:
         keep = hit | ~self._near_difficult(dets, box_i, cls, truth[hard], tcls[hard])
         tp_iou = self._count_at_thresh(prob, cls, truth_j, max_iou)
         self.images.append(_Image(idx, len(easy), prob[keep], cls[keep], truth_j[keep], tp_iou))
+        self._indices.add(idx)
+        self._next = max(self._next, idx + 1)
 
     def _near_difficult(self, dets: Detections, box_i: np.ndarray, cls: np.ndarray, hard: np.ndarray, hard_cls: np.ndarray) -> np.ndarray:
         """Detections overlapping a difficult truth of their class above iou_thresh (dropped unless matched)."""
@@ -203,10 +206,12 @@ class MapAccumulator:
         same = (self.classes, f32(self.iou_thresh), f32(self.thresh), self.points)
         if same != (other.classes, f32(other.iou_thresh), f32(other.thresh), other.points):
             raise CnnlabError("cannot merge mAP accumulators with different classes, iou_thresh, thresh or points")
-        clash = {im.index for im in self.images} & {im.index for im in other.images}
+        clash = self._indices & other._indices
         if clash:
             raise CnnlabError(f"both mAP accumulators hold image index {min(clash)}; add each image with its index in the whole set")
         self.images.extend(other.images)
+        self._indices |= other._indices
+        self._next = max(self._next, other._next)
         self.truth_count += other.truth_count
         self.class_tp += other.class_tp
         self.class_fp += other.class_fp

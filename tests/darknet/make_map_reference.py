@@ -26,11 +26,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from cnnlab.darknet.detector_programs import (
-    _detect,
-    _detection_head,
-    alexeyab_label_path,
-)
+from cnnlab.darknet.detector_programs import _detect, _detection_head
+from cnnlab.darknet.labels import alexeyab_label_path
 from cnnlab.darknet.programs import _load
 from tests.darknet.mapset import NAMES, build, image_paths
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from cnnlab.darknet.detector_programs import alexeyab_label_path
+from cnnlab.darknet.labels import alexeyab_label_path
 
 from .refweights import write_reference_weights
 

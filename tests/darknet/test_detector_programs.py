@@ -12,13 +12,8 @@ import pytest
 import torch
 
 from cnnlab.cli import main
-from cnnlab.darknet.detector_programs import (
-    alexeyab_label_path,
-    calc_anchors,
-    detector_map,
-    map_of,
-    read_yolo_boxes,
-)
+from cnnlab.darknet.detector_programs import calc_anchors, detector_map, map_of
+from cnnlab.darknet.labels import alexeyab_label_path, read_yolo_boxes
 from cnnlab.darknet.model import load_darknet
 from cnnlab.errors import CnnlabError
 
@@ -119,3 +114,38 @@ def test_calc_anchors_files_and_cfg(mapset: Path, tmp_path: Path) -> None:
                      cfg_out=str(tmp_path / "b.cfg"), out=io.StringIO())  # fmt: skip
     with pytest.raises(CnnlabError, match="set the network input size: -width W -height H"):
         calc_anchors(data="map.data", num_of_clusters=4, out=io.StringIO())
+
+
+def test_ranks_share_the_images(mapset: Path) -> None:
+    """Two 'ranks' each measure every other image (accumulate_map rank/world); merged, the figures are the
+    single pass's, to the printed digit."""
+    from cnnlab.darknet.detector_programs import accumulate_map
+    from cnnlab.darknet.map import MapAccumulator
+
+    model = load_darknet("map-tiny.cfg", "map-tiny.weights", "alexeyab").eval()
+    parts = []
+    for rank in range(2):
+        acc = MapAccumulator(3, points=101)
+        with torch.no_grad():
+            accumulate_map(model, "map.data", acc, kind="default", out=io.StringIO(), err=io.StringIO(), rank=rank, world=2)
+        parts.append(acc)
+    assert {im.index for im in parts[0].images} == set(range(0, 24, 2))
+    whole = map_of(model, "map.data", points=101)
+    assert parts[1].merge(parts[0]).compute().lines(["r", "g", "b"]) == whole.lines(["r", "g", "b"])
+
+
+def test_calc_anchors_reports_wrong_labels_and_draws(mapset: Path, tmp_path: Path) -> None:
+    """A box outside 0..1 gets darknet's "Wrong label" line (and still counts, as in darknet); -show draws anchors.png."""
+    from PIL import Image
+
+    (tmp_path / "a.png").write_bytes((mapset / "img" / "000.png").read_bytes())
+    (tmp_path / "a.txt").write_text("0 0.5 0.5 1.5 0.25\n1 0.5 0.5 0.25 0.5\n")
+    (tmp_path / "list.txt").write_text(f"{tmp_path / 'a.png'}\n")
+    (tmp_path / "w.data").write_text(f"classes=2\ntrain={tmp_path / 'list.txt'}\n")
+    out = io.StringIO()
+    calc_anchors(data=str(tmp_path / "w.data"), num_of_clusters=2, width=64, height=64, show=True, out_dir=str(tmp_path), out=out, err=io.StringIO())
+    text = out.getvalue()
+    assert f"\n\nWrong label: {tmp_path / 'a.txt'} - j = 0, x = 0.500000, y = 0.500000, width = 1.500000, height = 0.250000 \n" in text
+    assert "anchors =  16, 32,  96, 16\n" in text  # both boxes kept: 1.5*64 x .25*64 and .25*64 x .5*64, by area
+    with Image.open(tmp_path / "anchors.png") as im:
+        assert im.size == (64, 64)

@@ -108,7 +108,7 @@ def test_calc_anchors_from_darknets_start_equals_darknet(mapset: Path, k: int, c
     )
 
     paths = _image_list(read_data_file(Path("map.data")), Path("map.data"), "train", "")
-    boxes, _, _ = _anchor_boxes(paths, 3, 128, 128, io.StringIO())
+    boxes, _, _ = _anchor_boxes(paths, Path("map.data"), 3, 128, 128, io.StringIO())
     r = anchors_mod.kmeans_anchors(boxes, k, start=darknet_start(len(boxes), k, clock))
     expected = (REF / f"calc_anchors-k{k}-t{clock}.stdout").read_bytes().decode()
     assert f"\n iterations = {r.iterations} \n" in expected
