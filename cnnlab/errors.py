@@ -10,3 +10,7 @@ from __future__ import annotations
 
 class CnnlabError(Exception):
     """An error caused by user input; its message names the problem and the fix."""
+
+
+class NonFiniteLoss(CnnlabError):
+    """Training met a NaN/inf loss (or a NaN IoU inside a loss); the engine adds the step it happened at."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import NonFiniteLoss
 
 
 @dataclass
@@ -162,13 +162,13 @@ def check_finite(kind: str, index: int, delta: torch.Tensor, sums: float, output
     if bool(flat.any()):
         b, t = (int(v) for v in torch.nonzero(flat)[0])
         row = " ".join(f"{float(v):g}" for v in truth[b, t])
-        raise CnnlabError(f"{where}: image {b} of the batch has a box of zero width or height ({row}); drop such boxes from the labels")
+        raise NonFiniteLoss(f"{where}: image {b} of the batch has a box of zero width or height ({row}); drop such boxes from the labels")
     if not bool(torch.isfinite(output).all()):
-        raise CnnlabError(
+        raise NonFiniteLoss(
             f"{where}: the layer's output is already not finite, so training diverged; the learning rate is most likely "
             "too high for this network without a warm-up: set burn_in=1000 in [net] or lower learning_rate"
         )
-    raise CnnlabError(
+    raise NonFiniteLoss(
         f"{where}: most likely a learning rate too high without burn_in (set burn_in=1000 in [net] or lower "
         "learning_rate), or boxes with zero width or height in the labels"
     )

@@ -20,11 +20,7 @@ from cnnlab.data.transforms import DeviceNormalize
 from cnnlab.engine.device import autocast
 from cnnlab.engine.state import TrainState
 from cnnlab.engine.task import Task
-from cnnlab.errors import CnnlabError
-
-
-class NonFiniteLoss(CnnlabError):
-    pass
+from cnnlab.errors import NonFiniteLoss
 
 
 @dataclass
@@ -61,7 +57,10 @@ def train_step(t: Trainer, batch: Batch, state: TrainState) -> dict[str, float] 
     no_sync = t.model.no_sync() if not updates and hasattr(t.model, "no_sync") else contextlib.nullcontext()
     with no_sync:
         with autocast(t.device, t.amp):
-            terms, outputs = t.task.losses(t.model, t.normalize(images, generator=gen), targets)
+            try:
+                terms, outputs = t.task.losses(t.model, t.normalize(images, generator=gen), targets)
+            except NonFiniteLoss as e:  # raised inside the loss (e.g. a NaN IoU): say when
+                raise NonFiniteLoss(f"optimizer step {state.step + 1} (epoch {state.epoch + 1}): {e}") from None
             loss = sum(terms.values())
         values = {name: term.item() for name, term in terms.items()}
         total = loss.item()

@@ -126,3 +126,26 @@ def test_unimplemented_training_keys_are_named(tmp_path: Path, shapes: Path) -> 
         f"warning: [net] adam=1 ({cfg}:{n('adam=1') + 1}) is not implemented by cnnlab's detector training and is ignored",
         f"warning: [yolo] map=data/coco9k.map ({cfg}:{n('map=data/coco9k.map') + 1}) is not implemented by cnnlab's detector training and is ignored",
     ]
+
+
+def test_a_diverging_run_stops_with_the_step_the_layer_and_the_cause(tmp_path: Path, shapes: Path) -> None:
+    from cnnlab.darknet.detector_train import train_detector
+    from cnnlab.errors import NonFiniteLoss
+
+    cfg = tmp_path / "hot.cfg"
+    cfg.write_text(RECIPE.read_text().replace("burn_in=100", "burn_in=0").replace("learning_rate=0.005", "learning_rate=1000").replace("batch=16", "batch=4"))
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    data = tmp_path / "s.data"
+    data.write_text(re.sub(r"backup=.*", f"backup={backup}", shapes.read_text()))
+    import io
+
+    with pytest.raises(NonFiniteLoss) as e:
+        train_detector(str(data), str(cfg), max_batches=20, out=io.StringIO(), err=io.StringIO())
+    assert re.fullmatch(
+        r"optimizer step \d+ \(epoch 1\): \[yolo\] layer 16: the IoU or the deltas are not finite \(darknet would print "
+        r"'IOU = -nan' and go on\): the layer's output is already not finite, so training diverged; the learning rate is "
+        r"most likely too high for this network without a warm-up: set burn_in=1000 in \[net\] or lower learning_rate",
+        str(e.value),
+    )
+    assert not list(backup.iterdir())  # nothing saved from the diverged run
