@@ -1,7 +1,7 @@
-"""``cnnlab predict IMAGE…``: darknet's output (the time, then the top-5 as ``42.58%: label``).
-
-For a ``--task embedding`` run: the image's embedding (JSON) and its nearest classes by cosine
-similarity to the class centres the run stored (``0.9731: label``)."""
+"""``cnnlab predict IMAGE…``: what the checkpoint's task predicts (:meth:`Task.predictor`). For a
+classifier, darknet's output (the time, then the top-5 as ``42.58%: label``); for a ``--task
+embedding`` run, the image's embedding (JSON) and its nearest classes by cosine similarity to the
+class centres the run stored (``0.9731: label``)."""
 
 from __future__ import annotations
 
@@ -26,16 +26,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from cnnlab.data.sources.base import BadImage
     from cnnlab.engine.device import pick_device
-    from cnnlab.engine.predict import Predictor, format_darknet
-    from cnnlab.engine.task import task_of
+    from cnnlab.engine.task import inference_task
 
     model, classes, pre, ckpt = load_model(args)
-    centres = None
-    if task_of(ckpt) == "embedding":
-        from cnnlab.tasks.embedding import centres_of
-
-        centres = centres_of(ckpt, args.checkpoint)
-    predictor = Predictor(model, classes, pre, pick_device(args.device), centres)
+    device = pick_device(args.device)
+    # the checkpoint's task makes the predictor; its outputs print themselves (text, JSON, CSV rows)
+    predictor = inference_task(ckpt, classes, device).predictor(model, pre, device, ckpt, args.checkpoint or args.weights)
     results, failed = [], []
     for path, data in _expand(args.images):
         try:
@@ -46,29 +42,18 @@ def run(args: argparse.Namespace) -> int:
             continue
         results.append(pred)
         if args.format == "text":
-            print(format_darknet(pred), flush=True)
-    score = "probability" if centres is None else "similarity"
+            print(pred.text(), flush=True)
     if args.format == "json":
-        print(json.dumps([_json(r, score) for r in results], indent=2))
+        print(json.dumps([r.to_json() for r in results], indent=2))
     elif args.format == "csv":
         w = csv.writer(sys.stdout)
-        w.writerow(["path", "rank", "label", "index", score])
+        w.writerow(predictor.csv_header)
         for r in results:
-            for rank, (label, index, prob) in enumerate(r.top, 1):
-                w.writerow([r.path, rank, label, index, f"{prob:.6f}"])
+            w.writerows(r.csv_rows())
     if failed:
         print(f"skipped {len(failed)} of {len(results) + len(failed)} image(s) that could not be read", file=sys.stderr)
         return 1
     return 0
-
-
-def _json(r, score: str) -> dict:
-    """A classifier's ``top`` classes by probability; an embedding model's ``embedding`` and
-    ``nearest`` classes by cosine similarity to their centres."""
-    classes = [{"label": label, "index": i, score: p} for label, i, p in r.top]
-    if r.embedding is None:
-        return {"path": r.path, "seconds": r.seconds, "top": classes}
-    return {"path": r.path, "seconds": r.seconds, "embedding": r.embedding, "nearest": classes}
 
 
 def _expand(images: list[str]):

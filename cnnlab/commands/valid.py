@@ -1,6 +1,7 @@
-"""``cnnlab valid``: top-1/top-5, loss, confusion matrix, per-class P/R/F1 and Cohen's kappa; for an
-embedding run, verification ROC AUC and retrieval recall@1/5 (on any labelled set, even of classes
-the run never saw)."""
+"""``cnnlab valid``: the checkpoint's task scores a labelled set (:meth:`Task.evaluation`): for a
+classifier top-1/top-5, loss, confusion matrix, per-class P/R/F1 and Cohen's kappa; for an embedding
+run, verification ROC AUC and retrieval recall@1/5 (on any labelled set, even of classes the run
+never saw)."""
 
 from __future__ import annotations
 
@@ -31,12 +32,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from cnnlab.data.datasets import open_split
     from cnnlab.data.loader import BadImageLog, make_loader
-    from cnnlab.data.sources.remap import RemappedSource
     from cnnlab.data.transforms import DeviceNormalize, eval_transform, tencrop_transform
     from cnnlab.engine.device import pick_device
     from cnnlab.engine.evaluate import evaluate
     from cnnlab.engine.logger import Progress
-    from cnnlab.engine.task import build_task, task_of
+    from cnnlab.engine.task import inference_task
 
     if args.json:
         _check_json_target(Path(args.json), args.force)  # before the evaluation, not after it
@@ -46,15 +46,13 @@ def run(args: argparse.Namespace) -> int:
         data = (ckpt.get("config") or {}).get("data")
         if not data:
             raise CnnlabError("which data? pass --data NAME_OR_PATH")
-    source = open_split(data, args.split)
-    if task_of(ckpt) != "embedding":  # embeddings are scored within the set (pairs, neighbours): any classes will do
-        source = RemappedSource.to_classes(source, classes)
     device = pick_device(args.device)
+    # the checkpoint's task says how the set is scored (classes mapped onto the model's, or not) and by what
+    source, evaluator = inference_task(ckpt, classes, device).evaluation(open_split(data, args.split))
     model.to(device)
     tf = tencrop_transform(pre) if args.tencrop else eval_transform(pre)
     loader = make_loader(source, tf, args.batch_size, shuffle=False, workers=args.workers, pin_memory=device.type == "cuda")
     bad = BadImageLog(max_fraction=1.0)
-    evaluator = build_task(task_of(ckpt), None, source, device).evaluator()
     progress = Progress("valid", len(source), 0, "img", sys.stderr, not args.no_progress)
     report = evaluate(model, loader, DeviceNormalize(pre).to(device), evaluator, device, None, bad, progress)
     print(report.table())

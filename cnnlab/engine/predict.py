@@ -1,11 +1,16 @@
 """Prediction on image files with exactly the preprocessing ``valid`` uses: a classifier's top
-classes by probability, or an embedding model's unit embedding and its nearest class centres."""
+classes by probability, or an embedding model's unit embedding and its nearest class centres.
+
+``cnnlab predict`` knows only the :class:`Predicts` and :class:`Output` protocols: a task's
+:meth:`~cnnlab.engine.task.Task.predictor` returns something that turns an image into an output
+that renders itself as text, JSON and CSV rows, so a new task (boxes, say) brings its own."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -15,12 +20,53 @@ from cnnlab.data.transforms import DeviceNormalize, eval_transform
 from cnnlab.model_meta import Preprocess
 
 
+class Output(Protocol):
+    """One image's prediction, as ``cnnlab predict`` prints it."""
+
+    def text(self) -> str: ...
+    def to_json(self) -> dict: ...
+    def csv_rows(self) -> list[list]: ...
+
+
+class Predicts(Protocol):
+    """``predictor(path, top, data)`` → an :class:`Output` (raises BadImage for an unreadable image)."""
+
+    csv_header: list[str]
+
+    def __call__(self, path: str, top: int = 5, data: bytes | None = None) -> Output: ...
+
+
 @dataclass
 class Prediction:
     path: str
     seconds: float  # network time, as darknet reports it
     top: list[tuple[str, int, float]]  # (label, class index, probability; for an embedding, cosine similarity to the class centre)
     embedding: list[float] | None = None  # the unit embedding (embedding models only)
+
+    def text(self) -> str:
+        """darknet's ``classifier predict`` layout: the time, then ``%5.2f%%: label`` per class (for an
+        embedding, the cosine similarity to each nearest class centre, ``0.9731: label``)."""
+        lines = [f"{self.path}: Predicted in {self.seconds:f} seconds."]
+        if self.embedding is None:
+            lines += [f"{100 * prob:5.2f}%: {label}" for label, _, prob in self.top]
+        else:
+            lines += [f"{sim:6.4f}: {label}" for label, _, sim in self.top]
+        return "\n".join(lines)
+
+    def to_json(self) -> dict:
+        """A classifier's ``top`` classes by probability; an embedding model's ``embedding`` and
+        ``nearest`` classes by cosine similarity to their centres."""
+        classes = [{"label": label, "index": i, _score(self.embedding is not None): p} for label, i, p in self.top]
+        if self.embedding is None:
+            return {"path": self.path, "seconds": self.seconds, "top": classes}
+        return {"path": self.path, "seconds": self.seconds, "embedding": self.embedding, "nearest": classes}
+
+    def csv_rows(self) -> list[list]:
+        return [[self.path, rank, label, index, f"{p:.6f}"] for rank, (label, index, p) in enumerate(self.top, 1)]
+
+
+def _score(embedding: bool) -> str:
+    return "similarity" if embedding else "probability"
 
 
 class Predictor:
@@ -33,6 +79,7 @@ class Predictor:
         self.centres = centres.to(device).float() if centres is not None else None
         self.transform = eval_transform(pre)
         self.normalize = DeviceNormalize(pre).to(device).eval()
+        self.csv_header = ["path", "rank", "label", "index", _score(centres is not None)]
 
     @torch.no_grad()
     def __call__(self, path: str, top: int = 5, data: bytes | None = None) -> Prediction:
@@ -57,14 +104,8 @@ class Predictor:
 
 
 def format_darknet(p: Prediction) -> str:
-    """darknet's ``classifier predict`` layout: the time, then ``%5.2f%%: label`` per class (for an
-    embedding, the cosine similarity to each nearest class centre, ``0.9731: label``)."""
-    lines = [f"{p.path}: Predicted in {p.seconds:f} seconds."]
-    if p.embedding is None:
-        lines += [f"{100 * prob:5.2f}%: {label}" for label, _, prob in p.top]
-    else:
-        lines += [f"{sim:6.4f}: {label}" for label, _, sim in p.top]
-    return "\n".join(lines)
+    """darknet's ``classifier predict`` layout (:meth:`Prediction.text`)."""
+    return p.text()
 
 
-__all__ = ["BadImage", "Prediction", "Predictor", "format_darknet"]
+__all__ = ["BadImage", "Output", "Prediction", "Predictor", "Predicts", "format_darknet"]

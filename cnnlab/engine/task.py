@@ -4,20 +4,28 @@ A :class:`Task` says what a sample's target is (a class index; boxes for detecti
 built for it, the loss as a dict of named terms (their sum is optimised, each is logged, as in
 detectron2's ``run_step``), what running figures training keeps, and which :class:`Evaluator`
 measures it. An evaluator's :class:`Report` knows its one-line summary, its table, its JSON and
-the figure that picks ``best.pt``.
+the figure that picks ``best.pt``. For a trained model, the task also says what ``cnnlab valid``
+scores (:meth:`Task.evaluation`) and what ``cnnlab predict`` prints (:meth:`Task.predictor`).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
 
 from cnnlab.data.loader import Batch
+from cnnlab.data.sources.base import ImageSource
+from cnnlab.errors import CnnlabError
+from cnnlab.model_meta import Preprocess
 from cnnlab.registry import Registry
+
+if TYPE_CHECKING:
+    from cnnlab.engine.predict import Predicts
 
 
 class Report(ABC):
@@ -121,10 +129,25 @@ class Task(ABC):
         """Anything besides the weights that using the model later needs (saved in the checkpoint)."""
         return {}
 
+    # --- using a trained model (``cnnlab valid`` / ``cnnlab predict``; see :func:`inference_task`)
+
+    def evaluation(self, source: ImageSource) -> tuple[ImageSource, Evaluator]:
+        """``cnnlab valid``: the labelled set as this task scores it, and a fresh evaluator for it. By
+        default the set's classes are mapped onto the model's (one the model lacks is an error naming it)."""
+        from cnnlab.data.sources.remap import RemappedSource
+
+        return RemappedSource.to_classes(source, self.classes), self.evaluator()
+
+    def predictor(self, model: nn.Module, pre: Preprocess, device: torch.device, ckpt: dict, where: str) -> Predicts:
+        """``cnnlab predict``: what turns one image into an output (``ckpt`` holds the task's saved state;
+        ``where`` names it in messages)."""
+        raise CnnlabError(f"cnnlab predict has no output for {self.name!r} models yet; use cnnlab valid")
+
 
 # Task builders ``(cfg, train_source, device) -> Task`` by name (``cnnlab train --task NAME``); the
 # implementations live in cnnlab/tasks/, one module each, registered with ``@TASKS.register(name)``.
-# ``cfg`` is None when the task only evaluates or predicts (cnnlab valid / predict).
+# ``cfg`` is None when the task only evaluates or predicts (cnnlab valid / predict); ``source`` then
+# holds only ``classes``, the model's (see :func:`inference_task`).
 TASKS: Registry = Registry("task", listing=None)
 
 
@@ -138,3 +161,17 @@ def build_task(name: str, cfg: Any, source: Any, device: torch.device) -> Task:
 def task_of(ckpt: dict) -> str:
     """The task a checkpoint was trained for (checkpoints from before tasks existed: classification)."""
     return ckpt.get("task", "classify") if ckpt else "classify"
+
+
+@dataclass
+class ModelClasses:
+    """The data a task built for inference knows: the classes its model was trained on."""
+
+    classes: list[str]
+
+
+def inference_task(ckpt: dict, classes: list[str], device: torch.device) -> Task:
+    """The task ``cnnlab valid`` and ``cnnlab predict`` use a model by: its checkpoint's (classification
+    for a plain state_dict), built without a training config, from the model's classes. The commands
+    then only call :meth:`Task.evaluation` and :meth:`Task.predictor`, so a new task needs no edit there."""
+    return build_task(task_of(ckpt), None, ModelClasses(list(classes)), device)

@@ -133,7 +133,8 @@ def setup(cfg: TrainConfig, resume: str | None, dist: Dist, device: torch.device
         torch.manual_seed(cfg.seed + 7919 * dist.rank)
     forward = distributed.wrap(model, device, cfg.sync_bn)
     forward = torch.compile(forward) if cfg.compile else forward
-    trainer = Trainer(forward, task, normalize, optimizer, scheduler, scaler, ema, device, amp, cfg.accum_steps, cfg.clip_grad, cfg.seed)
+    trainer = Trainer(forward, task, normalize, optimizer, scheduler, scaler, ema, device, amp, cfg.accum_steps, cfg.clip_grad, cfg.seed,
+                      input_size=pre.input_size)  # fmt: skip
     logger = RunLogger(run.path, main=dist.is_main, progress=cfg.progress, log_every=cfg.log_every)
     writer = CheckpointWriter(run.path / "checkpoints", dist, cfg, data.classes, pre)
     state, resumed = TrainState(), None

@@ -11,9 +11,11 @@ from torch import nn
 
 from cnnlab.data.loader import Batch
 from cnnlab.engine import distributed
+from cnnlab.engine.predict import Predictor
 from cnnlab.engine.task import TASKS, Evaluator, Task
 from cnnlab.errors import CnnlabError
 from cnnlab.metrics import ClassificationReport, build_metrics
+from cnnlab.model_meta import Preprocess
 from cnnlab.models import Classifier, create_model
 from cnnlab.models.layers import aux_loss, unwrap
 
@@ -59,6 +61,10 @@ class Classification(Task):
 
     def evaluator(self) -> "ClassificationEvaluator":
         return ClassificationEvaluator(self.classes, self.device)
+
+    def predictor(self, model: nn.Module, pre: Preprocess, device: torch.device, ckpt: dict, where: str) -> Predictor:
+        """The top classes by softmax probability, in darknet's layout."""
+        return Predictor(model, self.classes, pre, device)
 
 
 class ClassificationEvaluator(Evaluator):

@@ -23,8 +23,10 @@ from torch import nn
 from cnnlab.data.loader import Batch
 from cnnlab.data.sources.base import ImageSource
 from cnnlab.engine import distributed
+from cnnlab.engine.predict import Predictor
 from cnnlab.engine.task import TASKS, Evaluator, Report, Task
 from cnnlab.errors import CnnlabError
+from cnnlab.model_meta import Preprocess
 from cnnlab.models import Classifier, create_model
 from cnnlab.models.layers import unwrap
 
@@ -107,6 +109,15 @@ class Embedding(Task):
 
     def evaluator(self) -> "EmbeddingEvaluator":
         return EmbeddingEvaluator(self.classes, self.device)
+
+    def evaluation(self, source: ImageSource) -> tuple[ImageSource, "EmbeddingEvaluator"]:
+        """Embeddings are scored within the set (pairs, neighbours): any labelled set will do, even of
+        classes the model never saw, so its classes are its own."""
+        return source, EmbeddingEvaluator(list(source.classes), self.device)
+
+    def predictor(self, model: nn.Module, pre: Preprocess, device: torch.device, ckpt: dict, where: str) -> Predictor:
+        """The unit embedding and the nearest class centres the run stored (cosine similarity)."""
+        return Predictor(model, self.classes, pre, device, centres_of(ckpt, where))
 
     def extra_state(self, model: nn.Module, loader_factory=None) -> dict:
         """Each class's centre: the mean embedding of its training images (evaluation transform), re-normalised."""

@@ -149,3 +149,54 @@ def test_a_diverging_run_stops_with_the_step_the_layer_and_the_cause(tmp_path: P
         str(e.value),
     )
     assert not list(backup.iterdir())  # nothing saved from the diverged run
+
+
+SMALL = {  # the recipe at 96 px (anchors scaled with it), a few updates with a short warm-up
+    "width=160": "width=96", "height=160": "height=96", "batch=16": "batch=8", "burn_in=100": "burn_in=5",
+    "learning_rate=0.005": "learning_rate=0.002",
+    "anchors = 24,24, 32,32, 40,40, 48,48, 58,58, 70,70": "anchors = 14,14, 19,19, 24,24, 29,29, 35,35, 42,42",
+}
+
+
+def _small_cfg(tmp_path: Path) -> Path:
+    text = RECIPE.read_text()
+    for old, new in SMALL.items():
+        assert old in text
+        text = text.replace(old, new)
+    cfg = tmp_path / "small.cfg"
+    cfg.write_text(text)
+    return cfg
+
+
+def test_short_run_learns_and_its_weights_give_the_same_map(tmp_path: Path, shapes: Path) -> None:
+    """Acceptance 1 (short) and 4: loss and mAP move the right way; the final .weights give in
+    `detector map` the mAP printed during training, and load in `detector test`."""
+    import io
+
+    from cnnlab.darknet.detector_programs import detector_map
+    from cnnlab.darknet.detector_train import train_detector
+    from cnnlab.darknet.model import load_darknet
+    from cnnlab.darknet.programs import detector_test
+
+    cfg = _small_cfg(tmp_path)
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    data = tmp_path / "s.data"
+    data.write_text(re.sub(r"backup=.*", f"backup={backup}", shapes.read_text()))
+    untrained = tmp_path / "untrained.weights"
+    load_darknet(str(cfg), None, "alexeyab").save_weights(untrained)
+    before = detector_map(data=str(data), cfg=str(cfg), weights=str(untrained), out=io.StringIO(), err=io.StringIO())
+
+    out = io.StringIO()
+    final = train_detector(str(data), str(cfg), flavor="alexeyab", max_batches=60, calc_map=True, out=out, err=io.StringIO())
+    text = out.getvalue()
+    avg = [float(v) for v in re.findall(r"^ \d+: [-\d.]+, ([-\d.]+) avg loss", text, re.M)]
+    assert len(avg) == 60 and avg[-1] < 0.5 * avg[0], avg
+    printed = re.findall(r"mean average precision \(mAP@0\.50\) = ([\d.]+)", text)[-1]
+    after = detector_map(data=str(data), cfg=str(cfg), weights=str(final), out=io.StringIO(), err=io.StringIO())
+    assert f"{after.map:f}" == printed  # the same figure through the program as during training
+    assert after.map > before.map + 0.05, (before.map, after.map)
+    shown = io.StringIO()
+    detector_test(data=str(data), cfg=str(cfg), weights=str(final), image=str(shapes.parent / "valid" / "000000.jpg"),
+                  thresh=0.25, flavor="alexeyab", out_name=str(tmp_path / "pred"), out=shown, err=io.StringIO())
+    assert "Predicted in" in shown.getvalue()

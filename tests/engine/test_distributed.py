@@ -148,3 +148,65 @@ def test_resume_at_another_world_size_starts_at_the_next_epoch(tmp_path: Path) -
     ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert ckpt["train_state"]["epoch"] == 2 and ckpt["world"] == 2
     assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [2]
+
+
+def _bad_batch_folders(root: Path, batch: int) -> list[str]:
+    """Class folders of small PNGs where rank 1's whole first micro-batch (of ``batch``) is unreadable;
+    the names of the bad files."""
+    import numpy as np
+    from PIL import Image
+
+    from cnnlab.data.datasets import open_split
+    from cnnlab.data.loader import ResumableSampler
+
+    rng = np.random.default_rng(0)
+    for split, per_class in (("train", 16), ("val", 4)):
+        for c, shade in (("dark", 40), ("light", 210)):
+            (root / split / c).mkdir(parents=True)
+            for i in range(per_class):
+                pixels = np.clip(shade + rng.integers(-30, 30, (32, 32)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(root / split / c / f"{i:02d}.png")
+    source = open_split(str(root), "train", seed=3)
+    order = ResumableSampler(len(source), 3, True, rank=1, world=2, drop_last=True).indices()
+    bad = [source.paths[i] for i in order[:batch]]
+    for rel in bad:
+        (Path(source.root) / rel).write_text("not an image\n")
+    return bad
+
+
+def _kill_run(p: subprocess.Popen) -> None:
+    """SIGKILL torchrun and its workers (each in a session of its own, so not in torchrun's group)."""
+    workers = [int(q.name) for q in Path("/proc").iterdir() if q.name.isdigit() and int(q.name) != p.pid and _alive_child(int(q.name), p.pid)]
+    for pid in workers:
+        os.kill(pid, signal.SIGKILL)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.communicate()
+
+
+def _alive_child(pid: int, parent: int) -> bool:
+    try:
+        return _descends_from(pid, parent)
+    except (OSError, ValueError, IndexError):
+        return False
+
+
+def test_a_rank_whose_whole_micro_batch_is_bad_still_takes_part_in_the_step(tmp_path: Path) -> None:
+    """Rank 1's first micro-batch is all unreadable: it must still join the gradient all-reduce (no hang,
+    no ranks a step apart), and the bad images are counted and reported."""
+    bad = _bad_batch_folders(tmp_path / "data", 4)
+    out = tmp_path / "run"
+    args = [*BASE, "--data", tmp_path / "data", "--train-limit", "0", "--epochs", "1", "--batch-size", "4",
+            "--max-bad-fraction", "0.5", "--out", out]  # fmt: skip
+    p = torchrun(*args)
+    try:
+        _finish(p, timeout=240)  # before the fix: rank 0 waits in an all-reduce rank 1 never joins
+    except subprocess.TimeoutExpired:
+        _kill_run(p)
+        pytest.fail("the two ranks hung: one skipped a step the other took")
+    summary = json.loads((out / "summary.json").read_text())
+    assert sorted(Path(b.split(":")[0]).name for b in summary["bad_images"]) == sorted(Path(b).name for b in bad)
+    assert len(summary["bad_images"]) == 4
+    ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["train_state"]["step"] == 32 // (2 * 4)  # every rank took every step
+    record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["train_loss"] == record["train_loss"] and record["train_loss"] > 0  # finite, from the good images
