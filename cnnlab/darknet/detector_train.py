@@ -147,6 +147,7 @@ def train_detector(
 ) -> Path:
     """Train ``cfg`` on the ``train=`` list of ``data``; returns the final weights' path."""
     log = DarknetLog(flavor, out or sys.stdout, err or sys.stderr)
+    torch.manual_seed(seed)  # the initial weights of layers WEIGHTS does not cover: a run is repeatable
     job = check_detector_job(data, cfg, flavor, max_batches, calc_map)
     model = job.model
     log.opening(job.base, model.layer_table())

@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from cnnlab.darknet.detector_train import check_detector_job, plan_detector_backups
 from cnnlab.darknet.train import check_job
@@ -153,7 +154,7 @@ def test_a_diverging_run_stops_with_the_step_the_layer_and_the_cause(tmp_path: P
 
 SMALL = {  # the recipe at 96 px (anchors scaled with it), a few updates with a short warm-up
     "width=160": "width=96", "height=160": "height=96", "batch=16": "batch=8", "burn_in=100": "burn_in=5",
-    "learning_rate=0.005": "learning_rate=0.002",
+    "learning_rate=0.005": "learning_rate=0.004",
     "anchors = 24,24, 32,32, 40,40, 48,48, 58,58, 70,70": "anchors = 14,14, 19,19, 24,24, 29,29, 35,35, 42,42",
 }
 
@@ -170,7 +171,9 @@ def _small_cfg(tmp_path: Path) -> Path:
 
 def test_short_run_learns_and_its_weights_give_the_same_map(tmp_path: Path, shapes: Path) -> None:
     """Acceptance 1 (short) and 4: loss and mAP move the right way; the final .weights give in
-    `detector map` the mAP printed during training, and load in `detector test`."""
+    `detector map` the mAP printed during training, and load in `detector test`. 300 updates: darknet's
+    BatchNorm keeps 1 % of each batch's statistics, so fewer leave the rolling statistics (which
+    evaluation uses) far from the batch statistics the net trained with (0.99^300 ≈ 5 % left)."""
     import io
 
     from cnnlab.darknet.detector_programs import detector_map
@@ -181,21 +184,23 @@ def test_short_run_learns_and_its_weights_give_the_same_map(tmp_path: Path, shap
     cfg = _small_cfg(tmp_path)
     backup = tmp_path / "backup"
     backup.mkdir()
-    data = tmp_path / "s.data"
-    data.write_text(re.sub(r"backup=.*", f"backup={backup}", shapes.read_text()))
-    untrained = tmp_path / "untrained.weights"
+    data = tmp_path / "s.data"  # measured on its own training images: a short run can only learn those
+    text = re.sub(r"backup=.*", f"backup={backup}", shapes.read_text())
+    data.write_text(re.sub(r"valid=.*", f"valid={shapes.parent}/train.txt", text))
+    untrained = tmp_path / "untrained.weights"  # the weights the run starts from (same seed)
+    torch.manual_seed(0)
     load_darknet(str(cfg), None, "alexeyab").save_weights(untrained)
     before = detector_map(data=str(data), cfg=str(cfg), weights=str(untrained), out=io.StringIO(), err=io.StringIO())
 
     out = io.StringIO()
-    final = train_detector(str(data), str(cfg), flavor="alexeyab", max_batches=60, calc_map=True, out=out, err=io.StringIO())
+    final = train_detector(str(data), str(cfg), flavor="alexeyab", max_batches=300, calc_map=True, out=out, err=io.StringIO())
     text = out.getvalue()
     avg = [float(v) for v in re.findall(r"^ \d+: [-\d.]+, ([-\d.]+) avg loss", text, re.M)]
-    assert len(avg) == 60 and avg[-1] < 0.5 * avg[0], avg
+    assert len(avg) == 300 and avg[-1] < 0.5 * avg[0], avg
     printed = re.findall(r"mean average precision \(mAP@0\.50\) = ([\d.]+)", text)[-1]
     after = detector_map(data=str(data), cfg=str(cfg), weights=str(final), out=io.StringIO(), err=io.StringIO())
     assert f"{after.map:f}" == printed  # the same figure through the program as during training
-    assert after.map > before.map + 0.05, (before.map, after.map)
+    assert after.map > before.map + 0.1, (before.map, after.map)  # measured: 0.002 → 0.17
     shown = io.StringIO()
     detector_test(data=str(data), cfg=str(cfg), weights=str(final), image=str(shapes.parent / "valid" / "000000.jpg"),
                   thresh=0.25, flavor="alexeyab", out_name=str(tmp_path / "pred"), out=shown, err=io.StringIO())
