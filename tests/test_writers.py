@@ -229,6 +229,19 @@ def _labelled_set(inp: Inputs, out: Path) -> None:
     (out / "set" / "boxes.data").write_text(f"classes=2\ntrain={out / 'set' / 'train.txt'}\n")
 
 
+def _det_train_set(inp: Inputs, out: Path) -> None:
+    """Three PNGs with YOLO labels beside them and a detection .data whose backup= is under ``out``."""
+    (out / "set").mkdir(parents=True)
+    (out / "backup").mkdir()
+    for i, png in enumerate(sorted((inp.folders / "train").rglob("*.png"))[:3]):
+        shutil.copy(png, out / "set" / f"{i}.png")
+        (out / "set" / f"{i}.txt").write_text(f"{i} 0.5 0.5 0.4 0.3\n")
+    (out / "set" / "train.txt").write_text("".join(f"{out / 'set' / f'{i}.png'}\n" for i in range(3)))
+    (out / "set" / "det.data").write_text(
+        f"classes=3\ntrain={out / 'set' / 'train.txt'}\nnames={inp.root / 'labels.txt'}\nbackup={out / 'backup'}\n"
+    )
+
+
 # Each writing command (as the CLI names it) → a small invocation whose outputs all land under ``out``.
 WRITERS: dict[str, Writer] = {
     "train": Writer(lambda i, o: ["train", *TRAIN, "--out", o / "run"]),
@@ -251,6 +264,9 @@ WRITERS: dict[str, Writer] = {
                                                           "2", "-width", "64", "-height", "64", "--out-dir", o / "anchors"], "--force",
                                             _labelled_set),
     "darknet classifier train": Writer(lambda i, o: ["darknet", "classifier", "train", _backup_data(i, o), i.cfg], "--force"),
+    "darknet detector train": Writer(lambda i, o: ["darknet", "detector", "train", o / "set" / "det.data", i.det_cfg, "--max-batches", "2"],
+                                     "--force", _det_train_set),
+    "data shapes": Writer(lambda i, o: ["data", "shapes", o / "shapes", "--train", "2", "--valid", "1", "--size", "32"], "--force"),
 }
 
 # Commands that print and write no file.
