@@ -79,6 +79,12 @@ class Detection(Task):
         # is the same there as in the image's own frame
         return MapEvaluator(len(self.classes), MapSettings())
 
+    def evaluation(self, source: Any) -> tuple:
+        raise CnnlabError(
+            "cnnlab valid does not score detection runs yet: the run's valid.json holds the mAP of its last epoch, and "
+            "`cnnlab darknet detector map` scores .weights"
+        )
+
     def loaders(self, cfg: Any, data: Any, model: nn.Module, rank: int, world: int, pin: bool) -> tuple:
         """``(train, val)`` loaders of images at the network's size with their boxes."""
         net = darknet_net(model)
@@ -136,6 +142,6 @@ def letterboxed(boxes: np.ndarray, im_w: int, im_h: int, net_w: int, net_h: int)
 
 @TASKS.register("detect")
 def _build(cfg: Any, source: Any, device: torch.device) -> Detection:
-    if not hasattr(source, "boxes"):
+    if cfg is not None and not hasattr(source, "boxes"):
         raise CnnlabError("--task detect needs a detection source (a darknet .data file with YOLO labels, or a VOC folder)")
     return Detection(list(source.classes), device)
