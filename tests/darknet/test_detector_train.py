@@ -205,3 +205,29 @@ def test_short_run_learns_and_its_weights_give_the_same_map(tmp_path: Path, shap
     detector_test(data=str(data), cfg=str(cfg), weights=str(final), image=str(shapes.parent / "valid" / "000000.jpg"),
                   thresh=0.25, flavor="alexeyab", out_name=str(tmp_path / "pred"), out=shown, err=io.StringIO())
     assert "Predicted in" in shown.getvalue()
+
+
+def test_last_weights_resume_the_counter(tmp_path: Path, shapes: Path) -> None:
+    """`_last.weights` (here every 2 updates: .data savelast=2) carries `seen`; passed as WEIGHTS, the run
+    continues at the next update and ends where the cfg says."""
+    import io
+
+    from cnnlab.darknet.detector_train import train_detector
+    from cnnlab.darknet.weights import WeightsHeader
+
+    def seen(path: Path) -> int:
+        return WeightsHeader.parse(path.read_bytes()[:20], "alexeyab", str(path)).seen
+
+    cfg = _small_cfg(tmp_path)
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    data = tmp_path / "s.data"
+    data.write_text(re.sub(r"backup=.*", f"backup={backup}", shapes.read_text()) + "savelast=2\nsaveweights=1000\n")
+    train_detector(str(data), str(cfg), flavor="alexeyab", max_batches=3, out=io.StringIO(), err=io.StringIO())
+    last = backup / "small_last.weights"
+    assert seen(last) == 2 * 8  # written after update 2 (batch 8)
+    out = io.StringIO()
+    final = train_detector(str(data), str(cfg), str(last), flavor="alexeyab", max_batches=5, force=True, out=out, err=io.StringIO())
+    updates = [int(n) for n in re.findall(r"^ (\d+): ", out.getvalue(), re.M)]
+    assert updates == [3, 4, 5]
+    assert seen(final) == 5 * 8
