@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import os
 import re
 import statistics
@@ -152,6 +153,80 @@ def load() -> str:
     return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
+def build_darknet(src: Path) -> Path:
+    """AlexeyAB's darknet built from ``src`` in a folder of the system's temp dir (not the repository);
+    the build is reused when its binary exists. Returns the binary."""
+    if not (src / "Makefile").is_file() or not (src / "src" / "yolo_layer.c").is_file():
+        sys.exit(f"bench/detect.py: error: {src} is not a darknet source folder (no Makefile and src/yolo_layer.c)")
+    key = hashlib.sha1(str(src.resolve()).encode()).hexdigest()[:10]
+    build = Path(tempfile.gettempdir()) / f"cnnlab-bench-darknet-{key}"
+    binary = build / "darknet"
+    if binary.is_file():
+        return binary
+    build.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["cp", "-a", f"{src}/.", str(build)], check=True)
+    print(f"building darknet in {build} (make -j2 GPU=0 CUDNN=0 OPENCV=0 OPENMP=1 AVX=1) ...", flush=True)
+    done = subprocess.run(["make", "-j2", "GPU=0", "CUDNN=0", "OPENCV=0", "OPENMP=1", "AVX=1"], cwd=build, capture_output=True, text=True)
+    if done.returncode or not binary.is_file():
+        sys.exit(f"bench/detect.py: error: building darknet in {build} failed:\n{done.stderr[-2000:]}")
+    return binary
+
+
+PROGRESS = re.compile(r"^\s*(\d+): [-+\w.]+, [-+\w.]+ avg")  # "N: loss, avg loss, rate, s seconds, n images"
+
+
+def cfg_copy(cfg: Path, out: Path, max_batches: int) -> Path:
+    """A copy of ``cfg`` whose [net] trains ``max_batches`` updates (steps= beyond it are harmless)."""
+    text = re.sub(r"(?m)^max_batches\s*=.*$", f"max_batches={max_batches}", cfg.read_text())
+    out.write_text(text)
+    return out
+
+
+def timed_run(cmd: list[str], cwd: Path, threads: int, log: Path) -> list[tuple[int, float]]:
+    """Run a trainer, time-stamping each progress line as it arrives: ``[(update, seconds since start)]``."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+    stamps: list[tuple[int, float]] = []
+    t0 = time.perf_counter()
+    with open(log, "w") as out, subprocess.Popen(["stdbuf", "-oL", "-eL", *cmd], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                                                  stderr=out, text=True) as p:
+        assert p.stdout is not None
+        for line in p.stdout:
+            out.write(line)
+            m = PROGRESS.match(line)
+            if m:
+                stamps.append((int(m.group(1)), time.perf_counter() - t0))
+    if p.returncode:
+        sys.exit(f"bench/detect.py: error: {' '.join(cmd)} exited with {p.returncode}; see {log}")
+    return stamps
+
+
+def images_per_s(stamps: list[tuple[int, float]], batch: int, skip: int) -> float:
+    """Images/s over the updates after the first ``skip`` (start-up, first-use kernel choice)."""
+    (b0, t0), (b1, t1) = next(s for s in stamps if s[0] >= skip), stamps[-1]
+    return (b1 - b0) * batch / (t1 - t0)
+
+
+def versus_darknet(data_dir: Path, args: argparse.Namespace, work: Path) -> None:
+    binary = build_darknet(args.darknet_src)
+    batches = args.darknet_batches
+    cfg = cfg_copy(args.cfg, work / "bench-tiny.cfg", batches)
+    batch = int(re.search(r"(?m)^batch\s*=\s*(\d+)", cfg.read_text()).group(1))  # images per update
+    data = data_dir / "shapes.data"
+    cnnlab = [sys.executable, "-m", "cnnlab", "darknet", "detector", "train", str(data), str(cfg), "-dont_show", "--force"]
+    darknet = [str(binary), "detector", "train", str(data), str(cfg), "-dont_show"]
+    print(f"\ndetector train, {cfg.name} ({args.cfg.name} with max_batches={batches}), {batch} images per update, "
+          f"OMP_NUM_THREADS={args.threads}; images/s over updates {args.skip}..{batches}")
+    dk, ours = [], []
+    for r in range(args.rounds):
+        dk.append(images_per_s(timed_run(darknet, work, args.threads, work / f"darknet-{r}.log"), batch, args.skip))
+        ours.append(images_per_s(timed_run(cnnlab, Path.cwd(), args.threads, work / f"cnnlab-{r}.log"), batch, args.skip))
+        print(f"  round {r + 1}: darknet (AlexeyAB) {dk[-1]:6.1f} img/s   cnnlab detector train {ours[-1]:6.1f} img/s   (load {load()})")
+    d, o = statistics.median(dk), statistics.median(ours)
+    print(f"darknet detector train: {d:6.1f} img/s (median)")
+    print(f"cnnlab detector train : {o:6.1f} img/s (median)")
+    print(f"ratio cnnlab/darknet  : {o / d:.2f}x")
+
+
 def make_set(root: Path, train: int, valid: int, size: int) -> Path:
     data = make_shapes(root / "shapes", ShapesSpec(train=train, valid=valid, size=size))
     (root / "shapes" / "backup").mkdir(exist_ok=True)
@@ -167,12 +242,17 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     # one thread by default: a per-core figure is stable on a shared machine (see bench/train_step.py)
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0: torch's default)")
+    ap.add_argument("--darknet-src", type=Path, help="AlexeyAB darknet source folder: also time its detector train")
+    ap.add_argument("--darknet-batches", type=int, default=30, help="updates of each detector train run (default 30)")
+    ap.add_argument("--skip", type=int, default=5, help="updates left out of the detector train timing (default 5)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="cnnlab-bench-detect-") as tmp:
         data_dir = make_set(Path(tmp), max(args.batch, 64), 16, 160)
         step_speed(data_dir, args)
+        if args.darknet_src:
+            versus_darknet(data_dir, args, Path(tmp))
 
 
 if __name__ == "__main__":
