@@ -212,7 +212,7 @@ def versus_darknet(data_dir: Path, args: argparse.Namespace, work: Path) -> None
     cfg = cfg_copy(args.cfg, work / "bench-tiny.cfg", batches)
     batch = int(re.search(r"(?m)^batch\s*=\s*(\d+)", cfg.read_text()).group(1))  # images per update
     data = data_dir / "shapes.data"
-    cnnlab = [sys.executable, "-m", "cnnlab", "darknet", "detector", "train", str(data), str(cfg), "-dont_show", "--force"]
+    cnnlab = [sys.executable, "-m", "cnnlab", "darknet", "detector", "train", str(data), str(cfg), "-dont_show", "--force", "--flavor", "alexeyab"]
     darknet = [str(binary), "detector", "train", str(data), str(cfg), "-dont_show"]
     print(f"\ndetector train, {cfg.name} ({args.cfg.name} with max_batches={batches}), {batch} images per update, "
           f"OMP_NUM_THREADS={args.threads}; images/s over updates {args.skip}..{batches}")
@@ -225,6 +225,86 @@ def versus_darknet(data_dir: Path, args: argparse.Namespace, work: Path) -> None
     print(f"darknet detector train: {d:6.1f} img/s (median)")
     print(f"cnnlab detector train : {o:6.1f} img/s (median)")
     print(f"ratio cnnlab/darknet  : {o / d:.2f}x")
+
+
+MAP_LINE = re.compile(r"mean.average.precision \(mAP@([\d.]+)\) = ([\d.]+)")
+
+
+@dataclass
+class MapRun:
+    trajectory: list[tuple[int, float, float]]  # (update, mAP, seconds since start)
+    updates: int  # updates trained when the run stopped
+    seconds: float
+
+
+def train_until(cmd: list[str], threads: int, log: Path, target: float) -> MapRun:
+    """Run ``detector train -map``, recording each mAP; stop it once the mAP reaches ``target``."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+    trajectory: list[tuple[int, float, float]] = []
+    update, reached = 0, False
+    t0 = time.perf_counter()
+    with open(log, "w") as out, subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=out, text=True) as p:
+        assert p.stdout is not None
+        for line in p.stdout:
+            out.write(line)
+            if m := PROGRESS.match(line):
+                if reached:  # the next update has begun: the mAP's _best.weights is on disk
+                    p.terminate()
+                    break
+                update = int(m.group(1))
+            elif m := MAP_LINE.search(line):
+                trajectory.append((update, float(m.group(2)), time.perf_counter() - t0))
+                print(f"  update {update:5d}: mAP@0.5 {trajectory[-1][1]:.4f}  ({trajectory[-1][2]:6.1f} s)", flush=True)
+                reached = trajectory[-1][1] >= target
+        p.wait()
+    return MapRun(trajectory, update, time.perf_counter() - t0)
+
+
+def map_of(cmd: list[str], threads: int) -> str:
+    """The mAP line of a ``detector map`` run (darknet's or cnnlab's)."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    found = MAP_LINE.findall(done.stdout + done.stderr)
+    if done.returncode or not found:
+        sys.exit(f"bench/detect.py: error: {' '.join(cmd)} printed no mAP (exit {done.returncode}):\n{(done.stdout + done.stderr)[-1500:]}")
+    return found[-1][1]
+
+
+def train_to_map(work: Path, args: argparse.Namespace) -> None:
+    data_dir = make_set(work / "map", args.train_images, args.valid_images, 160)
+    data = data_dir / "shapes.data"
+    backup = data_dir / "backup"
+    text = args.cfg.read_text()
+    max_batches = args.max_batches or int(re.search(r"(?m)^max_batches\s*=\s*(\d+)", text).group(1))
+    cfg = cfg_copy(args.cfg, work / "shapes-tiny.cfg", max_batches)
+    print(f"\ntrain to mAP: {args.cfg.name} on {args.train_images} generated images (held out: {args.valid_images}), "
+          f"until mAP@0.5 >= {args.target} or {max_batches} updates; OMP_NUM_THREADS={args.map_threads}; load {load()}")
+    cmd = [sys.executable, "-m", "cnnlab", "darknet", "detector", "train", str(data), str(cfg), "-map", "-dont_show", "--force", "--flavor", "alexeyab"]
+    run = train_until(cmd, args.map_threads, work / "cnnlab-map.log", args.target)
+    best = max(m for _, m, _ in run.trajectory) if run.trajectory else float("nan")
+    reached = next(((u, s) for u, m, s in run.trajectory if m >= args.target), None)
+    verdict = f"reached {args.target} at update {reached[0]} after {reached[1]:.0f} s" if reached else f"did not reach {args.target}"
+    print(f"cnnlab detector train -map: {verdict}; best mAP@0.5 {best:.4f}; {run.updates} updates in {run.seconds:.0f} s; load {load()}")
+    if not args.darknet_src:
+        return
+    binary = build_darknet(args.darknet_src)
+    ours = backup / f"{cfg.stem}_best.weights"
+    dk_dir = work / "darknet-run"
+    dk_dir.mkdir()
+    (dk_dir / "backup").mkdir()
+    dk_data = dk_dir / "shapes.data"
+    dk_data.write_text(data.read_text().replace(f"backup={backup}/", f"backup={dk_dir / 'backup'}/"))
+    dk_cfg = cfg_copy(args.cfg, dk_dir / "shapes-tiny.cfg", run.updates)
+    t0 = time.perf_counter()
+    timed_run([str(binary), "detector", "train", str(dk_data), str(dk_cfg), "-dont_show"], dk_dir, args.map_threads, dk_dir / "train.log")
+    print(f"darknet detector train: {run.updates} updates in {time.perf_counter() - t0:.0f} s; load {load()}")
+    theirs = dk_dir / "backup" / f"{dk_cfg.stem}_final.weights"
+    rows = [("cnnlab-trained", ours), ("darknet-trained", theirs)]
+    print(f"{'weights':18s} {'darknet detector map':>22s} {'cnnlab detector map':>22s}")
+    for name, w in rows:
+        dk_map = map_of([str(binary), "detector", "map", str(data), str(cfg), str(w), "-dont_show"], args.map_threads)
+        cn_map = map_of([sys.executable, "-m", "cnnlab", "darknet", "detector", "map", str(data), str(cfg), str(w), "--flavor", "alexeyab"], args.map_threads)
+        print(f"{name:18s} {dk_map:>22s} {cn_map:>22s}")
 
 
 def make_set(root: Path, train: int, valid: int, size: int) -> Path:
@@ -245,14 +325,25 @@ def main() -> None:
     ap.add_argument("--darknet-src", type=Path, help="AlexeyAB darknet source folder: also time its detector train")
     ap.add_argument("--darknet-batches", type=int, default=30, help="updates of each detector train run (default 30)")
     ap.add_argument("--skip", type=int, default=5, help="updates left out of the detector train timing (default 5)")
+    ap.add_argument("--train-to-map", action="store_true", help="train the recipe on a generated set to the target mAP")
+    ap.add_argument("--target", type=float, default=0.8, help="held-out mAP@0.5 to reach (default 0.8)")
+    ap.add_argument("--max-batches", type=int, default=0, help="most updates of --train-to-map (default: the cfg's)")
+    ap.add_argument("--train-images", type=int, default=400)
+    ap.add_argument("--valid-images", type=int, default=100)
+    ap.add_argument("--map-threads", type=int, default=os.cpu_count() or 1, help="threads of the --train-to-map runs")
+    ap.add_argument("--skip-speed", action="store_true", help="leave out the train-step comparison")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="cnnlab-bench-detect-") as tmp:
-        data_dir = make_set(Path(tmp), max(args.batch, 64), 16, 160)
-        step_speed(data_dir, args)
-        if args.darknet_src:
-            versus_darknet(data_dir, args, Path(tmp))
+        work = Path(tmp)
+        if not args.skip_speed:
+            data_dir = make_set(work, max(args.batch, 64), 16, 160)
+            step_speed(data_dir, args)
+            if args.darknet_src:
+                versus_darknet(data_dir, args, work)
+        if args.train_to_map:
+            train_to_map(work, args)
 
 
 if __name__ == "__main__":
