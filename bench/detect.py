@@ -166,7 +166,7 @@ def build_darknet(src: Path) -> Path:
     build.mkdir(parents=True, exist_ok=True)
     subprocess.run(["cp", "-a", f"{src}/.", str(build)], check=True)
     print(f"building darknet in {build} (make -j2 GPU=0 CUDNN=0 OPENCV=0 OPENMP=1 AVX=1) ...", flush=True)
-    done = subprocess.run(["make", "-j2", "GPU=0", "CUDNN=0", "OPENCV=0", "OPENMP=1", "AVX=1"], cwd=build, capture_output=True, text=True)
+    done = subprocess.run(["make", "-j2", "GPU=0", "CUDNN=0", "OPENCV=0", "OPENMP=1", "AVX=1"], cwd=build, capture_output=True, text=True, check=False)
     if done.returncode or not binary.is_file():
         sys.exit(f"bench/detect.py: error: building darknet in {build} failed:\n{done.stderr[-2000:]}")
     return binary
@@ -263,7 +263,7 @@ def train_until(cmd: list[str], threads: int, log: Path, target: float) -> MapRu
 def map_of(cmd: list[str], threads: int) -> str:
     """The mAP line of a ``detector map`` run (darknet's or cnnlab's)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     found = MAP_LINE.findall(done.stdout + done.stderr)
     if done.returncode or not found:
         sys.exit(f"bench/detect.py: error: {' '.join(cmd)} printed no mAP (exit {done.returncode}):\n{(done.stdout + done.stderr)[-1500:]}")
@@ -287,8 +287,10 @@ def train_to_map(work: Path, args: argparse.Namespace) -> None:
     print(f"cnnlab detector train -map: {verdict}; best mAP@0.5 {best:.4f}; {run.updates} updates in {run.seconds:.0f} s; load {load()}")
     if not args.darknet_src:
         return
-    binary = build_darknet(args.darknet_src)
     ours = backup / f"{cfg.stem}_best.weights"
+    if not ours.is_file():
+        sys.exit(f"bench/detect.py: error: cnnlab's run wrote no {ours.name}; see its log {work / 'cnnlab-map.log'}")
+    binary = build_darknet(args.darknet_src)
     dk_dir = work / "darknet-run"
     dk_dir.mkdir()
     (dk_dir / "backup").mkdir()
@@ -332,11 +334,15 @@ def main() -> None:
     ap.add_argument("--valid-images", type=int, default=100)
     ap.add_argument("--map-threads", type=int, default=os.cpu_count() or 1, help="threads of the --train-to-map runs")
     ap.add_argument("--skip-speed", action="store_true", help="leave out the train-step comparison")
+    ap.add_argument("--keep", type=Path, help="work in this new folder and keep it (data, logs, weights) instead of a temp one")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="cnnlab-bench-detect-") as tmp:
-        work = Path(tmp)
+        work = Path(tmp) if args.keep is None else args.keep
+        work.mkdir(parents=True, exist_ok=True)
+        if any(work.iterdir()):
+            sys.exit(f"bench/detect.py: error: --keep {work} is not empty; give a new folder")
         if not args.skip_speed:
             data_dir = make_set(work, max(args.batch, 64), 16, 160)
             step_speed(data_dir, args)
