@@ -227,7 +227,8 @@ def versus_darknet(data_dir: Path, args: argparse.Namespace, work: Path) -> None
     print(f"ratio cnnlab/darknet  : {o / d:.2f}x")
 
 
-MAP_LINE = re.compile(r"mean.average.precision \(mAP@([\d.]+)\) = ([\d.]+)")
+MAP_LINE = re.compile(r"mean.average.precision \(mAP@([\d.]+)\) = ([\d.]+)")  # detector map's and -map's
+TRAIN_MAP = re.compile(r"mean_average_precision \(mAP@([\d.]+)\) = ([\d.]+)")  # -map's summary line only
 
 
 @dataclass
@@ -252,7 +253,7 @@ def train_until(cmd: list[str], threads: int, log: Path, target: float) -> MapRu
                     p.terminate()
                     break
                 update = int(m.group(1))
-            elif m := MAP_LINE.search(line):
+            elif m := TRAIN_MAP.search(line):
                 trajectory.append((update, float(m.group(2)), time.perf_counter() - t0))
                 print(f"  update {update:5d}: mAP@0.5 {trajectory[-1][1]:.4f}  ({trajectory[-1][2]:6.1f} s)", flush=True)
                 reached = trajectory[-1][1] >= target
@@ -305,7 +306,7 @@ def train_to_map(work: Path, args: argparse.Namespace) -> None:
     print(f"{'weights':18s} {'darknet detector map':>22s} {'cnnlab detector map':>22s}")
     for name, w in rows:
         dk_map = map_of([str(binary), "detector", "map", str(data), str(cfg), str(w), "-dont_show"], args.map_threads)
-        cn_map = map_of([sys.executable, "-m", "cnnlab", "darknet", "detector", "map", str(data), str(cfg), str(w), "--flavor", "alexeyab"], args.map_threads)
+        cn_map = map_of([sys.executable, "-m", "cnnlab", "darknet", "detector", "map", str(data), str(cfg), str(w)], args.map_threads)
         print(f"{name:18s} {dk_map:>22s} {cn_map:>22s}")
 
 
