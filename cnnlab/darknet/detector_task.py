@@ -33,6 +33,17 @@ def darknet_net(model: nn.Module) -> DarknetNet:
     return getattr(m, "net", m)
 
 
+def heads_loss(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, seen: int | None = None) -> tuple[torch.Tensor, list]:
+    """darknet's loss of the [yolo]/[region] heads on one micro-batch (:func:`cnnlab.darknet.yolo_loss.detection_loss`:
+    the value of darknet's cost, the gradient of its summed deltas) and the layers' deltas and counters."""
+    from cnnlab.darknet.yolo_loss import detection_loss
+
+    net = darknet_net(model)
+    heads = [net.layers[i] for i in net.detection_layers]
+    outputs = [o.float() for o in model(images)]
+    return detection_loss(heads, outputs, targets, images.shape[-1], images.shape[-2], seen=seen)
+
+
 class DarknetDetect(Task):
     """``cnnlab darknet detector train``: boxes per image, darknet's deltas, mAP on valid=."""
 
@@ -63,12 +74,7 @@ class DarknetDetect(Task):
         return batch.boxes.to(self.device, non_blocking=True)
 
     def losses(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> tuple[dict[str, torch.Tensor], float]:
-        from cnnlab.darknet.yolo_loss import detection_loss
-
-        net = darknet_net(model)
-        heads = [net.layers[i] for i in net.detection_layers]
-        outputs = [o.float() for o in model(images)]
-        loss, layers = detection_loss(heads, outputs, targets, images.shape[-1], images.shape[-2], seen=self.seen + images.shape[0])
+        loss, layers = heads_loss(model, images, targets, seen=self.seen + images.shape[0])
         self.last_layers = layers
         # gradient: darknet's summed deltas over the images of one update; value: darknet's loss per image
         term = (loss - loss.detach()) / self.images_per_update / self.engine_scale + loss.detach()
