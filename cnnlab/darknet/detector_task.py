@@ -33,6 +33,13 @@ def darknet_net(model: nn.Module) -> DarknetNet:
     return getattr(m, "net", m)
 
 
+def batch_boxes(batch: Batch, device: torch.device, no_boxes: str) -> torch.Tensor:
+    """The batch's (B, M, 5) boxes on ``device``; the error ``no_boxes`` when the data gave class labels."""
+    if batch.boxes is None:
+        raise CnnlabError(no_boxes)
+    return batch.boxes.to(device, non_blocking=True)
+
+
 def heads_loss(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, seen: int | None = None) -> tuple[torch.Tensor, list]:
     """darknet's loss of the [yolo]/[region] heads on one micro-batch (:func:`cnnlab.darknet.yolo_loss.detection_loss`:
     the value of darknet's cost, the gradient of its summed deltas) and the layers' deltas and counters."""
@@ -69,9 +76,7 @@ class DarknetDetect(Task):
             raise CnnlabError(f"{model.source} has no [yolo] or [region] layer: it is a classifier; train it with `cnnlab darknet classifier train`")
 
     def targets(self, batch: Batch) -> torch.Tensor:
-        if batch.boxes is None:
-            raise CnnlabError("detection training needs boxes, but the data gave class labels; give a detection .data / source")
-        return batch.boxes.to(self.device, non_blocking=True)
+        return batch_boxes(batch, self.device, "detection training needs boxes, but the data gave class labels; give a detection .data / source")
 
     def losses(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> tuple[dict[str, torch.Tensor], float]:
         loss, layers = heads_loss(model, images, targets, seen=self.seen + images.shape[0])
