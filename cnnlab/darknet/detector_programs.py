@@ -1,13 +1,15 @@
 """AlexeyAB darknet's ``detector map``, ``detector valid`` and ``detector calc_anchors`` (detector.c),
 printing what darknet prints. The command line lives in :mod:`cnnlab.commands.darknet`.
 
-Labels are found and read as AlexeyAB does (:mod:`cnnlab.darknet.labels`).
+Labels are found as AlexeyAB finds them and read as its ``read_boxes`` reads them
+(:func:`cnnlab.data.sources.yolo_labels.label_path`, :func:`~cnnlab.data.sources.yolo_labels.darknet_records`).
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
@@ -18,13 +20,13 @@ from cnnlab.darknet.anchors import cfg_with_anchors, kmeans_anchors
 from cnnlab.darknet.cfg import read_data_file
 from cnnlab.darknet.cfg import resolve_data_path as _resolve
 from cnnlab.darknet.detect import Detections, network_boxes, nms_sort
-from cnnlab.darknet.labels import LabelReport, alexeyab_label_path, truths
 from cnnlab.darknet.layers import Yolo
 from cnnlab.darknet.map import MapAccumulator, MapResult, gather
 from cnnlab.darknet.model import DarknetNet
 from cnnlab.darknet.preprocess import load_image, preprocess
 from cnnlab.darknet.programs import _infer, _load, _read_names, _refuse_overwrite
 from cnnlab.darknet.textfiles import read_lines, read_text
+from cnnlab.data.sources.yolo_labels import darknet_records, label_path
 from cnnlab.errors import CnnlabError
 from cnnlab.fileio import atomic_writer
 
@@ -34,6 +36,52 @@ f32 = np.float32
 _COCO_IDS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27, 28, 31, 32, 33, 34,
              35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63,
              64, 65, 67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 84, 85, 86, 87, 88, 89, 90]  # fmt: skip
+
+
+@dataclass
+class LabelReport:
+    """Label files that were missing, unparsable, or held a class outside the network's classes."""
+
+    missing: list[str] = field(default_factory=list)
+    garbled: list[str] = field(default_factory=list)
+    bad_class: list[str] = field(default_factory=list)
+    bad_images: list[str] = field(default_factory=list)
+
+    def print(self, err: TextIO, classes: int) -> None:
+        def first(xs: list[str]) -> str:
+            return ", ".join(xs[:3]) + (", ..." if len(xs) > 3 else "")
+
+        if self.missing:
+            print(f"warning: {len(self.missing)} images have no label file (AlexeyAB's rule: NAME.txt beside the image, "
+                  f"or in labels/ for a JPEGImages/ or COCO images/ path); counted as images without objects: {first(self.missing)}", file=err)  # fmt: skip
+        if self.garbled:
+            print(f"warning: {len(self.garbled)} label files stop parsing before their end (lines must be 'class x y w h'); "
+                  f"the boxes before that point were used, as darknet does: {first(self.garbled)}", file=err)  # fmt: skip
+        if self.bad_class:
+            print(f"warning: {len(self.bad_class)} label files have class ids outside 0..{classes - 1}; those boxes were skipped: "
+                  f"{first(self.bad_class)}", file=err)  # fmt: skip
+        if self.bad_images:
+            print(f"warning: {len(self.bad_images)} images could not be read and were skipped: {first(self.bad_images)}", file=err)
+
+
+def truths(label: str, classes: int | None, report: LabelReport, out: TextIO) -> np.ndarray:
+    """The (N, 5) boxes of a label file; darknet's "Can't open label file" line when there is none (no
+    boxes then). With ``classes``, boxes whose id is outside 0..classes-1 are dropped and reported."""
+    try:
+        data = Path(label).read_bytes()
+    except OSError:
+        print(f"Can't open label file. (This can be normal only if you use MSCOCO): {label} ", file=out)
+        report.missing.append(label)
+        return np.zeros((0, 5), f32)
+    boxes, whole = darknet_records(data)
+    if not whole:
+        report.garbled.append(label)
+    if classes is not None:
+        ok = (boxes[:, 0] >= 0) & (boxes[:, 0] < classes)
+        if not ok.all():
+            report.bad_class.append(label)
+            boxes = boxes[ok]
+    return boxes
 
 
 def _image_list(options: dict[str, str], data_file: Path, key: str, default: str) -> list[str]:
@@ -78,7 +126,7 @@ def _progress(i: int, m: int, err: TextIO, fmt: str) -> None:
 
 def _label(image_path: str, data_file: Path) -> str:
     """The label file of a listed image, found as the image is (the working folder first, as darknet)."""
-    return str(_resolve(alexeyab_label_path(image_path), data_file))
+    return str(_resolve(label_path(image_path, "alexeyab"), data_file))
 
 
 def accumulate_map(

@@ -33,6 +33,24 @@ def darknet_net(model: nn.Module) -> DarknetNet:
     return getattr(m, "net", m)
 
 
+def batch_boxes(batch: Batch, device: torch.device, no_boxes: str) -> torch.Tensor:
+    """The batch's (B, M, 5) boxes on ``device``; the error ``no_boxes`` when the data gave class labels."""
+    if batch.boxes is None:
+        raise CnnlabError(no_boxes)
+    return batch.boxes.to(device, non_blocking=True)
+
+
+def heads_loss(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, seen: int | None = None) -> tuple[torch.Tensor, list]:
+    """darknet's loss of the [yolo]/[region] heads on one micro-batch (:func:`cnnlab.darknet.yolo_loss.detection_loss`:
+    the value of darknet's cost, the gradient of its summed deltas) and the layers' deltas and counters."""
+    from cnnlab.darknet.yolo_loss import detection_loss
+
+    net = darknet_net(model)
+    heads = [net.layers[i] for i in net.detection_layers]
+    outputs = [o.float() for o in model(images)]
+    return detection_loss(heads, outputs, targets, images.shape[-1], images.shape[-2], seen=seen)
+
+
 class DarknetDetect(Task):
     """``cnnlab darknet detector train``: boxes per image, darknet's deltas, mAP on valid=."""
 
@@ -58,17 +76,10 @@ class DarknetDetect(Task):
             raise CnnlabError(f"{model.source} has no [yolo] or [region] layer: it is a classifier; train it with `cnnlab darknet classifier train`")
 
     def targets(self, batch: Batch) -> torch.Tensor:
-        if batch.boxes is None:
-            raise CnnlabError("detection training needs boxes, but the data gave class labels; give a detection .data / source")
-        return batch.boxes.to(self.device, non_blocking=True)
+        return batch_boxes(batch, self.device, "detection training needs boxes, but the data gave class labels; give a detection .data / source")
 
     def losses(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> tuple[dict[str, torch.Tensor], float]:
-        from cnnlab.darknet.yolo_loss import detection_loss
-
-        net = darknet_net(model)
-        heads = [net.layers[i] for i in net.detection_layers]
-        outputs = [o.float() for o in model(images)]
-        loss, layers = detection_loss(heads, outputs, targets, images.shape[-1], images.shape[-2], seen=self.seen + images.shape[0])
+        loss, layers = heads_loss(model, images, targets, seen=self.seen + images.shape[0])
         self.last_layers = layers
         # gradient: darknet's summed deltas over the images of one update; value: darknet's loss per image
         term = (loss - loss.detach()) / self.images_per_update / self.engine_scale + loss.detach()

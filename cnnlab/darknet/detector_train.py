@@ -1,6 +1,7 @@
 """``cnnlab darknet detector train DATA CFG [WEIGHTS]``: darknet's detector training, on cnnlab's engine.
 
-The same shape as :mod:`cnnlab.darknet.train` (the classifier): the ``.data`` file's ``train=``,
+The same shape as :mod:`cnnlab.darknet.train` (the classifier), with the parts they share in
+:mod:`cnnlab.darknet.training`: the ``.data`` file's ``train=``,
 ``valid=``, ``names=`` and ``backup=``; the ``[net]`` hyper-parameters and rate policies; SGD on the
 engine's step with ``subdivisions`` micro-batches per update. What detection adds: boxes read from
 YOLO label files (:mod:`cnnlab.darknet.detector_samples`), darknet's detection augmentation and
@@ -25,42 +26,28 @@ from pathlib import Path
 from typing import TextIO
 
 import torch
-from torch.utils.data import SequentialSampler
 
 from cnnlab.darknet.box_augment import BoxAugment
-from cnnlab.darknet.cfg import read_data_file, resolve_data_path as _resolve
+from cnnlab.darknet.cfg import resolve_data_path as _resolve
 from cnnlab.darknet.detector_samples import DetectionSamples, NetSizes, ValidDetections
-from cnnlab.darknet.detector_task import DarknetDetect, MapSettings
+from cnnlab.darknet.detector_task import DarknetDetect, MapReport, MapSettings
 from cnnlab.darknet.log import BackupWriter, DarknetLog
-from cnnlab.darknet.model import DarknetNet
-from cnnlab.darknet.samples import DarknetSampler, Feed, ListBadImages, RunOrder
-from cnnlab.darknet.schedule import DarknetRate, NetTraining
-from cnnlab.darknet.task import AsIs
-from cnnlab.darknet.train import BackupPlan, _read_lines, basecfg
+from cnnlab.darknet.samples import ListBadImages, RunOrder
 from cnnlab.darknet.train_keys import unimplemented_keys
-from cnnlab.darknet.weights import WeightsHeader
-from cnnlab.data.loader import BadImageLog, batch_loader
+from cnnlab.darknet.training import BackupPlan, EvalSchedule, RunJob, basecfg, darknet_feed, darknet_header, net_training, open_net
+from cnnlab.darknet.training import read_list, refuse_overwrite, run_updates, sgd_trainer, start_run, train_list, valid_list
 from cnnlab.data.sources.yolo_labels import YoloSource
-from cnnlab.engine.evaluate import evaluate
-from cnnlab.engine.loop import Trainer, train_one_epoch
-from cnnlab.engine.optim import build_optimizer
+from cnnlab.engine.loop import Trainer
 from cnnlab.engine.state import TrainState
 from cnnlab.errors import CnnlabError
 
 
 @dataclass
-class DetectJob:
-    """A checked ``detector train``: the net and its [net] training, the lists, where backups go."""
+class DetectJob(RunJob):
+    """A checked ``detector train``: besides the run's (whose valid= is train= when missing, as in
+    darknet, and given with -map), the class names and AlexeyAB's backup intervals."""
 
-    data_file: Path
-    base: str
-    model: DarknetNet
-    t: NetTraining
-    backup: Path
     names: list[str]
-    listing: Path  # the train= list
-    paths: list[str]
-    valid: list[str]  # the valid= list (train= when missing, as darknet) when -map is given
     save_after: int  # AlexeyAB saveweights=
     save_last: int  # AlexeyAB savelast=
 
@@ -76,33 +63,20 @@ def check_classification_data(options: dict[str, str], data_file: Path, cfg: str
 
 def check_detector_job(data: str, cfg: str, flavor: str, max_batches: int | None, calc_map: bool) -> DetectJob:
     """Every check that needs no weights: a bad cfg or .data is one line, not a layer table."""
-    data_file = Path(data)
-    options = read_data_file(data_file)
-    model = DarknetDetect.build_model(cfg, {"flavor": flavor})
-    DarknetDetect.check_model(model)
+    data_file, options, model = open_net(data, cfg, DarknetDetect, flavor)
     check_classification_data(options, data_file, cfg)
-    t = NetTraining.from_net(model.net_options)
-    if max_batches is not None:
-        t.max_batches = max_batches
-    if t.max_batches <= 0:
-        raise CnnlabError(f"{cfg}: [net] max_batches={t.max_batches} would train forever; set max_batches= or pass --max-batches N")
-    backup = Path(options.get("backup", "/backup/"))
-    if not backup.is_dir():
-        raise CnnlabError(f"{data_file}: backup directory {str(backup)!r} (from 'backup=') does not exist; create it or set backup= to a folder")
-    names = _read_lines(_resolve(options.get("names", "data/names.list"), data_file), "names list (from 'names=')", data_file)
+    t, backup = net_training(model, cfg, options, data_file, max_batches)
+    names = read_list(_resolve(options.get("names", "data/names.list"), data_file), "names list (from 'names=')", data_file)
     if len(names) != model.classes:
         raise CnnlabError(f"{data_file}: the names list has {len(names)} lines but {cfg}'s last detection layer has classes={model.classes}; make them equal")
     if options.get("classes", "").isdigit() and int(options["classes"]) != model.classes:
         raise CnnlabError(f"{data_file}: classes={options['classes']} but {cfg} detects {model.classes} classes; set classes={model.classes}")
-    listing = _resolve(options.get("train", "data/train.txt"), data_file)
-    paths = _read_lines(listing, "training list (from 'train=')", data_file, paths=True)
-    valid: list[str] = []
-    if calc_map:
-        valid_list = _resolve(options.get("valid", options.get("train", "data/train.txt")), data_file)
-        valid = _read_lines(valid_list, "validation list (from 'valid=')", data_file, paths=True)
+    listing, paths = train_list(options, data_file, "data/train.txt")
+    valid = valid_list(options, data_file, options.get("train", "data/train.txt")) if calc_map else []
     save_after = int(options.get("saveweights", 1000 if t.max_batches < 10000 else 10000))
     save_last = int(options.get("savelast", 100))
-    return DetectJob(data_file, basecfg(cfg), model, t, backup, names, listing, paths, valid, save_after, save_last)
+    return DetectJob(data_file=data_file, base=basecfg(cfg), model=model, t=t, backup=backup, listing=listing, paths=paths, valid=valid,
+                     names=names, save_after=save_after, save_last=save_last)  # fmt: skip
 
 
 def plan_detector_backups(flavor: str, backup: Path, base: str, start: int, end: int, save_after: int, save_last: int) -> BackupPlan:
@@ -150,16 +124,9 @@ def train_detector(
     torch.manual_seed(seed)  # the initial weights of layers WEIGHTS does not cover: a run is repeatable
     job = check_detector_job(data, cfg, flavor, max_batches, calc_map)
     model = job.model
-    log.opening(job.base, model.layer_table())
-    if weights:
-        log.loading(weights)
-        model.load_weights(weights, allow_partial=allow_partial)
-        log.warn("Done!")
-    if clear:
-        model.header.seen = 0
-    log.hyper(job.t.learning_rate, job.t.momentum, job.t.decay, len(job.paths))
+    start_run(log, job, weights, allow_partial, clear)
     plan = _backup_plan(job, flavor, weights, force)
-    model.header = WeightsHeader(0, 2, 0 if flavor == "pjreddie" else 5, model.header.seen, 8)
+    darknet_header(model, flavor)
     augment = BoxAugment.from_net(model, flavor)
     for key in unimplemented_keys(model.sections):
         log.warn(f"warning: {key} is not implemented by cnnlab's detector training and is ignored")
@@ -173,82 +140,55 @@ def train_detector(
 def _backup_plan(job: DetectJob, flavor: str, weights: str | None, force: bool) -> BackupPlan:
     step = job.t.images_per_update
     plan = plan_detector_backups(flavor, job.backup, job.base, job.model.header.seen // step, job.t.max_batches, job.save_after, job.save_last)
-    resumed_from = Path(weights).resolve() if weights else None
-    files = plan.files() + ([job.backup / f"{job.base}_best.weights"] if job.valid else [])
-    clash = [p for p in files if p.exists() and p.resolve() != resumed_from]
-    if clash and not force:
-        raise CnnlabError(
-            f"{clash[0]} exists{f' (and {len(clash) - 1} more of the files this run writes)' if len(clash) > 1 else ''}; "
-            "pass --force to overwrite, or set backup= to another folder"
-        )
+    refuse_overwrite(plan.files() + ([job.backup / f"{job.base}_best.weights"] if job.valid else []), weights, force)
     return plan
 
 
 def _train(job: DetectJob, augment: BoxAugment, writer: BackupWriter, log: DarknetLog, seed: int, flavor: str, evaluation: MapSettings) -> list[str]:
-    """The engine's loop over the updates from the header's ``seen`` to ``max_batches``."""
+    """The engine's loop (:func:`cnnlab.darknet.training.run_updates`) with the boxes, darknet's
+    detection loss and printout, and ``-map``. Returns the unreadable images of the list that were met."""
     model, t, n = job.model, job.t, len(job.paths)
-    step, header = t.images_per_update, model.header
-    start = header.seen // step
+    header, start = model.header, model.header.seen // t.images_per_update
     labels = YoloSource(job.paths, job.names, flavor)
     for line in labels.scan().lines():  # boxes fixed or dropped, missing and unreadable label files
         log.warn(line)
     order = RunOrder(n, seed)
     sizes = NetSizes(model.width, model.height, augment, t.max_batches, seed)
-    samples = DetectionSamples(job.paths, labels, job.data_file, order, augment, sizes, step, seed, job.listing)
-    sampler = DarknetSampler(order, header.seen, header.seen + max(0, t.max_batches - start) * step)
-    feed = Feed(batch_loader(samples, sampler, t.batch, workers=0, drop_last=False, pin_memory=False, seed=seed), samples)
-    cpu = torch.device("cpu")
-    task = DarknetDetect(job.names, cpu, t.batch, t.subdivisions, evaluation)
+    samples = DetectionSamples(job.paths, labels, job.data_file, order, augment, sizes, t.images_per_update, seed, job.listing)
+    feed = darknet_feed(samples, order, job, start, seed)
+    task = DarknetDetect(job.names, torch.device("cpu"), t.batch, t.subdivisions, evaluation)
     task.seen = header.seen
-    optimizer = build_optimizer(model, "sgd", t.learning_rate, t.momentum, False, t.decay, no_decay_bn_bias=True)
-    scaler = torch.amp.GradScaler("cpu", enabled=False)
-    trainer = Trainer(model, task, AsIs(), optimizer, DarknetRate(optimizer, t, start), scaler, None, cpu, None, t.subdivisions, seed=seed)
+    trainer = sgd_trainer(model, task, t, start, seed)
     bad = ListBadImages(n, job.listing)
-    valid_labels = YoloSource(job.valid, job.names, flavor)
-    maps = MapSchedule(job, trainer, log, evaluation, writer, valid_labels, seed)
+    maps = MapSchedule(job, trainer, log, evaluation, writer, YoloSource(job.valid, job.names, flavor), seed)
 
-    def after_update(state: TrainState, losses: dict[str, float]) -> None:
-        header.seen += step
+    def progress(state: TrainState) -> None:
         task.seen = header.seen
-        state.epoch = header.seen // n
-        log.bad_images(list(bad.bad))
-        bad.check()
         log.detection_layers([layer.line() for layer in task.last_layers])
-        log.detector_update(state.step, state.sums.pop("cost"), step, t.rate(state.step), t.max_batches, feed.take_loaded())
-        maps.after_update(state.step)
-        writer.after_update(state.step)
-        log.mark()
+        log.detector_update(state.step, state.sums.pop("cost"), t.images_per_update, t.rate(state.step), t.max_batches, feed.take_loaded())
 
-    log.mark()
-    train_one_epoch(trainer, feed, TrainState(step=start, epoch=header.seen // n), bad, after_update)
+    run_updates(job, trainer, feed, bad, n, start, log, progress, maps, writer)
     return list(samples.bad)
 
 
-class MapSchedule:
+class MapSchedule(EvalSchedule):
     """AlexeyAB's ``-map``: mAP on ``valid=`` every 4 epochs (at least every 100 updates) and after the
     last update; ``_best.weights`` when it is at least the best so far."""
 
     def __init__(self, job: DetectJob, trainer: Trainer, log: DarknetLog, evaluation: MapSettings, writer: BackupWriter, labels: YoloSource, seed: int) -> None:
-        self.job, self.trainer, self.log, self.writer = job, trainer, log, writer
-        self.last = job.model.header.seen // job.t.images_per_update
-        self.best = -1.0
         model = job.model
         letter = bool(model.net_options.int("letter_box", 0))
-        self.images = ValidDetections(job.valid, labels, job.data_file, model.width, model.height, letter)
-        evaluation.letter, evaluation.size_of = letter, self.images.size_of
-        self.loader = batch_loader(self.images, SequentialSampler(self.images), job.t.batch, workers=0, drop_last=False, pin_memory=False, seed=seed)
-        self.bad = BadImageLog(1.0)
+        images = ValidDetections(job.valid, labels, job.data_file, model.width, model.height, letter)
+        evaluation.letter, evaluation.size_of = letter, images.size_of
+        super().__init__(job, trainer, log, images, seed)
+        self.names, self.writer, self.best = job.names, writer, -1.0
         self.every = max(4 * len(job.paths) // job.t.images_per_update, 100)
 
-    def after_update(self, batch_num: int) -> None:
-        if not self.job.valid or not (batch_num >= self.last + self.every or batch_num == self.job.t.max_batches):
-            return
-        self.last = batch_num
-        tr = self.trainer
-        report = evaluate(tr.model, self.loader, tr.normalize, tr.task.evaluator(), tr.device, tr.amp, self.bad)
-        tr.model.train()
-        report.names = self.job.names
-        self.log.bad_images(list(self.bad.bad))
+    def due(self, batch_num: int) -> bool:
+        return batch_num >= self.last + self.every or batch_num == self.job.t.max_batches
+
+    def show(self, report: MapReport) -> None:  # type: ignore[override]
+        report.names = self.names
         self.log.info(report.table())
         self.log.info(f"\n mean_average_precision (mAP@{report.result.iou_thresh:0.2f}) = {report.primary:f} ")
         if report.primary >= self.best:

@@ -19,7 +19,7 @@ from cnnlab.darknet.model import DarknetNet
 from cnnlab.engine.logger import RunLogger
 
 if TYPE_CHECKING:
-    from cnnlab.darknet.train import BackupPlan
+    from cnnlab.darknet.training import BackupPlan
 
 
 class DarknetLog(RunLogger):

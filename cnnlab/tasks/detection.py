@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from cnnlab.darknet.box_augment import BoxAugment, eval_transform
-from cnnlab.darknet.detector_task import MapEvaluator, MapSettings, darknet_net
+from cnnlab.darknet.detector_task import MapEvaluator, MapSettings, batch_boxes, darknet_net, heads_loss
 from cnnlab.data.loader import Batch, ResumableSampler, batch_loader, sample_seed
 from cnnlab.data.sources.base import BadImage
 from cnnlab.engine.task import TASKS, Task
@@ -51,17 +51,10 @@ class Detection(Task):
             raise CnnlabError(f"{source} is not a detector (no [yolo]/[region] layer); train it with --task classify")
 
     def targets(self, batch: Batch) -> torch.Tensor:
-        if batch.boxes is None:
-            raise CnnlabError("--task detect needs boxes, but the data gave class labels; give a detection .data file")
-        return batch.boxes.to(self.device, non_blocking=True)
+        return batch_boxes(batch, self.device, "--task detect needs boxes, but the data gave class labels; give a detection .data file")
 
     def losses(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> tuple[dict[str, torch.Tensor], float]:
-        from cnnlab.darknet.yolo_loss import detection_loss
-
-        net = darknet_net(model)
-        heads = [net.layers[i] for i in net.detection_layers]
-        outputs = [o.float() for o in model(images)]
-        loss, _ = detection_loss(heads, outputs, targets, images.shape[-1], images.shape[-2])
+        loss, _ = heads_loss(model, images, targets)
         # gradient: darknet's deltas averaged over the micro-batch's images; value: darknet's loss per image
         return {"yolo": (loss - loss.detach()) / images.shape[0] + loss.detach()}, float(loss.detach()) * images.shape[0]
 

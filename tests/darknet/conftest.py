@@ -8,11 +8,14 @@ pytest's cache folder (git-ignored) and checked against the oracle's ``SHA256SUM
 from __future__ import annotations
 
 import hashlib
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
+from .mapset import MAP_REF, build, read_labels_file
 from .refdata import REF
 from .refweights import write_reference_weights
 
@@ -58,3 +61,18 @@ def weights_for(weights_dir: Path):
 @pytest.fixture(autouse=True)
 def _few_threads() -> None:
     torch.set_num_threads(1)  # the machine is shared; numerics do not depend on it
+
+
+@pytest.fixture(scope="module")
+def mapset(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The set of ``mapset.py`` with the reference labels, as the working folder (darknet ran there; the
+    lists hold paths relative to it), for the ``detector map/valid/calc_anchors`` tests."""
+    root = tmp_path_factory.mktemp("mapset")
+    build(root, read_labels_file(MAP_REF / "labels.txt"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny net: one thread is the fastest on a shared machine
+    cwd = os.getcwd()
+    os.chdir(root)
+    yield root
+    os.chdir(cwd)
+    torch.set_num_threads(threads)

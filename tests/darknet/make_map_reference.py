@@ -27,8 +27,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from cnnlab.darknet.detector_programs import _detect, _detection_head
-from cnnlab.darknet.labels import alexeyab_label_path
 from cnnlab.darknet.programs import _load
+from cnnlab.data.sources.yolo_labels import label_path
 from tests.darknet.mapset import NAMES, build, image_paths
 
 OUT = Path(__file__).resolve().parent / "reference" / "map"
@@ -77,12 +77,12 @@ def make_labels(root: Path) -> dict[str, str]:
             lines.append(_line(c, x - w / 2 + shift, y - h / 2, x + w / 2 + shift, y + h / 2))
         cx, cy, s = rs.uniform(0.2, 0.8), rs.uniform(0.2, 0.8), rs.uniform(0.1, 0.3)
         lines.append(_line(int(rs.randint(3)), cx - s / 2, cy - s / 2, cx + s / 2, cy + s / 2))  # nobody finds it
-        labels[alexeyab_label_path(path)] = "".join(line for line in lines if line)
+        labels[label_path(path, "alexeyab")] = "".join(line for line in lines if line)
         hard = ""
         if len(picks) > 4 and rs.rand() < 0.6:
             x, y, w, h = (float(v) for v in d.boxes[picks[4][0]])
             hard = _line(picks[4][1], x - w / 2, y - h / 2, x + w / 2, y + h / 2) or ""
-        labels[alexeyab_label_path(path.replace("img/", "hard/"))] = hard
+        labels[label_path(path.replace("img/", "hard/"), "alexeyab")] = hard
     return labels
 
 

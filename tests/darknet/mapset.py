@@ -19,10 +19,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from cnnlab.darknet.labels import alexeyab_label_path
-
 from .refweights import write_reference_weights
 
+MAP_REF = Path(__file__).resolve().parent / "reference" / "map"  # labels.txt and darknet's printouts
 N_IMAGES = 24
 SIZES = [(160, 120), (128, 128), (200, 150), (96, 144)]
 NAMES = ["red", "green", "blue"]
@@ -84,10 +83,6 @@ def build(root: Path, labels: dict[str, str] | None = None) -> Path:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text)
     return weights
-
-
-def label_paths() -> list[str]:
-    return [alexeyab_label_path(p) for p in image_paths()] + [alexeyab_label_path(p.replace("img/", "hard/")) for p in image_paths()]
 
 
 def read_labels_file(path: Path) -> dict[str, str]:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -13,49 +11,23 @@ import torch
 
 from cnnlab.cli import main
 from cnnlab.darknet.detector_programs import calc_anchors, detector_map, map_of
-from cnnlab.darknet.labels import alexeyab_label_path, read_yolo_boxes
 from cnnlab.darknet.model import load_darknet
+from cnnlab.data.sources.yolo_labels import darknet_records
 from cnnlab.errors import CnnlabError
 
-from .mapset import build, read_labels_file
-
-REF = Path(__file__).resolve().parent / "reference" / "map"
-
-
-@pytest.fixture(scope="module")
-def mapset(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    root = tmp_path_factory.mktemp("progset")
-    build(root, read_labels_file(REF / "labels.txt"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    cwd = os.getcwd()
-    os.chdir(root)
-    yield root
-    os.chdir(cwd)
-    torch.set_num_threads(threads)
+from .mapset import MAP_REF as REF
+from .mapset import read_labels_file
 
 
-@pytest.mark.parametrize("image, label", [
-    ("VOC2007/JPEGImages/000001.jpg", "VOC2007/labels/000001.txt"),
-    ("coco/images/val2014/COCO_1.jpg", "coco/labels/val2014/COCO_1.txt"),
-    ("coco/images/train2017/x.JPEG", "coco/labels/train2017/x.txt"),
-    ("data/images/a.png", "data/images/a.txt"),  # AlexeyAB keeps other images/ folders: the label is beside
-    ("d/x.jpg.png", "d/x.jpg.txt"),  # only the last extension
-    ("d/x.gif", "d/x.gif"),  # not an image extension darknet knows: unchanged (darknet warns)
-])  # fmt: skip
-def test_alexeyab_label_path(image: str, label: str) -> None:
-    assert alexeyab_label_path(image) == label
-
-
-def test_read_yolo_boxes_stops_where_darknet_stops(tmp_path: Path) -> None:
-    p = tmp_path / "a.txt"
-    p.write_text("0 0.5 0.5 0.2 0.2\n1 0.3 0.3 0.1 0.1\n")
-    boxes, whole = read_yolo_boxes(p)
+def test_map_reads_labels_as_darknets_read_boxes() -> None:
+    """darknet_records: float32 records in any line layout, up to the first that does not parse."""
+    boxes, whole = darknet_records(b"0 0.5 0.5 0.2 0.2\n1 0.3 0.3 0.1 0.1\n")
     assert whole and boxes.dtype == np.float32
     np.testing.assert_array_equal(boxes, np.array([[0, .5, .5, .2, .2], [1, .3, .3, .1, .1]], np.float32))
-    p.write_text("0 0.5 0.5 0.2 0.2\nx 0.3 0.3 0.1 0.1\n2 0.1 0.1 0.1 0.1\n")
-    boxes, whole = read_yolo_boxes(p)
+    boxes, whole = darknet_records(b"0 0.5 0.5 0.2 0.2\nx 0.3 0.3 0.1 0.1\n2 0.1 0.1 0.1 0.1\n")
     assert not whole and len(boxes) == 1
+    boxes, whole = darknet_records(b"0 0.5 0.5 0.2 0.2 1 0.3 0.3 0.1\n0.1\n")  # fscanf does not care about lines
+    assert whole and len(boxes) == 2
 
 
 def test_map_of_equals_the_printed_map(mapset: Path) -> None:

@@ -35,30 +35,44 @@ def _classification_data(tmp_path: Path, shapes: Path) -> Path:
     return data
 
 
+def _error(check, *args: object) -> str:
+    """The one-line message ``check(*args)`` stops with."""
+    with pytest.raises(CnnlabError) as e:
+        check(*args)
+    return str(e.value)
+
+
+def _classifier_cfg(tmp_path: Path) -> Path:
+    cfg = tmp_path / "cls.cfg"
+    cfg.write_text("[net]\nwidth=16\nheight=16\nchannels=3\nbatch=2\nmax_batches=2\n[convolutional]\nfilters=3\nsize=1\n[avgpool]\n[softmax]\n")
+    return cfg
+
+
+def _with_backup(tmp_path: Path, shapes: Path) -> tuple[Path, Path]:
+    """A copy of the shapes .data whose backup= is a fresh folder under ``tmp_path``: (.data, backup)."""
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    data = tmp_path / "s.data"
+    data.write_text(re.sub(r"backup=.*", f"backup={backup}", shapes.read_text()))
+    return data, backup
+
+
 def test_classification_data_with_a_detector_cfg_is_one_line(tmp_path: Path, shapes: Path) -> None:
     data = _classification_data(tmp_path, shapes)
-    with pytest.raises(CnnlabError) as e:
-        check_detector_job(str(data), str(RECIPE), "alexeyab", None, False)
-    assert str(e.value) == (
+    assert _error(check_detector_job, str(data), str(RECIPE), "alexeyab", None, False) == (
         f"{data} is a classification .data file (labels=, no names=) but {RECIPE} is a detector; give a detection .data "
         "(classes=, train=, valid=, names=, backup=) whose images have YOLO .txt labels"
     )
 
 
 def test_classifier_cfg_in_detector_train_is_one_line(tmp_path: Path, shapes: Path) -> None:
-    cfg = tmp_path / "cls.cfg"
-    cfg.write_text("[net]\nwidth=16\nheight=16\nchannels=3\nbatch=2\nmax_batches=2\n[convolutional]\nfilters=3\nsize=1\n[avgpool]\n[softmax]\n")
-    with pytest.raises(CnnlabError) as e:
-        check_detector_job(str(shapes), str(cfg), "alexeyab", None, False)
-    assert str(e.value) == f"{cfg} has no [yolo] or [region] layer: it is a classifier; train it with `cnnlab darknet classifier train`"
+    cfg = _classifier_cfg(tmp_path)
+    assert _error(check_detector_job, str(shapes), str(cfg), "alexeyab", None, False) == f"{cfg} has no [yolo] or [region] layer: it is a classifier; train it with `cnnlab darknet classifier train`"
 
 
 def test_detection_data_in_classifier_train_is_one_line(tmp_path: Path, shapes: Path) -> None:
-    cfg = tmp_path / "cls.cfg"
-    cfg.write_text("[net]\nwidth=16\nheight=16\nchannels=3\nbatch=2\nmax_batches=2\n[convolutional]\nfilters=3\nsize=1\n[avgpool]\n[softmax]\n")
-    with pytest.raises(CnnlabError) as e:
-        check_job(str(shapes), str(cfg), "pjreddie", None, False)
-    assert str(e.value) == (
+    cfg = _classifier_cfg(tmp_path)
+    assert _error(check_job, str(shapes), str(cfg), "pjreddie", None, False) == (
         f"{shapes} is a detection .data file (names=, and its images have YOLO .txt labels) but {cfg} is a classifier; "
         "train it with `cnnlab darknet detector train`, or give a classification .data (labels=) whose folders name the classes"
     )
@@ -69,9 +83,7 @@ def test_names_must_match_the_detection_classes(tmp_path: Path, shapes: Path) ->
     names.write_text("disk\nsquare\n")
     data = tmp_path / "two.data"
     data.write_text(shapes.read_text().replace(f"names={shapes.parent}/shapes.names", f"names={names}"))
-    with pytest.raises(CnnlabError) as e:
-        check_detector_job(str(data), str(RECIPE), "alexeyab", None, False)
-    assert str(e.value) == f"{data}: the names list has 2 lines but {RECIPE}'s last detection layer has classes=3; make them equal"
+    assert _error(check_detector_job, str(data), str(RECIPE), "alexeyab", None, False) == f"{data}: the names list has 2 lines but {RECIPE}'s last detection layer has classes=3; make them equal"
 
 
 def test_alexeyab_backups(tmp_path: Path) -> None:
@@ -95,10 +107,7 @@ def test_pjreddie_backups(tmp_path: Path) -> None:
 def test_existing_weights_are_not_overwritten(tmp_path: Path, shapes: Path) -> None:
     from cnnlab.darknet.detector_train import train_detector
 
-    backup = tmp_path / "backup"
-    backup.mkdir()
-    data = tmp_path / "s.data"
-    data.write_text(re.sub(r"backup=.*", f"backup={backup}", shapes.read_text()))
+    data, backup = _with_backup(tmp_path, shapes)
     (backup / "yolov3-tiny-shapes_final.weights").write_bytes(b"mine")
     with pytest.raises(CnnlabError, match=r"yolov3-tiny-shapes_final.weights exists; pass --force to overwrite"):
         train_detector(str(data), str(RECIPE), max_batches=2)
@@ -114,10 +123,7 @@ def test_unimplemented_training_keys_are_named(tmp_path: Path, shapes: Path) -> 
     text = RECIPE.read_text().replace("angle=0", "angle=0\nmixup=1\nadam=1", 1).replace("truth_thresh = 1", "truth_thresh = 1\nmap=data/coco9k.map", 1)
     cfg = tmp_path / "keys.cfg"
     cfg.write_text(text)
-    backup = tmp_path / "backup"
-    backup.mkdir()
-    data = tmp_path / "s.data"
-    data.write_text(re.sub(r"backup=.*", f"backup={backup}", shapes.read_text()))
+    data, backup = _with_backup(tmp_path, shapes)
     err = io.StringIO()
     train_detector(str(data), str(cfg), max_batches=1, out=io.StringIO(), err=err)
     lines = [line for line in err.getvalue().splitlines() if "is not implemented" in line]
@@ -135,10 +141,7 @@ def test_a_diverging_run_stops_with_the_step_the_layer_and_the_cause(tmp_path: P
 
     cfg = tmp_path / "hot.cfg"
     cfg.write_text(RECIPE.read_text().replace("burn_in=100", "burn_in=0").replace("learning_rate=0.005", "learning_rate=1000").replace("batch=16", "batch=4"))
-    backup = tmp_path / "backup"
-    backup.mkdir()
-    data = tmp_path / "s.data"
-    data.write_text(re.sub(r"backup=.*", f"backup={backup}", shapes.read_text()))
+    data, backup = _with_backup(tmp_path, shapes)
     import io
 
     with pytest.raises(NonFiniteLoss) as e:
@@ -185,11 +188,8 @@ def test_short_run_learns_and_its_weights_give_the_same_map(tmp_path: Path, shap
     from cnnlab.darknet.programs import detector_test
 
     cfg = _small_cfg(tmp_path)
-    backup = tmp_path / "backup"
-    backup.mkdir()
-    data = tmp_path / "s.data"  # measured on its own training images: a short run can only learn those
-    text = re.sub(r"backup=.*", f"backup={backup}", shapes.read_text())
-    data.write_text(re.sub(r"valid=.*", f"valid={shapes.parent}/train.txt", text))
+    data, backup = _with_backup(tmp_path, shapes)  # measured on its own training images: a short run can only learn those
+    data.write_text(re.sub(r"valid=.*", f"valid={shapes.parent}/train.txt", data.read_text()))
     untrained = tmp_path / "untrained.weights"  # the weights the run starts from (same seed)
     torch.manual_seed(0)
     load_darknet(str(cfg), None, "alexeyab").save_weights(untrained)

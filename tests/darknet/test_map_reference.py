@@ -6,33 +6,16 @@ confidence thresholds .1 and .9 (darknet's "-nan" precision), and a ``difficult=
 from __future__ import annotations
 
 import io
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 from cnnlab.darknet.detector_programs import calc_anchors, detector_map
 
 from .make_map_reference import RUNS
-from .mapset import build, read_labels_file
-
-REF = Path(__file__).resolve().parent / "reference" / "map"
-
-
-@pytest.fixture(scope="module")
-def mapset(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    root = tmp_path_factory.mktemp("mapset")
-    build(root, read_labels_file(REF / "labels.txt"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a tiny net: one thread is the fastest on a shared machine
-    cwd = os.getcwd()
-    os.chdir(root)  # darknet ran there; the lists hold paths relative to it
-    yield root
-    os.chdir(cwd)
-    torch.set_num_threads(threads)
+from .mapset import MAP_REF as REF
 
 
 def _flags(args: list[str]) -> dict[str, float | int]:

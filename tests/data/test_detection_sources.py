@@ -40,6 +40,10 @@ def png(path: Path, size: tuple[int, int] = (40, 20)) -> Path:
         ("/d/a.jpeg", "/d/a.txt", "/d/a.jpeg"),  # pjreddie knows no .jpeg
         ("/d/a.jpg.d/b.png", "/d/a.jpg.d/b.txt", "/d/a.txt.d/b.txt"),  # AlexeyAB: the extension at the end only
         ("C:\\d\\JPEGImages\\a.bmp", "C:\\d\\labels\\a.txt", "C:\\d\\labels\\a.bmp"),  # no .bmp rule in pjreddie's
+        ("/coco/images/train2017/x.JPEG", "/coco/labels/train2017/x.txt", "/coco/labels/train2017/x.txt"),
+        ("/d/x.jpg.png", "/d/x.jpg.txt", "/d/x.txt.txt"),  # AlexeyAB: the last extension only
+        ("/d/x.gif", "/d/x.gif", "/d/x.gif"),  # an extension neither knows: unchanged
+        ("/d/a b.jpg \t", "/d/a b.txt", "/d/a b.txt \t"),  # AlexeyAB trims spaces and tabs first
     ],
 )
 def test_label_path_rules(image: str, alexeyab: str, pjreddie: str) -> None:

@@ -78,11 +78,18 @@ def label_path(image: str, flavor: Flavor) -> str:
         raise CnnlabError(f"unknown label flavor {flavor!r}: use one of {', '.join(FLAVORS)}")
     for old, new in _AB_LAYOUTS:
         image = _replace_first(image, old, new)
-    image = image.strip()  # AlexeyAB trims the result
+    image = image.strip(" \t")  # AlexeyAB trims the result (utils.c trim: spaces and tabs)
     for ext in _AB_EXTS:  # the extension only when it ends the path
         if image.endswith(ext):
             return image[: -len(ext)] + ".txt"
     return image
+
+
+def _record(tokens: list[str]) -> list[float]:
+    """One ``cls x y w h`` record: a whole class number and four numbers; ValueError otherwise."""
+    if len(tokens) != 5:
+        raise ValueError
+    return [float(int(tokens[0])), *(float(t) for t in tokens[1:])]
 
 
 def parse_labels(text: str, where: str) -> np.ndarray:
@@ -93,14 +100,27 @@ def parse_labels(text: str, where: str) -> np.ndarray:
         if not tokens:
             continue
         try:
-            if len(tokens) != 5:
-                raise ValueError
-            rows.append([int(tokens[0]), *(float(t) for t in tokens[1:])])
+            rows.append(_record(tokens))
         except ValueError:
             shown = line.strip()[:60]
             raise BadImage(f"{where}: line {lineno} is {shown!r}, not 'class x_center y_center width height' "
                            f"(a whole class number and four numbers): fix or delete the line") from None  # fmt: skip
     return np.asarray(rows, dtype=np.float64).reshape(-1, 5)
+
+
+def darknet_records(data: bytes) -> tuple[np.ndarray, bool]:
+    """A label file's bytes as darknet's ``read_boxes`` reads them (data.c: a fscanf loop over
+    ``%d %f %f %f %f``, for ``detector map`` / ``calc_anchors``, whose figures must be darknet's): float32
+    ``(N, 5)`` records in any line layout, up to the first that does not parse — where
+    :func:`parse_labels` refuses the file — and whether the whole file parsed."""
+    tokens = data.decode("utf-8", "replace").split()
+    rows: list[list[float]] = []
+    for k in range(0, len(tokens) - len(tokens) % 5, 5):
+        try:
+            rows.append(_record(tokens[k : k + 5]))
+        except ValueError:
+            return np.array(rows, np.float32).reshape(-1, 5), False
+    return np.array(rows, np.float32).reshape(-1, 5), len(tokens) % 5 == 0
 
 
 def read_label_file(path: str) -> np.ndarray | None:
