@@ -61,6 +61,7 @@ class TrainConfig:
     ema_decay: float = 0.0  # exponential moving average of weights; 0 = off (e.g. 0.999)
     class_weights: str = ""  # loss weight per class: auto (inverse frequency) or a file (one per class); "" = off
     balance: Literal["none", "sampler"] = "none"  # none | sampler (draw every class equally often)
+    balance_alpha: float = 1.0  # --balance sampler: an image of a class of n_c images has weight n_c^-alpha (1: classes equally often, 0.5: square root, 0: natural)
 
     # --- learning-rate schedule (stepped every optimizer step)
     sched: str = "cosine"  # constant | step | multistep | cosine | onecycle
