@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,8 +40,9 @@ class TrainConfig:
 
     # --- schedule of the run
     epochs: int = 10
-    batch_size: int = 64  # images per optimizer step = batch_size × accum_steps
+    batch_size: int | Literal["auto"] = 64  # images per process per micro-batch; auto: the largest that fits in memory (with global_batch)
     accum_steps: int = 1  # gradient accumulation: micro-batches per optimizer step
+    global_batch: int = 0  # images per optimizer step over all processes (processes × batch_size × accum_steps): given, accum_steps follows from it; 0 = that product
     train_limit: int = 0  # train on a seeded random N images only (quick trials); 0 = all
     val_limit: int = 0  # evaluate on N held-out images only; 0 = all
     workers: int = 2  # DataLoader worker processes (0 = load in the main process)
@@ -59,6 +61,7 @@ class TrainConfig:
     ema_decay: float = 0.0  # exponential moving average of weights; 0 = off (e.g. 0.999)
     class_weights: str = ""  # loss weight per class: auto (inverse frequency) or a file (one per class); "" = off
     balance: Literal["none", "sampler"] = "none"  # none | sampler (draw every class equally often)
+    balance_alpha: float = 1.0  # --balance sampler: an image of a class of n_c images has weight n_c^-alpha (1: classes equally often, 0.5: square root, 0: natural)
 
     # --- learning-rate schedule (stepped every optimizer step)
     sched: str = "cosine"  # constant | step | multistep | cosine | onecycle
@@ -110,6 +113,17 @@ def _field_types() -> dict[str, Any]:
 def _coerce(key: str, value: Any, typ: Any) -> Any:
     """Check and convert one value to the field's type (YAML gives ints for floats, etc.)."""
     origin = typing.get_origin(typ)
+    if origin in (typing.Union, types.UnionType):  # e.g. int | Literal["auto"]: the first option that takes the value
+        for option in typing.get_args(typ):
+            if typing.get_origin(option) is Literal:
+                if value in typing.get_args(option):
+                    return value
+            else:
+                try:
+                    return _coerce(key, value, option)
+                except CnnlabError:
+                    pass
+        raise CnnlabError(f"config key {key!r} must be {_describe(typ)}, got {value!r}")
     try:
         if typ is bool:
             if isinstance(value, str):
@@ -144,6 +158,15 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
         pass
     name = getattr(typ, "__name__", str(typ))
     raise CnnlabError(f"config key {key!r} must be {name}, got {value!r}")
+
+
+def _describe(typ: Any) -> str:
+    """``int or 'auto'`` for ``int | Literal["auto"]``."""
+    if typing.get_origin(typ) is Literal:
+        return " or ".join(map(repr, typing.get_args(typ)))
+    if typing.get_origin(typ) in (typing.Union, types.UnionType):
+        return " or ".join(_describe(t) for t in typing.get_args(typ))
+    return getattr(typ, "__name__", str(typ))
 
 
 def _check_keys(d: dict, where: str) -> None:
@@ -211,6 +234,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help_ = f"(default: {default!r})"
         if typing.get_origin(typ) is Literal:
             help_ = f"{' | '.join(typing.get_args(typ))} {help_}"
+        elif typing.get_origin(typ) in (typing.Union, types.UnionType):
+            help_ = f"{_describe(typ)} {help_}"
         if typ is bool:
             p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_)
         elif typing.get_origin(typ) is list:

@@ -28,11 +28,6 @@ def run(args: argparse.Namespace) -> int:
         return launch(args.nproc, args._argv[1:], args.max_restarts)
 
     overrides = config.overrides_from_args(args)
-    if overrides.get("batch_size") == "auto":
-        # Finding the largest micro-batch that fits needs a GPU's memory to probe; not built yet (issue 12).
-        from cnnlab.errors import CnnlabError
-
-        raise CnnlabError("--batch-size auto is not supported yet; give a number (per process), with --accum-steps for a larger global batch")
     if args.resume:
         saved = Path(args.resume) / "config.yaml"
         if not saved.is_file():

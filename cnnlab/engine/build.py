@@ -81,7 +81,7 @@ def load_data(cfg: TrainConfig, data: Data, pre: Preprocess, dist: Dist, pin: bo
 def _balanced_sampler(cfg: TrainConfig, source: ImageSource, dist: Dist):
     if cfg.balance == "none":
         return None
-    return ClassBalancedSampler(source.labels(), cfg.seed, dist.rank, dist.world)
+    return ClassBalancedSampler(source.labels(), cfg.seed, dist.rank, dist.world, cfg.balance_alpha)
 
 
 def _shard_loader(source: ImageSource, pre: Preprocess, cfg: TrainConfig, dist: Dist, pin: bool):

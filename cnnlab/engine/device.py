@@ -43,3 +43,11 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, or a CPU allocation that failed (PyTorch's allocator raises a RuntimeError)."""
+    text = str(e)
+    return isinstance(e, (torch.OutOfMemoryError, MemoryError)) or any(
+        s in text for s in ("can't allocate memory", "out of memory", "Cannot allocate memory", "std::bad_alloc")
+    )

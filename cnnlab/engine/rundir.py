@@ -148,8 +148,7 @@ def _choose_run(cfg, resume: str | None, world: int) -> RunDir:
 def _save_config(cfg, path: Path, world: int) -> None:
     from cnnlab import __version__, config as config_mod
 
-    extra = {"cnnlab_version": __version__, "git_revision": git_revision(), "world_size": world,
-             "global_batch": world * cfg.batch_size * cfg.accum_steps}  # fmt: skip
+    extra = {"cnnlab_version": __version__, "git_revision": git_revision(), "world_size": world}  # global_batch: a config key
     config_mod.save(cfg, path / "config.yaml", extra)
 
 

@@ -30,7 +30,8 @@ from cnnlab.engine import checkpoint as ckpt_mod, distributed
 from cnnlab.engine.build import (
     Data, build_optimization, build_preprocess, load_data, load_sources, prepare_for_training, seed_everything, steps_per_epoch,
 )  # fmt: skip
-from cnnlab.engine.device import amp_dtype, pick_device
+from cnnlab.engine.autobatch import settle_batch
+from cnnlab.engine.device import amp_dtype, is_out_of_memory, pick_device
 from cnnlab.engine.distributed import Dist
 from cnnlab.engine.evaluate import evaluate
 from cnnlab.engine.logger import RunLogger
@@ -65,14 +66,14 @@ class Run:
 def train(cfg: TrainConfig, resume: str | None = None) -> dict | None:
     """Run (or resume) a training run; returns the summary written to ``summary.json`` (None on the
     processes of a distributed run other than rank 0)."""
-    if cfg.accum_steps < 1 or cfg.batch_size < 1 or cfg.epochs < 1:
+    if cfg.accum_steps < 1 or (cfg.batch_size != "auto" and cfg.batch_size < 1) or cfg.epochs < 1:
         raise CnnlabError("epochs, batch_size and accum_steps must be at least 1")
     if cfg.out and not resume and not os.environ.get("TORCHELASTIC_RESTART_COUNT", "0").strip("0"):
         check_out(cfg.out)  # a wrong --out is said at once, not after the data and model are built
     dist, device = distributed.setup(pick_device(cfg.device))
     try:
         r = setup(cfg, resume, dist, device)
-        with Preemption() as preempt, out_of_memory_explained(cfg):
+        with Preemption() as preempt, out_of_memory_explained(r.cfg):
             try:
                 report = fit(r, preempt)
             finally:
@@ -101,17 +102,11 @@ def out_of_memory_explained(cfg: TrainConfig) -> Iterator[None]:
         ) from None
 
 
-def is_out_of_memory(e: BaseException) -> bool:
-    text = str(e)
-    return isinstance(e, (torch.OutOfMemoryError, MemoryError)) or any(
-        s in text for s in ("can't allocate memory", "out of memory", "Cannot allocate memory", "std::bad_alloc")
-    )
-
-
 def setup(cfg: TrainConfig, resume: str | None, dist: Dist, device: torch.device) -> Run:
     seed_everything(cfg.seed)
     amp = amp_dtype(cfg.amp, device)
     data = load_sources(cfg)
+    cfg, batch_line = settle_batch(cfg, data, dist.world, device, amp, bool(resume))  # --batch-size auto, --global-batch
     run = open_run(cfg, resume, dist)
     task = build_task(cfg.task, cfg, data.train, device)
     ckpt = ckpt_mod.load(run.last, map_location=device) if run.resuming else None
@@ -140,6 +135,8 @@ def setup(cfg: TrainConfig, resume: str | None, dist: Dist, device: torch.device
     state, resumed = TrainState(), None
     if ckpt is not None:
         state, resumed = restore(ckpt, trainer, dist, spe, logger, run.path, len(data.train))
+    if batch_line:
+        logger.info(batch_line)
     logger.info(_opening_line(cfg, data, dist, device, amp))
     per_epoch = len(train_loader) * cfg.batch_size
     return Run(cfg, dist, data, run, trainer, train_loader, val_loader, state, logger, writer, per_epoch, resumed)

@@ -60,3 +60,15 @@ def test_rare_classes_are_drawn_as_often_as_common_ones():
 def test_empty_training_set_is_one_clear_error():
     with pytest.raises(CnnlabError, match="training set is empty"):
         ClassBalancedSampler([], seed=0)
+
+
+def test_alpha_draws_classes_in_proportion_to_a_power_of_their_size():
+    labels = [0] * 400 + [1] * 100 + [2] * 25  # square roots 20 : 10 : 5
+    for alpha, expected in ((0.5, (4 / 7, 2 / 7, 1 / 7)), (0.0, (400 / 525, 100 / 525, 25 / 525))):
+        sampler = ClassBalancedSampler(labels * 8, seed=0, alpha=alpha)
+        counts = Counter((labels * 8)[i] for i in draws(sampler, 0))
+        for c in (0, 1, 2):
+            assert abs(counts[c] / len(labels * 8) - expected[c]) < 0.02, (alpha, counts)
+    assert draws(ClassBalancedSampler(LABELS, seed=3, alpha=1.0), 1) == draws(ClassBalancedSampler(LABELS, seed=3), 1)
+    with pytest.raises(CnnlabError, match="--balance-alpha must be between 0"):
+        ClassBalancedSampler(LABELS, seed=0, alpha=1.5)
