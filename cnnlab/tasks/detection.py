@@ -73,10 +73,11 @@ class Detection(Task):
         return MapEvaluator(len(self.classes), MapSettings())
 
     def evaluation(self, source: Any) -> tuple:
-        raise CnnlabError(
-            "cnnlab valid does not score detection runs yet: the run's valid.json holds the mAP of its last epoch, and "
-            "`cnnlab darknet detector map` scores .weights"
-        )
+        raise CnnlabError("cnnlab valid does not score detection runs yet; the run's valid.json holds the mAP of its last epoch")
+
+    def predictor(self, model: nn.Module, pre: Any, device: torch.device, ckpt: dict, where: str) -> Any:
+        raise CnnlabError(f"cnnlab predict does not run detection runs yet ({where}); train with `cnnlab darknet detector train` "
+                          "for .weights that `cnnlab darknet detector test` runs")
 
     def loaders(self, cfg: Any, data: Any, model: nn.Module, rank: int, world: int, pin: bool) -> tuple:
         """``(train, val)`` loaders of images at the network's size with their boxes."""
