@@ -17,7 +17,10 @@ Claims (issue 14, acceptance 7 and the bench half of 1):
      valid images, 160 px) trains the recipe with ``cnnlab darknet detector train -map`` until the
      held-out mAP@0.5 reaches 0.8 (or ``max_batches``); the mAP trajectory and the wall time are
      printed. With ``--darknet-src`` too, real darknet trains the same cfg on the same data for the
-     same updates and its own ``detector map`` scores its weights, printed beside cnnlab's.
+     same updates, and both ``detector map`` programs (darknet's and cnnlab's) score both weights.
+     ``detector train`` rather than ``cnnlab train --task detect``: it trains with the cfg's own
+     [net] schedule (learning_rate, burn_in, steps), so darknet's run beside it trains the very same
+     recipe, and its ``-map`` cadence and ``_best.weights`` are AlexeyAB's.
 
     PYTHONPATH=. python bench/detect.py [--steps 6] [--rounds 3] [--batch 32] [--threads 1]
     PYTHONPATH=. python bench/detect.py --darknet-src /tmp/dk-bench [--darknet-batches 30]
