@@ -325,7 +325,7 @@ def _layer_delta(layer: Yolo, delta: torch.Tensor, d: torch.Tensor, st: dict[str
         index=layer.index, kind="yolo", flavor=layer.flavor, delta=delta, cost=cost, loss=loss,
         class_loss=class_loss, batch=hd.b, cells=hd.b * hd.n * hd.h * hd.w, count=count, class_count=count,
         tot_iou=st["tot_iou"], tot_giou=st["tot_giou"], tot_diou=st["tot_diou"], tot_ciou=st["tot_ciou"],
-        tot_cat=st["tot_cat"], tot_obj=st["tot_obj"], recall50=int(st["recall50"]), recall75=int(st["recall75"]),
+        tot_cat=st["tot_cat"], tot_obj=st["tot_obj"], n_recall50=int(st["recall50"]), n_recall75=int(st["recall75"]),
         total_bbox=count, rewritten_bbox=int(st["rewritten"]), iou_loss_kind=layer.iou_loss,
         iou_normalizer=layer.iou_normalizer, obj_normalizer=layer.obj_normalizer,
         cls_normalizer=layer.cls_normalizer, show_details=layer.show_details,

@@ -122,7 +122,7 @@ def test_mse_box_objectness_ignore_and_classes() -> None:
     iou1 = iou_by_hand((0.25, 0.75, 0.5, 0.75), T[1:])  # .45·.7 / (.75 - .315) = 0.7241
     assert ld.count == 2 and ld.class_count == 2 and ld.skipped_truths == 0
     assert ld.tot_iou == pytest.approx(iou0 + iou1, rel=1e-5)
-    assert ld.recall50 == 2 and ld.recall75 == 0
+    assert ld.n_recall50 == 2 and ld.n_recall75 == 0 and ld.recall50 == 1.0
     assert ld.tot_obj == pytest.approx(0.7 + 0.4) and ld.tot_cat == pytest.approx(0.6 + 0.2)
     assert ld.tot_anyobj == pytest.approx(float(out[:, :, 4].sum()))
     loss = float((exp**2).sum())  # mse: l.cost = mag_array(delta)²
