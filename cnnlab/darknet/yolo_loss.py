@@ -38,6 +38,7 @@ from cnnlab.darknet.box_iou import (
 from cnnlab.darknet.layers import Region, Yolo
 from cnnlab.darknet.loss_stats import LayerDelta, check_finite, first_last, valid_truths
 from cnnlab.darknet.region_loss import region_delta
+from cnnlab.errors import CnnlabError
 
 __all__ = ["LayerDelta", "detection_deltas", "detection_loss", "yolo_delta"]
 
@@ -346,8 +347,10 @@ def detection_deltas(layers: Sequence[Yolo | Region], outputs: Sequence[torch.Te
         for layer, out in zip(layers, outputs, strict=True):
             if isinstance(layer, Yolo):
                 found.append(yolo_delta(layer, out, truth, net_w, net_h))
-            else:
+            elif isinstance(layer, Region):
                 found.append(region_delta(layer, out, truth, seen))
+            else:
+                raise CnnlabError(f"layer {getattr(layer, 'index', '?')} is a [{layer.kind}], not a [yolo] or [region]: it has no detection loss")
     return found
 
 
@@ -359,8 +362,9 @@ def detection_loss(layers: Sequence[Yolo | Region], outputs: Sequence[torch.Tens
     by the batch size); its gradient is darknet's delta summed over layers, not divided by the batch
     (darknet divides the learning rate by the batch instead).
     """
+    if not layers:
+        raise CnnlabError("detection_loss needs the network's [yolo]/[region] layers; this network has none")
     deltas = detection_deltas(layers, outputs, truth, net_w, net_h, seen=seen)
-    surrogate = sum(-(ld.delta.to(out.dtype) * out).sum() for ld, out in zip(deltas, outputs))
-    value = sum(ld.cost for ld in deltas) / max(len(deltas), 1) / max(truth.shape[0], 1)
-    assert isinstance(surrogate, torch.Tensor)
+    surrogate = torch.stack([-(ld.delta.to(out.dtype) * out).sum() for ld, out in zip(deltas, outputs)]).sum()
+    value = sum(ld.cost for ld in deltas) / len(deltas) / max(truth.shape[0], 1)
     return surrogate - surrogate.detach() + value, deltas
