@@ -42,6 +42,7 @@ from cnnlab.errors import CnnlabError
 
 __all__ = ["LayerDelta", "detection_deltas", "detection_loss", "yolo_delta"]
 
+
 @dataclass
 class _Head:
     """A [yolo] layer's constants for one batch (tensors on the output's device)."""
@@ -70,10 +71,13 @@ def _head(layer: Yolo, out: torch.Tensor, net_w: int, net_h: int) -> _Head:
     dev = out.device
     vals = list(layer.anchors[: 2 * layer.total]) + [0.5] * max(0, 2 * layer.total - len(layer.anchors))
     anchors = torch.tensor(vals, dtype=torch.float32, device=dev).view(-1, 2)
-    slot_of = torch.full((layer.total,), -1, dtype=torch.long, device=dev)
+    if max(layer.mask) >= layer.total:
+        raise CnnlabError(f"[yolo] layer {layer.index}: mask uses anchor {max(layer.mask)} but num={layer.total}; set num= to the number of anchors")
+    slot = [-1] * layer.total
     for m, a in enumerate(layer.mask):  # int_index: the first position wins
-        if slot_of[a] < 0:
-            slot_of[a] = m
+        if slot[a] < 0:
+            slot[a] = m
+    slot_of = torch.tensor(slot, dtype=torch.long, device=dev)
     cm = torch.tensor(layer.classes_multipliers, dtype=torch.float32, device=dev) if layer.classes_multipliers else None
     b, _, h, w = out.shape
     return _Head(layer, b, h, w, net_w, net_h, anchors, slot_of, cm, layer.flavor == "alexeyab")
