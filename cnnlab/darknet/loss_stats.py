@@ -42,8 +42,8 @@ class LayerDelta:
     tot_cat: float = 0.0  # output of the true class at matched anchors
     tot_obj: float = 0.0  # objectness at matched anchors
     tot_anyobj: float = 0.0  # objectness everywhere
-    recall50: int = 0
-    recall75: int = 0
+    n_recall50: int = 0  # matched truths whose anchor's box has IoU > .5
+    n_recall75: int = 0  # ... > .75
     total_bbox: int = 0  # box deltas written (AlexeyAB's net.total_bbox)
     rewritten_bbox: int = 0  # of those, onto an anchor that already had one
     skipped_truths: int = 0  # boxes whose class is not below classes= (darknet warns and skips them)
@@ -84,24 +84,24 @@ class LayerDelta:
         return self.tot_anyobj / self.cells
 
     @property
-    def recall(self) -> float:
-        return self._avg(self.recall50, self.count)
+    def recall50(self) -> float:
+        return self._avg(self.n_recall50, self.count)
 
     @property
-    def recall75_avg(self) -> float:
-        return self._avg(self.recall75, self.count)
+    def recall75(self) -> float:
+        return self._avg(self.n_recall75, self.count)
 
     def line(self) -> str:
         """The line darknet prints for this layer after the forward pass (without the newline)."""
         if self.kind == "region":
             return (
                 f"Region Avg IOU: {_cf(self.avg_iou)}, Class: {_cf(self.avg_cat)}, Obj: {_cf(self.avg_obj)}, "
-                f"No Obj: {_cf(self.avg_anyobj)}, Avg Recall: {_cf(self.recall)},  count: {self.count}"
+                f"No Obj: {_cf(self.avg_anyobj)}, Avg Recall: {_cf(self.recall50)},  count: {self.count}"
             )
         if self.flavor == "pjreddie":
             return (
                 f"Region {self.index} Avg IOU: {_cf(self.avg_iou)}, Class: {_cf(self.avg_cat)}, Obj: {_cf(self.avg_obj)}, "
-                f"No Obj: {_cf(self.avg_anyobj)}, .5R: {_cf(self.recall)}, .75R: {_cf(self.recall75_avg)},  count: {self.count}"
+                f"No Obj: {_cf(self.avg_anyobj)}, .5R: {_cf(self.recall50)}, .75R: {_cf(self.recall75)},  count: {self.count}"
             )
         name = "mse" if self.iou_loss_kind == "mse" else "giou" if self.iou_loss_kind == "giou" else "iou"
         head = (
@@ -117,7 +117,7 @@ class LayerDelta:
         """Every counter, in the layout of AlexeyAB's longer (commented-out) line."""
         return (
             f"Region {self.index} Avg (IOU: {_cf(self.avg_iou)}, GIOU: {_cf(self.avg_giou)}), Class: {_cf(self.avg_cat)}, "
-            f"Obj: {_cf(self.avg_obj)}, No Obj: {_cf(self.avg_anyobj)}, .5R: {_cf(self.recall)}, .75R: {_cf(self.recall75_avg)}, "
+            f"Obj: {_cf(self.avg_obj)}, No Obj: {_cf(self.avg_anyobj)}, .5R: {_cf(self.recall50)}, .75R: {_cf(self.recall75)}, "
             f"count: {self.count}, class_loss = {_cf(self.class_loss / self.batch)}, iou_loss = {_cf(self.iou_loss / self.batch)}, "
             f"total_loss = {_cf(self.loss / self.batch)}"
         )

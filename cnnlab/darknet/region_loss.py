@@ -77,7 +77,7 @@ def region_delta(layer: Region, output: torch.Tensor, truth: torch.Tensor, seen:
         index=layer.index, kind="region", flavor=layer.flavor, delta=delta, cost=loss, loss=loss,
         class_loss=float(torch.linalg.vector_norm(sq[:, 4:])) ** 2, batch=b, cells=b * n * h * w, count=int(stats["count"]),
         class_count=int(stats["count"]), tot_iou=stats["tot_iou"], tot_cat=stats["tot_cat"], tot_obj=stats["tot_obj"],
-        tot_anyobj=float(obj.sum()), recall50=int(stats["recall50"]), total_bbox=int(stats["count"]),
+        tot_anyobj=float(obj.sum()), n_recall50=int(stats["recall50"]), total_bbox=int(stats["count"]),
         rewritten_bbox=int(stats["rewritten"]), skipped_truths=skipped,
     )
 

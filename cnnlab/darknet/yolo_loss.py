@@ -38,8 +38,10 @@ from cnnlab.darknet.box_iou import (
 from cnnlab.darknet.layers import Region, Yolo
 from cnnlab.darknet.loss_stats import LayerDelta, check_finite, first_last, valid_truths
 from cnnlab.darknet.region_loss import region_delta
+from cnnlab.errors import CnnlabError
 
 __all__ = ["LayerDelta", "detection_deltas", "detection_loss", "yolo_delta"]
+
 
 @dataclass
 class _Head:
@@ -69,10 +71,13 @@ def _head(layer: Yolo, out: torch.Tensor, net_w: int, net_h: int) -> _Head:
     dev = out.device
     vals = list(layer.anchors[: 2 * layer.total]) + [0.5] * max(0, 2 * layer.total - len(layer.anchors))
     anchors = torch.tensor(vals, dtype=torch.float32, device=dev).view(-1, 2)
-    slot_of = torch.full((layer.total,), -1, dtype=torch.long, device=dev)
+    if max(layer.mask) >= layer.total:
+        raise CnnlabError(f"[yolo] layer {layer.index}: mask uses anchor {max(layer.mask)} but num={layer.total}; set num= to the number of anchors")
+    slot = [-1] * layer.total
     for m, a in enumerate(layer.mask):  # int_index: the first position wins
-        if slot_of[a] < 0:
-            slot_of[a] = m
+        if slot[a] < 0:
+            slot[a] = m
+    slot_of = torch.tensor(slot, dtype=torch.long, device=dev)
     cm = torch.tensor(layer.classes_multipliers, dtype=torch.float32, device=dev) if layer.classes_multipliers else None
     b, _, h, w = out.shape
     return _Head(layer, b, h, w, net_w, net_h, anchors, slot_of, cm, layer.flavor == "alexeyab")
@@ -325,7 +330,7 @@ def _layer_delta(layer: Yolo, delta: torch.Tensor, d: torch.Tensor, st: dict[str
         index=layer.index, kind="yolo", flavor=layer.flavor, delta=delta, cost=cost, loss=loss,
         class_loss=class_loss, batch=hd.b, cells=hd.b * hd.n * hd.h * hd.w, count=count, class_count=count,
         tot_iou=st["tot_iou"], tot_giou=st["tot_giou"], tot_diou=st["tot_diou"], tot_ciou=st["tot_ciou"],
-        tot_cat=st["tot_cat"], tot_obj=st["tot_obj"], recall50=int(st["recall50"]), recall75=int(st["recall75"]),
+        tot_cat=st["tot_cat"], tot_obj=st["tot_obj"], n_recall50=int(st["recall50"]), n_recall75=int(st["recall75"]),
         total_bbox=count, rewritten_bbox=int(st["rewritten"]), iou_loss_kind=layer.iou_loss,
         iou_normalizer=layer.iou_normalizer, obj_normalizer=layer.obj_normalizer,
         cls_normalizer=layer.cls_normalizer, show_details=layer.show_details,
@@ -346,8 +351,10 @@ def detection_deltas(layers: Sequence[Yolo | Region], outputs: Sequence[torch.Te
         for layer, out in zip(layers, outputs, strict=True):
             if isinstance(layer, Yolo):
                 found.append(yolo_delta(layer, out, truth, net_w, net_h))
-            else:
+            elif isinstance(layer, Region):
                 found.append(region_delta(layer, out, truth, seen))
+            else:
+                raise CnnlabError(f"layer {getattr(layer, 'index', '?')} is a [{layer.kind}], not a [yolo] or [region]: it has no detection loss")
     return found
 
 
@@ -359,8 +366,9 @@ def detection_loss(layers: Sequence[Yolo | Region], outputs: Sequence[torch.Tens
     by the batch size); its gradient is darknet's delta summed over layers, not divided by the batch
     (darknet divides the learning rate by the batch instead).
     """
+    if not layers:
+        raise CnnlabError("detection_loss needs the network's [yolo]/[region] layers; this network has none")
     deltas = detection_deltas(layers, outputs, truth, net_w, net_h, seen=seen)
-    surrogate = sum(-(ld.delta.to(out.dtype) * out).sum() for ld, out in zip(deltas, outputs))
-    value = sum(ld.cost for ld in deltas) / max(len(deltas), 1) / max(truth.shape[0], 1)
-    assert isinstance(surrogate, torch.Tensor)
+    surrogate = torch.stack([-(ld.delta.to(out.dtype) * out).sum() for ld, out in zip(deltas, outputs)]).sum()
+    value = sum(ld.cost for ld in deltas) / len(deltas) / max(truth.shape[0], 1)
     return surrogate - surrogate.detach() + value, deltas

@@ -21,6 +21,10 @@ from cnnlab.darknet.layers import BuildContext, Region, Yolo
 from cnnlab.darknet.yolo_loss import detection_deltas, detection_loss
 from cnnlab.errors import CnnlabError
 
+from .yolo_loss_ref import CASES as REF_CASES
+from .yolo_loss_ref import load as load_reference
+from .yolo_loss_ref import ours as ref_ours
+
 ANCHORS = "anchors=16,16, 32,48, 60,60\nnum=3\nclasses=2\n"
 C5 = 7  # 5 + classes
 
@@ -118,7 +122,7 @@ def test_mse_box_objectness_ignore_and_classes() -> None:
     iou1 = iou_by_hand((0.25, 0.75, 0.5, 0.75), T[1:])  # .45·.7 / (.75 - .315) = 0.7241
     assert ld.count == 2 and ld.class_count == 2 and ld.skipped_truths == 0
     assert ld.tot_iou == pytest.approx(iou0 + iou1, rel=1e-5)
-    assert ld.recall50 == 2 and ld.recall75 == 0
+    assert ld.n_recall50 == 2 and ld.n_recall75 == 0 and ld.recall50 == 1.0
     assert ld.tot_obj == pytest.approx(0.7 + 0.4) and ld.tot_cat == pytest.approx(0.6 + 0.2)
     assert ld.tot_anyobj == pytest.approx(float(out[:, :, 4].sum()))
     loss = float((exp**2).sum())  # mse: l.cost = mag_array(delta)²
@@ -386,3 +390,32 @@ def test_truth_thresh_trains_a_close_prediction_as_a_match() -> None:
     torch.testing.assert_close(d[0, 0, 0:4, 1, 0], torch.tensor([s * (0.6 - 0.62), 0.0, 0.0, 0.0]), atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(d[0, 0, 4:, 1, 0], torch.tensor([1 - 0.4, 0 - 0.3, 1 - 0.1]))
     assert ld.count == 1 and ld.total_bbox == 2  # the match is not counted in count, only in total_bbox
+
+
+# -- against darknet itself: reference/yolo_loss.npz holds what the real layers computed (yolo_loss_ref.py)
+
+_REF: dict = {}
+
+
+def _reference() -> dict:
+    if not _REF:
+        _REF.update(load_reference())
+        assert list(_REF["names"]) == [c.name for c in REF_CASES], "reference/yolo_loss.npz is stale: rerun yolo_loss_ref.py"
+    return _REF
+
+
+@pytest.mark.parametrize("i", range(len(REF_CASES)), ids=[c.name for c in REF_CASES])
+def test_deltas_equal_darknets_own(i: int) -> None:
+    case, ref = REF_CASES[i], _reference()
+    layer, out, ld = ref_ours(case, ref[f"{i}_raw"], ref[f"{i}_truth"])
+    cost, total_bbox, rewritten = (float(v) for v in ref[f"{i}_tail"])
+    delta = ld.delta
+    if case.kind == "region" and case.flavor == "alexeyab":  # its delta carries σ' for x, y, objectness
+        o = out.detach().reshape(out.shape[0], layer.n, -1, *out.shape[2:])
+        slope = torch.ones_like(o)
+        slope[:, :, [0, 1, 4]] = o[:, :, [0, 1, 4]] * (1 - o[:, :, [0, 1, 4]])
+        delta = (delta.reshape(o.shape) * slope).reshape(out.shape)
+    torch.testing.assert_close(delta, torch.from_numpy(ref[f"{i}_delta"]), atol=2e-6, rtol=1e-5)
+    assert ld.cost == pytest.approx(cost, rel=2e-6)
+    if case.kind == "yolo" and case.flavor == "alexeyab":
+        assert (ld.total_bbox, ld.rewritten_bbox) == (total_bbox, rewritten)
