@@ -1,0 +1,176 @@
+"""The one inference engine behind every command that predicts (``cnnlab predict``, ``cnnlab valid``,
+``cnnlab darknet classifier predict|valid``, ``darknet detector test``).
+
+:func:`prepare` turns a trained model into an :class:`InferenceModel`, once, at load:
+
+* a copy of the model in eval mode with BatchNorm folded into the convolutions (:mod:`.fold`);
+* channels_last activations, convolution weights prepacked for oneDNN with ReLU/leaky fused
+  (:mod:`.packed_conv`) on the CPU;
+* ``precision="bf16"``: weights and activations in bfloat16 where the CPU computes it natively
+  (AVX-512 BF16 / AMX); refused elsewhere. A darknet net's [softmax]/[yolo]/[region] heads still
+  run in float32, so probabilities and boxes are decoded at full precision;
+* ``compile=True``: ``torch.compile`` (inductor, frozen weights) on top; inductor caches what it
+  builds, so only the first run of a model pays the full compile time;
+* calls run under ``torch.inference_mode``; outputs come back in float32.
+
+The default (fp32, no compile) gives the eager model's outputs up to float rounding (the darknet
+reference tests hold it to rtol 1e-4). Another ``backend`` (onnxruntime, OpenVINO) runs the same
+network exported once (:mod:`cnnlab.engine.backends`).
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, TextIO
+
+import torch
+from torch import nn
+
+from cnnlab.errors import CnnlabError
+
+Precision = Literal["fp32", "bf16"]
+Backend = Literal["torch", "onnxruntime", "openvino"]
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
+BACKENDS: tuple[str, ...] = ("torch", "onnxruntime", "openvino")
+
+
+@dataclass(frozen=True)
+class InferenceOptions:
+    precision: Precision = "fp32"
+    backend: Backend = "torch"
+    compile: bool = False  # torch.compile (inductor) on top of the folded, packed model
+    batch: int = 1  # the batch size the weights are packed (and a compiled graph traced) for
+
+    def is_default(self) -> bool:
+        return self.precision == "fp32" and self.backend == "torch" and not self.compile
+
+    def describe(self) -> str:
+        return f"{self.backend} {self.precision}{' compiled' if self.compile else ''}"
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether ``device`` runs bf16 convolutions natively (on the CPU: oneDNN's AVX-512 BF16 or AMX)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def check_options(opts: InferenceOptions, device: torch.device) -> None:
+    """Refuse, in one line, what this machine cannot run."""
+    if opts.precision not in PRECISIONS:
+        raise CnnlabError(f"unknown --precision {opts.precision!r}; use one of {', '.join(PRECISIONS)}")
+    if opts.backend not in BACKENDS:
+        raise CnnlabError(f"unknown --backend {opts.backend!r}; use one of {', '.join(BACKENDS)}")
+    if opts.precision == "bf16" and not bf16_supported(device):
+        raise CnnlabError(
+            f"--precision bf16 needs native bfloat16 on {device} (AVX-512 BF16 or AMX on a CPU); this one has "
+            f"{torch.backends.cpu.get_cpu_capability()} without it: use --precision fp32"
+        )
+    if opts.backend != "torch" and device.type != "cpu":
+        raise CnnlabError(f"--backend {opts.backend} runs on the CPU; drop --device {device} or use --backend torch")
+
+
+class InferenceModel(nn.Module):
+    """A prepared network: ``model(x)`` with ``x`` (N, C, H, W) float on the model's device returns
+    what the original model returns (a tensor, or a list for darknet detectors), in float32."""
+
+    def __init__(self, run: Callable, options: InferenceOptions, device: torch.device, inner: nn.Module | None) -> None:
+        super().__init__()
+        self._run, self.options, self.device = run, options, device
+        self.inner = inner  # the prepared torch module (None for another backend)
+        self.dtype = torch.bfloat16 if options.precision == "bf16" and options.backend == "torch" else torch.float32
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        with torch.inference_mode():
+            x = x.to(self.device, self.dtype, non_blocking=True)
+            if x.ndim == 4 and self.device.type == "cpu":
+                x = x.contiguous(memory_format=torch.channels_last)
+            out = self._run(x)
+            if isinstance(out, (list, tuple)):
+                return [o.float() for o in out]
+            return out.float()
+
+    def train(self, mode: bool = True) -> "InferenceModel":
+        if mode:
+            raise CnnlabError("an inference model cannot be trained; train the original model")
+        return super().train(False)
+
+
+def prepare(model: nn.Module, example: tuple[int, ...], device: torch.device, options: InferenceOptions = InferenceOptions(),
+            cache_key: str | None = None, log: TextIO | None = None) -> InferenceModel:  # fmt: skip
+    """``model`` ready for inference on ``device`` with inputs of ``example`` = (C, H, W) (the model
+    itself is not changed). Non-default options print one line saying they are in use."""
+    check_options(options, device)
+    if not options.is_default():
+        print(f"inference: {options.describe()} (not the default torch fp32 path)", file=log or sys.stderr)
+    if options.backend != "torch":
+        from cnnlab.engine.backends import exported_runner
+
+        return InferenceModel(exported_runner(model, example, options, cache_key), options, device, None)
+    net = _torch_model(model, (options.batch, *example), device, options)
+    run: Callable = net
+    if options.compile:
+        run = _compiled(net)
+    return InferenceModel(run, options, device, net)
+
+
+def _torch_model(model: nn.Module, input_size: tuple[int, ...], device: torch.device, options: InferenceOptions) -> nn.Module:
+    from cnnlab.engine.fold import fold_batchnorm
+    from cnnlab.engine.packed_conv import pack_convolutions, packing_available
+
+    net = copy.deepcopy(model).to(device).eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    fold_batchnorm(net)
+    if options.precision == "bf16":
+        net = net.to(torch.bfloat16)
+        _darknet_heads_in_fp32(net)
+    if device.type == "cpu":
+        net = net.to(memory_format=torch.channels_last)
+        if packing_available() and not options.compile:  # inductor packs (and fuses) by itself
+            pack_convolutions(net, input_size)
+    return net
+
+
+class _Fp32Head(nn.Module):
+    """A darknet head layer (softmax, yolo, region) run on float32 input in a bf16 network."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.layer = layer.float()
+        for name in ("is_detection", "refs", "kind", "in_shape", "out_shape", "classes", "outputs"):
+            if hasattr(layer, name):
+                setattr(self, name, getattr(layer, name))
+
+    def forward(self, x: torch.Tensor, outputs: list[torch.Tensor | None]) -> torch.Tensor:
+        return self.layer(x.float(), outputs)
+
+    def __getattr__(self, name: str):  # detection decoding reads the head's anchors, masks, ...
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(super().__getattr__("layer"), name)
+
+
+def _darknet_heads_in_fp32(net: nn.Module) -> None:
+    from cnnlab.darknet.layers import Region, Softmax, Yolo
+    from cnnlab.darknet.model import DarknetNet
+
+    for m in net.modules():
+        if isinstance(m, DarknetNet):
+            for i, layer in enumerate(m.layers):
+                if isinstance(layer, (Softmax, Yolo, Region)):
+                    m.layers[i] = _Fp32Head(layer)
+
+
+def _compiled(net: nn.Module) -> Callable:
+    import shutil
+
+    if shutil.which("g++") is None and shutil.which("c++") is None:
+        raise CnnlabError("--compile needs a C++ compiler (g++) for torch.compile's CPU code; install one or drop --compile")
+    return torch.compile(net, dynamic=False, options={"freezing": True})
