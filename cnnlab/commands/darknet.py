@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import argparse
 
+from cnnlab.commands._inference import add_engine_arguments, engine_options
+
 NAME = "darknet"
+VALID_BATCH = 8  # as cnnlab.darknet.programs.VALID_BATCH (not imported: the parser stays torch-free)
 HELP = "run darknet .cfg/.weights with darknet's commands (classifier predict/valid/train, detector test/map/valid/calc_anchors, partial, convert)"
 
 
@@ -40,12 +43,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     pr.add_argument("image", nargs="?", help="image path (asked on stdin if omitted, as darknet does)")
     pr.add_argument("-t", type=int, default=0, dest="top", help="how many classes to print (default: the .data top=)")
     _common(pr)
+    add_engine_arguments(pr)
     pr.set_defaults(_dn=_predict)
     va = cls.add_parser("valid", help="top-1/top-k accuracy on the .data valid= list", allow_abbrev=False)
     va.add_argument("data")
     va.add_argument("cfg")
     va.add_argument("weights")
     _common(va)
+    add_engine_arguments(va, batch=VALID_BATCH)
     va.set_defaults(_dn=_valid)
     tr = cls.add_parser("train", help="train a classifier cfg as darknet does, writing .weights backups", allow_abbrev=False)
     tr.add_argument("data")
@@ -74,6 +79,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     te.add_argument("-dont_show", action="store_true", help=argparse.SUPPRESS)
     te.add_argument("--force", action="store_true", help="overwrite NAME.png if it exists")
     _common(te)
+    add_engine_arguments(te)
     te.set_defaults(_dn=_test)
     _detector_eval_parsers(det)
 
@@ -176,14 +182,16 @@ def _predict(a: argparse.Namespace) -> int:
     from cnnlab.darknet.programs import classifier_predict
 
     return classifier_predict(
-        data=a.data, cfg=a.cfg, weights=a.weights, image=a.image, top=a.top, flavor=a.flavor, allow_partial=a.allow_partial
+        data=a.data, cfg=a.cfg, weights=a.weights, image=a.image, top=a.top, flavor=a.flavor, allow_partial=a.allow_partial,
+        options=engine_options(a),
     )
 
 
 def _valid(a: argparse.Namespace) -> int:
     from cnnlab.darknet.programs import classifier_valid
 
-    return classifier_valid(data=a.data, cfg=a.cfg, weights=a.weights, flavor=a.flavor, allow_partial=a.allow_partial)
+    return classifier_valid(data=a.data, cfg=a.cfg, weights=a.weights, flavor=a.flavor, allow_partial=a.allow_partial,
+                            options=engine_options(a, VALID_BATCH))  # fmt: skip
 
 
 def _train(a: argparse.Namespace) -> int:
@@ -210,6 +218,7 @@ def _test(a: argparse.Namespace) -> int:
     return detector_test(
         data=a.data, cfg=a.cfg, weights=a.weights, image=a.image, thresh=thresh, hier=a.hier, nms=a.nms, out_name=a.out,
         flavor=a.flavor, letter_box=a.letter_box, ext_output=a.ext_output, allow_partial=a.allow_partial, force=a.force,
+        options=engine_options(a),
     )
 
 

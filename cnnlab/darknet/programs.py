@@ -20,16 +20,20 @@ import torch
 from cnnlab.darknet.cfg import label_of, read_data_file
 from cnnlab.darknet.cfg import resolve_data_path as _resolve
 from cnnlab.darknet.detect import Detections, network_boxes, nms_sort
+from cnnlab.darknet.image_stream import SkipLog, engine_for, images_ahead, run_batch, stdin_paths
 from cnnlab.darknet.layers import Yolo
 from cnnlab.darknet.model import DarknetNet, load_darknet
-from cnnlab.darknet.preprocess import load_image, preprocess
+from cnnlab.darknet.preprocess import preprocess
 from cnnlab.darknet.textfiles import path_part_as_text as _shown
 from cnnlab.darknet.textfiles import read_lines
 from cnnlab.darknet.weights import WeightsHeader, save_weights
+from cnnlab.engine.inference import InferenceOptions
+from cnnlab.engine.prefetch import batched
 from cnnlab.errors import CnnlabError
 from cnnlab.fileio import atomic_writer
 
 f32 = np.float32
+VALID_BATCH = 8  # classifier valid runs its list this many images at a time
 
 
 def _read_names(options: dict[str, str], data_file: Path, keys: tuple[str, ...]) -> list[str]:
@@ -68,13 +72,6 @@ def _top_k(pred: np.ndarray, k: int) -> list[int]:
     return [int(i) for i in np.argsort(-pred, kind="stable")[:k]]
 
 
-def _infer(model: DarknetNet, x: np.ndarray) -> torch.Tensor | list[torch.Tensor]:
-    with torch.no_grad():
-        param = next(model.parameters(), None)
-        device = param.device if param is not None else torch.device("cpu")
-        return model(torch.from_numpy(x)[None].to(device))
-
-
 def classifier_predict(
     *,
     data: str,
@@ -84,49 +81,61 @@ def classifier_predict(
     top: int = 0,
     flavor: str = "pjreddie",
     allow_partial: bool = False,
+    options: InferenceOptions = InferenceOptions(),
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:
+    """darknet ``classifier predict``: ``image``, or each path read from stdin (decoded ahead of the
+    network; an unreadable one is skipped and reported, the exit status is then 1)."""
     out, err = out or sys.stdout, err or sys.stderr  # resolved at call time (tests swap sys.stdout)
     data_file = Path(data)
-    options = read_data_file(data_file)
-    names = _read_names(options, data_file, ("names", "labels"))
+    dopts = read_data_file(data_file)
+    names = _read_names(dopts, data_file, ("names", "labels"))
     model = _load(cfg, weights, flavor, allow_partial, err)
     if model.is_detector:
         raise CnnlabError(f"{cfg} is a detector ([yolo]/[region]); use `cnnlab darknet detector test`")
-    _check_classes(options, data_file, model, names)
+    _check_classes(dopts, data_file, model, names)
     if top == 0:
-        top = int(options.get("top", "1") or 1)
+        top = int(dopts.get("top", "1") or 1)
     if flavor == "alexeyab":
         print(f" classes = {model.classes}, output in cfg = {model.layers[-1].in_shape[0]} ", file=out)
         top = min(top, model.classes)
+    engine = engine_for(model, options, err)
+    stream = images_ahead([image] if image is not None else stdin_paths(),
+                          lambda im: preprocess(im, model.width, model.height, flavor, "classify"))  # fmt: skip
+    skips = SkipLog(err)
     while True:
-        path = image
-        if path is None:
+        if image is None:
             print("Enter Image Path: ", end="", file=out, flush=True)
-            line = sys.stdin.readline()
-            if not line:
-                return 0
-            path = line.rstrip("\n")
-        im = load_image(path)
-        x = preprocess(im, model.width, model.height, flavor, "classify")
+        got = next(stream, None)
+        if got is None:
+            return skips.close()
+        if image is not None and got.error is not None:
+            raise got.error
+        if not skips.ok(got):
+            continue
+        path, (_, x) = got.item, got.value
         t0 = time.perf_counter()
-        pred = _infer(model, x)
+        pred = run_batch(engine, [x])
         assert isinstance(pred, torch.Tensor)
-        p = pred[0].to("cpu", torch.float32).numpy()
+        p = pred[0].numpy()
         dt = time.perf_counter() - t0
-        idx = _top_k(p, top)
-        if flavor == "pjreddie":
-            print(f"{_shown(path)}: Predicted in {dt:f} seconds.", file=err)
-            for i in idx:
-                print("%5.2f%%: %s" % (f32(p[i]) * f32(100), names[i]), file=out)  # float product, as in C
-        else:
-            print(f"{x.shape[2]} {x.shape[1]}", file=out)  # AlexeyAB prints the crop's w h
-            print(f"{_shown(path)}: Predicted in {dt * 1000:f} milli-seconds.", file=out)
-            for i in idx:
-                print("%s: %f" % (names[i], p[i]), file=out)
+        _print_top(p, top, names, path, dt, x.shape, flavor, out, err)
         if image is not None:
             return 0
+
+
+def _print_top(p: np.ndarray, top: int, names: list[str], path: str, dt: float, shape: tuple, flavor: str, out: TextIO, err: TextIO) -> None:
+    idx = _top_k(p, top)
+    if flavor == "pjreddie":
+        print(f"{_shown(path)}: Predicted in {dt:f} seconds.", file=err)
+        for i in idx:
+            print("%5.2f%%: %s" % (f32(p[i]) * f32(100), names[i]), file=out)  # float product, as in C
+    else:
+        print(f"{shape[2]} {shape[1]}", file=out)  # AlexeyAB prints the crop's w h
+        print(f"{_shown(path)}: Predicted in {dt * 1000:f} milli-seconds.", file=out)
+        for i in idx:
+            print("%s: %f" % (names[i], p[i]), file=out)
 
 
 def classifier_valid(
@@ -136,38 +145,56 @@ def classifier_valid(
     weights: str,
     flavor: str = "pjreddie",
     allow_partial: bool = False,
+    options: InferenceOptions = InferenceOptions(batch=VALID_BATCH),
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:
-    """darknet ``classifier valid``, with predict's preprocessing and exact folder-name labels."""
+    """darknet ``classifier valid``, with predict's preprocessing and exact folder-name labels; the
+    images are decoded ahead and run ``options.batch`` at a time; unreadable ones are skipped, counted
+    and reported (they do not count in the accuracy)."""
     out, err = out or sys.stdout, err or sys.stderr  # resolved at call time (tests swap sys.stdout)
     data_file = Path(data)
-    options = read_data_file(data_file)
-    labels = _read_names(options, data_file, ("labels", "names"))
+    opts = read_data_file(data_file)
+    labels = _read_names(opts, data_file, ("labels", "names"))
     model = _load(cfg, weights, flavor, allow_partial, err)
-    _check_classes(options, data_file, model, labels)
-    valid = _resolve(options.get("valid", "data/train.list"), data_file)
+    _check_classes(opts, data_file, model, labels)
+    valid = _resolve(opts.get("valid", "data/train.list"), data_file)
     try:
         paths = read_lines(valid, paths=True)
     except OSError:
         raise CnnlabError(f"{data_file}: cannot read the validation list {str(valid)!r} (from 'valid=')") from None
-    topk = int(options.get("top", "1") or 1)
-    acc = acck = 0.0
-    unlabelled = 0
-    for i, path in enumerate(paths):
-        cls = label_of(path, labels)
-        unlabelled += cls < 0
-        im = load_image(_resolve(path, data_file))
-        x = preprocess(im, model.width, model.height, flavor, "classify")
-        pred = _infer(model, x)
+    topk = int(opts.get("top", "1") or 1)
+    engine = engine_for(model, options, err)
+    stream = images_ahead(paths, lambda im: preprocess(im, model.width, model.height, flavor, "classify"),
+                          resolve=lambda p: _resolve(p, data_file))  # fmt: skip
+    skips, score = SkipLog(err), _Accuracy(labels, topk, model.classes)
+    for chunk in batched((got for got in stream if skips.ok(got)), max(1, options.batch)):
+        pred = run_batch(engine, [got.value[1] for got in chunk])
         assert isinstance(pred, torch.Tensor)
-        idx = _top_k(pred[0].float().numpy()[: model.classes], topk)
-        acc += idx[0] == cls
-        acck += cls in idx
-        print("%d: top 1: %f, top %d: %f" % (i, f32(acc) / f32(i + 1), topk, f32(acck) / f32(i + 1)), file=out)
-    if unlabelled:
-        print(f"warning: {unlabelled} of {len(paths)} images are in no folder named like a label; they count as wrong", file=err)
-    return 0
+        for got, p in zip(chunk, pred.numpy()):
+            print(score.add(got.item, p), file=out)
+    if score.unlabelled:
+        print(f"warning: {score.unlabelled} of {score.n} images are in no folder named like a label; they count as wrong", file=err)
+    return skips.close()
+
+
+class _Accuracy:
+    """darknet's running top-1 / top-k line, image by image."""
+
+    def __init__(self, labels: list[str], topk: int, classes: int) -> None:
+        self.labels, self.topk, self.classes = labels, topk, classes
+        self.n = self.unlabelled = 0
+        self.acc = self.acck = 0.0
+
+    def add(self, path: str, p: np.ndarray) -> str:
+        cls = label_of(path, self.labels)
+        self.unlabelled += cls < 0
+        idx = _top_k(p[: self.classes], self.topk)
+        self.acc += idx[0] == cls
+        self.acck += cls in idx
+        self.n += 1
+        i = self.n - 1
+        return "%d: top 1: %f, top %d: %f" % (i, f32(self.acc) / f32(i + 1), self.topk, f32(self.acck) / f32(i + 1))
 
 
 def _draw(pixels: np.ndarray, d: Detections, thresh: float, names: list[str], out_png: Path) -> None:
@@ -253,6 +280,7 @@ def detector_test(
     letter_box: bool = False,
     ext_output: bool = False,
     allow_partial: bool = False,
+    options: InferenceOptions = InferenceOptions(),
     out: TextIO | None = None,
     err: TextIO | None = None,
     force: bool = False,
@@ -261,26 +289,31 @@ def detector_test(
     # darknet overwrites predictions.png silently; an image from an earlier run is the user's now
     _refuse_overwrite(out_name + ".png", force, {"image": image, "cfg": cfg, "weights": weights, "data": data})
     data_file = Path(data)
-    options = read_data_file(data_file)
-    names = _read_names(options, data_file, ("names",))
+    dopts = read_data_file(data_file)
+    names = _read_names(dopts, data_file, ("names",))
     model = _load(cfg, weights, flavor, allow_partial, err)
     if not model.is_detector:
         raise CnnlabError(f"{cfg} has no [yolo] or [region] layer; use `cnnlab darknet classifier predict`")
-    _check_classes(options, data_file, model, names)
+    _check_classes(dopts, data_file, model, names)
     letter = flavor == "pjreddie" or letter_box or bool(model.net_options.int("letter_box", 0))
+    engine = engine_for(model, options, err)
+    stream = images_ahead([image] if image is not None else stdin_paths(),
+                          lambda im: preprocess(im, model.width, model.height, flavor, "detect", letter_box=letter))  # fmt: skip
+    skips = SkipLog(err)
     while True:
-        path = image
-        if path is None:
+        if image is None:
             print("Enter Image Path: ", end="", file=out, flush=True)
-            line = sys.stdin.readline()
-            if not line:
-                return 0
-            path = line.rstrip("\n")
-        im = load_image(path)
+        got = next(stream, None)
+        if got is None:
+            return skips.close()
+        if image is not None and got.error is not None:
+            raise got.error
+        if not skips.ok(got):
+            continue
+        path, (im, x) = got.item, got.value
         _, ih, iw = im.shape
-        x = preprocess(im, model.width, model.height, flavor, "detect", letter_box=letter)
         t0 = time.perf_counter()
-        outs = _infer(model, x)
+        outs = run_batch(engine, [x])
         dt = time.perf_counter() - t0
         assert isinstance(outs, list)
         if flavor == "pjreddie":
