@@ -10,7 +10,7 @@ import csv
 import json
 import sys
 
-from cnnlab.commands._inference import add_model_arguments, load_model
+from cnnlab.commands._inference import add_engine_arguments, add_model_arguments, engine_options, load_model
 
 NAME = "predict"
 HELP = "classify images (or embed them and name the nearest classes) with a trained model (same preprocessing as valid)"
@@ -21,24 +21,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
     p.add_argument("-t", "--top", type=int, default=5, help="how many classes to print (default: 5)")
     p.add_argument("--format", choices=("text", "json", "csv"), default="text")
+    add_engine_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    from cnnlab.data.sources.base import BadImage
     from cnnlab.engine.device import pick_device
+    from cnnlab.engine.inference import prepare
     from cnnlab.engine.task import inference_task
 
     model, classes, pre, ckpt = load_model(args)
     device = pick_device(args.device)
+    model = prepare(model, pre.input_size, device, engine_options(args))  # BN folded once, packed, channels_last
     # the checkpoint's task makes the predictor; its outputs print themselves (text, JSON, CSV rows)
     predictor = inference_task(ckpt, classes, device).predictor(model, pre, device, ckpt, args.checkpoint or args.weights)
     results, failed = [], []
-    for path, data in _expand(args.images):
-        try:
-            pred = predictor(path, args.top, data)
-        except (BadImage, OSError) as e:
+    for path, pred in _predictions(predictor, _expand(args.images), args.top):
+        if isinstance(pred, Exception):
             failed.append(path)
-            print(f"{path}: skipped: {e}", file=sys.stderr)
+            print(f"{path}: skipped: {pred}", file=sys.stderr)
             continue
         results.append(pred)
         if args.format == "text":
@@ -54,6 +54,24 @@ def run(args: argparse.Namespace) -> int:
         print(f"skipped {len(failed)} of {len(results) + len(failed)} image(s) that could not be read", file=sys.stderr)
         return 1
     return 0
+
+
+def _predictions(predictor, items, top: int):
+    """(path, output or the exception that skipped it) per item, in order; a predictor that can
+    decode on its own (``load`` / ``from_image``) gets its images decoded ahead of the network."""
+    from cnnlab.data.sources.base import BadImage
+    from cnnlab.engine.prefetch import prefetch
+
+    if not hasattr(predictor, "load"):
+        for path, data in items:
+            try:
+                yield path, predictor(path, top, data)
+            except (BadImage, OSError) as e:
+                yield path, e
+        return
+    for got in prefetch(items, lambda item: predictor.load(*item), errors=(BadImage, OSError)):
+        path = got.item[0]
+        yield path, (got.error if got.error is not None else predictor.from_image(path, got.value, top))
 
 
 def _expand(images: list[str]):

@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from cnnlab.commands._inference import add_model_arguments, load_model
+from cnnlab.commands._inference import add_engine_arguments, add_model_arguments, engine_options, load_model
 from cnnlab.errors import CnnlabError
 from cnnlab.fileio import write_json_atomic
 
@@ -27,6 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="PATH", help="write the full report here (default: valid-<split>.json in the checkpoint's run directory)")
     p.add_argument("--force", action="store_true", help="let --json replace an existing file")
     p.add_argument("--no-progress", action="store_true")
+    add_engine_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from cnnlab.data.transforms import DeviceNormalize, eval_transform, tencrop_transform
     from cnnlab.engine.device import pick_device
     from cnnlab.engine.evaluate import evaluate
+    from cnnlab.engine.inference import prepare
     from cnnlab.engine.logger import Progress
     from cnnlab.engine.task import inference_task
 
@@ -49,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     # the checkpoint's task says how the set is scored (classes mapped onto the model's, or not) and by what
     source, evaluator = inference_task(ckpt, classes, device).evaluation(open_split(data, args.split))
-    model.to(device)
+    # the engine's copy of the model: BN folded once, packed convs, channels_last, inference_mode
+    model = prepare(model, pre.input_size, device, engine_options(args, args.batch_size * (10 if args.tencrop else 1)))
     tf = tencrop_transform(pre) if args.tencrop else eval_transform(pre)
     loader = make_loader(source, tf, args.batch_size, shuffle=False, workers=args.workers, pin_memory=device.type == "cuda")
     bad = BadImageLog(max_fraction=1.0)

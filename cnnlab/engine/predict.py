@@ -81,12 +81,21 @@ class Predictor:
         self.normalize = DeviceNormalize(pre).to(device).eval()
         self.csv_header = ["path", "rank", "label", "index", _score(centres is not None)]
 
+    def load(self, path: str, data: bytes | None = None) -> torch.Tensor:
+        """The network input of the file ``path`` or of the encoded image ``data``, (C, H, W) uint8:
+        decoding only, so it can run ahead of the network (raises BadImage for an unreadable image)."""
+        from cnnlab.data.images import decode_image
+
+        return self.transform(decode_image(Path(path) if data is None else data))
+
     @torch.no_grad()
     def __call__(self, path: str, top: int = 5, data: bytes | None = None) -> Prediction:
         """Classify the file ``path``, or the encoded image ``data`` (a shard sample) named ``path``."""
-        from cnnlab.data.images import decode_image
+        return self.from_image(path, self.load(path, data), top)
 
-        image = self.transform(decode_image(Path(path) if data is None else data))  # raises BadImage
+    @torch.no_grad()
+    def from_image(self, path: str, image: torch.Tensor, top: int = 5) -> Prediction:
+        """Classify an image :meth:`load` returned."""
         x = self.normalize(image.unsqueeze(0).to(self.device))  # (1, C, H, W)
         t0 = time.perf_counter()
         out = self.model(x).float()[0]
