@@ -44,6 +44,15 @@ def engine_options(args: argparse.Namespace, batch: int = 1) -> "InferenceOption
     return InferenceOptions(precision=args.precision, backend=args.backend, compile=args.compile, batch=n)
 
 
+def source_file(args: argparse.Namespace) -> str | None:
+    """The checkpoint or weights file the model came from (an exported copy is cached beside it)."""
+    if args.checkpoint:
+        from cnnlab.engine.checkpoint import resolve_path
+
+        return str(resolve_path(args.checkpoint))
+    return args.weights
+
+
 def load_model(args: argparse.Namespace, classes_hint: list[str] | None = None) -> tuple[Classifier, list[str], Preprocess, dict]:
     """(model, class names, preprocessing, checkpoint-or-empty) from the command's arguments."""
     from cnnlab.engine import checkpoint as ckpt_mod

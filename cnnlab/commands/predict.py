@@ -10,7 +10,7 @@ import csv
 import json
 import sys
 
-from cnnlab.commands._inference import add_engine_arguments, add_model_arguments, engine_options, load_model
+from cnnlab.commands._inference import add_engine_arguments, add_model_arguments, engine_options, load_model, source_file
 
 NAME = "predict"
 HELP = "classify images (or embed them and name the nearest classes) with a trained model (same preprocessing as valid)"
@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
 
     model, classes, pre, ckpt = load_model(args)
     device = pick_device(args.device)
-    model = prepare(model, pre.input_size, device, engine_options(args))  # BN folded once, packed, channels_last
+    model = prepare(model, pre.input_size, device, engine_options(args), cache_key=source_file(args))  # BN folded once, packed, channels_last
     # the checkpoint's task makes the predictor; its outputs print themselves (text, JSON, CSV rows)
     predictor = inference_task(ckpt, classes, device).predictor(model, pre, device, ckpt, args.checkpoint or args.weights)
     results, failed = [], []

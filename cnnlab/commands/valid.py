@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from cnnlab.commands._inference import add_engine_arguments, add_model_arguments, engine_options, load_model
+from cnnlab.commands._inference import add_engine_arguments, add_model_arguments, engine_options, load_model, source_file
 from cnnlab.errors import CnnlabError
 from cnnlab.fileio import write_json_atomic
 
@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     # the checkpoint's task says how the set is scored (classes mapped onto the model's, or not) and by what
     source, evaluator = inference_task(ckpt, classes, device).evaluation(open_split(data, args.split))
     # the engine's copy of the model: BN folded once, packed convs, channels_last, inference_mode
-    model = prepare(model, pre.input_size, device, engine_options(args, args.batch_size * (10 if args.tencrop else 1)))
+    model = prepare(model, pre.input_size, device, engine_options(args, args.batch_size * (10 if args.tencrop else 1)),
+                    cache_key=source_file(args))  # fmt: skip
     tf = tencrop_transform(pre) if args.tencrop else eval_transform(pre)
     loader = make_loader(source, tf, args.batch_size, shuffle=False, workers=args.workers, pin_memory=device.type == "cuda")
     bad = BadImageLog(max_fraction=1.0)

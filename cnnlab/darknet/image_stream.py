@@ -21,9 +21,10 @@ from cnnlab.errors import CnnlabError
 Prepared = tuple[np.ndarray, np.ndarray]  # (the image as loaded, float32 CHW; the network input, CHW)
 
 
-def engine_for(model: DarknetNet, options: InferenceOptions, err: TextIO) -> InferenceModel:
-    """The darknet net prepared once for the CPU (darknet's programs run on the CPU)."""
-    return prepare(model, (model.channels, model.height, model.width), torch.device("cpu"), options, log=err)
+def engine_for(model: DarknetNet, options: InferenceOptions, err: TextIO, weights: str | None = None) -> InferenceModel:
+    """The darknet net prepared once for the CPU (darknet's programs run on the CPU); another backend's
+    export is cached beside ``weights``."""
+    return prepare(model, (model.channels, model.height, model.width), torch.device("cpu"), options, cache_key=weights, log=err)
 
 
 def stdin_paths() -> Iterator[str]:

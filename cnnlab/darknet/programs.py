@@ -100,7 +100,7 @@ def classifier_predict(
     if flavor == "alexeyab":
         print(f" classes = {model.classes}, output in cfg = {model.layers[-1].in_shape[0]} ", file=out)
         top = min(top, model.classes)
-    engine = engine_for(model, options, err)
+    engine = engine_for(model, options, err, weights)
     stream = images_ahead([image] if image is not None else stdin_paths(),
                           lambda im: preprocess(im, model.width, model.height, flavor, "classify"))  # fmt: skip
     skips = SkipLog(err)
@@ -164,7 +164,7 @@ def classifier_valid(
     except OSError:
         raise CnnlabError(f"{data_file}: cannot read the validation list {str(valid)!r} (from 'valid=')") from None
     topk = int(opts.get("top", "1") or 1)
-    engine = engine_for(model, options, err)
+    engine = engine_for(model, options, err, weights)
     stream = images_ahead(paths, lambda im: preprocess(im, model.width, model.height, flavor, "classify"),
                           resolve=lambda p: _resolve(p, data_file))  # fmt: skip
     skips, score = SkipLog(err), _Accuracy(labels, topk, model.classes)
@@ -296,7 +296,7 @@ def detector_test(
         raise CnnlabError(f"{cfg} has no [yolo] or [region] layer; use `cnnlab darknet classifier predict`")
     _check_classes(dopts, data_file, model, names)
     letter = flavor == "pjreddie" or letter_box or bool(model.net_options.int("letter_box", 0))
-    engine = engine_for(model, options, err)
+    engine = engine_for(model, options, err, weights)
     stream = images_ahead([image] if image is not None else stdin_paths(),
                           lambda im: preprocess(im, model.width, model.height, flavor, "detect", letter_box=letter))  # fmt: skip
     skips = SkipLog(err)

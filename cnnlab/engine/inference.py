@@ -88,7 +88,7 @@ class InferenceModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         with torch.inference_mode():
             x = x.to(self.device, self.dtype, non_blocking=True)
-            if x.ndim == 4 and self.device.type == "cpu":
+            if x.ndim == 4 and self.device.type == "cpu" and self.inner is not None:
                 x = x.contiguous(memory_format=torch.channels_last)
             out = self._run(x)
             if isinstance(out, (list, tuple)):
