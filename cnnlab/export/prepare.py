@@ -58,6 +58,7 @@ def prepare(
     input_uint8: bool = False,
     precision: str = "fp32",
     name: str | None = None,
+    extra_metadata: dict[str, str] | None = None,
 ) -> Prepared:
     """Fold BatchNorm (on a copy), wrap, and describe ``model`` for export."""
     if precision not in PRECISIONS:
@@ -69,6 +70,7 @@ def prepare(
     classes = list(classes) if classes is not None else [str(i) for i in range(n_classes)]
     meta_name = name or getattr(getattr(model, "meta", None), "name", type(model).__name__)
     metadata = build_metadata(meta_name, classes, pre, outputs, input_uint8=input_uint8, precision=precision, bn_folded=n_folded, heads=heads)
+    metadata |= extra_metadata or {}
     return Prepared(graph, example_input(pre, input_uint8), outputs, metadata)
 
 
