@@ -66,7 +66,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"exported {meta['model']} to {path} ({args.format}, {args.precision}; input images {meta['input_dtype']} "
           f"[{batch}, {c}, {h}, {w}]; outputs {', '.join(prep.output_names)}; BatchNorm folded into {meta['batchnorm_folded']} layers)")  # fmt: skip
     if args.check_images > 0:
-        runner = parity_runner(path, args.format, args.precision)
+        import torch
+
+        runner = parity_runner(path, args.format, args.precision, torch.get_num_threads())  # as many threads as torch
         backend = BACKENDS[args.format] + (f" {runner_precision(args)}" if args.format == "openvino" else "")
         print(parity.check(src.model, src.pre, runner, min(args.check_images, 2) if args.static_batch else args.check_images).line(backend))
     return 0

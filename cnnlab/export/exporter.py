@@ -61,11 +61,11 @@ def export_model(
     return write_torchscript(prep, path), prep
 
 
-def parity_runner(path: Path, fmt: str, precision: str) -> Runner:
+def parity_runner(path: Path, fmt: str, precision: str, threads: int | None = None) -> Runner:
     """The runtime the export is checked with; OpenVINO pinned to the export's precision (f32 for fp32:
     left alone it picks bf16 on CPUs that have it)."""
     if fmt == "onnx":
-        return load_onnxruntime(path)
+        return load_onnxruntime(path, threads)
     if fmt == "openvino":
-        return load_openvino(path, precision)
+        return load_openvino(path, precision, threads)
     return load_torchscript(path)
