@@ -39,7 +39,9 @@ def mnist_val() -> tuple[torch.Tensor, torch.Tensor]:
     return mnist_uint8("val", MNIST_32)  # the 1,000 held-out digits
 
 
-def train_briefly(model: nn.Module, pre: Preprocess, data: tuple[torch.Tensor, torch.Tensor], steps: int = 40, lr: float = 0.05) -> nn.Module:
+def train_briefly(
+    model: nn.Module, pre: Preprocess, data: tuple[torch.Tensor, torch.Tensor], steps: int = 40, lr: float = 0.05, smoothing: float = 0.0
+) -> nn.Module:
     """A few dozen SGD steps on mnist5k (enough for non-trivial weights and BatchNorm statistics)."""
     from cnnlab.export.graph import normalize_uint8
 
@@ -50,7 +52,7 @@ def train_briefly(model: nn.Module, pre: Preprocess, data: tuple[torch.Tensor, t
     for _ in range(steps):
         idx = torch.randint(0, len(images), (32,), generator=gen)
         out = model(normalize_uint8(images[idx], pre))
-        loss = nn.functional.cross_entropy(out, labels[idx])
+        loss = nn.functional.cross_entropy(out, labels[idx], label_smoothing=smoothing)
         opt.zero_grad()
         loss.backward()
         opt.step()
