@@ -42,7 +42,7 @@ def sample_images(pre: Preprocess, n: int = 32) -> tuple[torch.Tensor, str]:
         return torch.stack([tf(src.load(i)) for i in range(min(n, len(src)))]), "held-out mnist5k digits"
     from cnnlab.data.shapes import background_photos
 
-    photos = [torch.from_numpy(p).permute(2, 0, 1).contiguous() for p in background_photos()]
+    photos = [torch.from_numpy(np.array(p)).permute(2, 0, 1).contiguous() for p in background_photos()]  # PIL arrays are read-only
     photos += [p.flip(-1) for p in photos]
     return torch.stack([tf(p) for p in photos[:n]]), "scikit-image/scikit-learn photos (and mirrors)"
 

@@ -68,7 +68,9 @@ def prepare(
     graph = ExportGraph(folded, pre, input_uint8, PRECISIONS[precision]).eval()
     n_classes = heads[-1]["classes"] if heads else getattr(model, "num_classes", 0)
     classes = list(classes) if classes is not None else [str(i) for i in range(n_classes)]
-    meta_name = name or getattr(getattr(model, "meta", None), "name", type(model).__name__)
+    net = darknet_net(model)
+    fallback = f"darknet:{net.source}" if net is not None else type(model).__name__
+    meta_name = name or getattr(getattr(model, "meta", None), "name", fallback)
     metadata = build_metadata(meta_name, classes, pre, outputs, input_uint8=input_uint8, precision=precision, bn_folded=n_folded, heads=heads)
     metadata |= extra_metadata or {}
     return Prepared(graph, example_input(pre, input_uint8), outputs, metadata)
