@@ -34,7 +34,14 @@ from cnnlab.export.exporter import FORMATS, check_request, export_model
 from cnnlab.export.metadata import classes_of, preprocess_of
 from cnnlab.export.onnx_format import export_onnx
 from cnnlab.export.openvino_format import export_openvino, onnx_to_openvino
-from cnnlab.export.runtime import Runner, load_exported, load_onnxruntime, load_openvino, load_torchscript, read_metadata
+from cnnlab.export.runtime import (
+    Runner,
+    load_exported,
+    load_onnxruntime,
+    load_openvino,
+    load_torchscript,
+    read_metadata,
+)
 from cnnlab.export.torchscript_format import export_torchscript
 
 __all__ = [

@@ -8,7 +8,12 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError
 from cnnlab.export.prepare import Prepared, prepare
-from cnnlab.export.runtime import Runner, load_onnxruntime, load_openvino, load_torchscript
+from cnnlab.export.runtime import (
+    Runner,
+    load_onnxruntime,
+    load_openvino,
+    load_torchscript,
+)
 from cnnlab.model_meta import Preprocess
 
 FORMATS = {"onnx": ".onnx", "openvino": ".xml", "torchscript": ".ts"}

@@ -67,7 +67,7 @@ def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
 
     try:
         folded_model = fuse(copy.deepcopy(model).eval(), inplace=True).eval()  # fx traces the copy
-    except Exception as e:  # fx cannot trace data-dependent control flow
+    except Exception as e:  # noqa: BLE001 — fx raises many types on code it cannot trace (data-dependent control flow)
         print(f"note: BatchNorm not folded ({type(e).__name__}: torch.fx cannot trace this model)", file=sys.stderr)
         return copy.deepcopy(model).eval(), 0
     return folded_model, before - count_batchnorms(folded_model)

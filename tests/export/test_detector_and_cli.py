@@ -4,7 +4,6 @@ bf16 OpenVINO export, and the command's output and one-line errors."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -68,7 +67,7 @@ def test_numpy_decode_matches_cnnlab(detector) -> None:
     from cnnlab.darknet.detect import network_boxes, nms_sort
     from cnnlab.export.yolo_decode import decode, head_specs, nms
 
-    tmp, net = detector
+    _, net = detector
     images, _ = sample_images(_pre(net), 2)
     with torch.no_grad():
         outs = net(images.float() / 255)
@@ -76,7 +75,7 @@ def test_numpy_decode_matches_cnnlab(detector) -> None:
     thresh = 0.25
     for k in range(2):
         theirs = network_boxes(net, [o[k : k + 1] for o in outs], 64, 64, thresh, letter=False)
-        boxes, obj, probs = decode([o[k].numpy() for o in outs], heads, thresh)
+        boxes, _, probs = decode([o[k].numpy() for o in outs], heads, thresh)
         np.testing.assert_allclose(boxes, theirs.boxes, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(probs, theirs.probs, rtol=1e-5, atol=1e-6)
         kept = nms_sort(theirs, 0.45)

@@ -12,8 +12,14 @@ import pytest
 import torch
 
 from cnnlab.export import (
-    export_onnx, export_torchscript, load_onnxruntime, load_openvino, load_torchscript, onnx_to_openvino,
-    preprocess_of, read_metadata,
+    export_onnx,
+    export_torchscript,
+    load_onnxruntime,
+    load_openvino,
+    load_torchscript,
+    onnx_to_openvino,
+    preprocess_of,
+    read_metadata,
 )  # fmt: skip
 from cnnlab.export.graph import normalize_uint8
 from cnnlab.export.parity import reference_outputs
