@@ -44,11 +44,12 @@ def _out_path(args: argparse.Namespace, stem: Path, inputs: tuple[Path, ...]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from cnnlab.export.exporter import check_request
+    from cnnlab.export.exporter import check_installed, check_request
 
     if args.input not in ("float32", "uint8"):
         raise CnnlabError(f"unknown --input {args.input!r}; use float32 or uint8")
     check_request(args.format, args.precision)
+    check_installed(args.format)
 
     from cnnlab.export import parity
     from cnnlab.export.exporter import BACKENDS, export_model, parity_runner

@@ -29,6 +29,18 @@ def check_request(fmt: str, precision: str) -> None:
         raise CnnlabError(f"bf16 export goes to OpenVINO only (onnxruntime's CPU provider lacks bf16 kernels); use --format openvino or --precision fp32 with {fmt}")
 
 
+NEEDS = {"onnx": ("onnx", "onnxscript", "onnxruntime"), "openvino": ("onnx", "onnxscript", "openvino"), "torchscript": ()}
+
+
+def check_installed(fmt: str) -> None:
+    """One line naming the missing packages instead of an ImportError deep in an exporter."""
+    import importlib.util
+
+    missing = [m for m in NEEDS[fmt] if importlib.util.find_spec(m) is None]
+    if missing:
+        raise CnnlabError(f"--format {fmt} needs {', '.join(missing)}: pip install 'cnnlab[export]'")
+
+
 def default_path(stem: Path, fmt: str, precision: str, input_uint8: bool) -> Path:
     """``best.pt`` → ``best.onnx``, ``best-uint8.onnx``, ``best-bf16.xml`` … beside it."""
     tags = ("-uint8" if input_uint8 else "") + ("-bf16" if precision == "bf16" else "")
