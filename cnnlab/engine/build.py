@@ -4,7 +4,7 @@ the learning-rate schedule. Each function takes the few config values it needs."
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -14,7 +14,7 @@ from cnnlab.config import TrainConfig
 from cnnlab.data.loader import make_loader
 from cnnlab.data.samplers import ClassBalancedSampler
 from cnnlab.data.sources.base import ImageSource
-from cnnlab.data.sources.subset import SubsetSource
+from cnnlab.data.sources.subset import ClassSubset, SubsetSource, per_class, pick_classes
 from cnnlab.data.transforms import DeviceNormalize, eval_transform, train_transform
 from cnnlab.engine.distributed import Dist
 from cnnlab.engine.optim import build_optimizer, build_scheduler
@@ -33,6 +33,7 @@ def seed_everything(seed: int) -> None:
 class Data:
     train: ImageSource
     val: ImageSource
+    notes: list[str] = field(default_factory=list)  # what the subset options could not do exactly, for the log
 
     @property
     def classes(self) -> list[str]:
@@ -40,12 +41,22 @@ class Data:
 
 
 def load_sources(cfg: TrainConfig) -> Data:
-    """The training and validation sources (``--train-limit``/``--val-limit`` applied)."""
+    """The training and validation sources: ``--classes`` on both, ``--per-class`` on the training
+    split, then ``--train-limit``/``--val-limit``."""
     from cnnlab.data.datasets import open_split
 
-    train = SubsetSource.limit(open_split(cfg.data, "train", seed=cfg.seed), cfg.train_limit, cfg.seed)
-    val = SubsetSource.limit(open_split(cfg.data, "val", seed=cfg.seed), cfg.val_limit, cfg.seed)
-    return Data(train, val)
+    train, val = open_split(cfg.data, "train", seed=cfg.seed), open_split(cfg.data, "val", seed=cfg.seed)
+    if cfg.classes:
+        keep = pick_classes(train, cfg.classes)
+        train, val = ClassSubset(train, keep), ClassSubset(val, keep)
+    notes = []
+    if cfg.per_class:
+        train, short = per_class(train, cfg.per_class, cfg.seed)
+        if short:
+            notes.append(f"--per-class {cfg.per_class}: class(es) {', '.join(short)} have fewer training images; all of theirs are used")
+    train = SubsetSource.limit(train, cfg.train_limit, cfg.seed)
+    val = SubsetSource.limit(val, cfg.val_limit, cfg.seed)
+    return Data(train, val, notes)
 
 
 def build_preprocess(model: nn.Module, overrides: dict) -> Preprocess:
