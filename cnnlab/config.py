@@ -41,7 +41,7 @@ class TrainConfig:
     # --- fine-tuning and transfer (docs: README "Fine-tuning")
     classes: str = ""  # train and evaluate on these classes only: names or indices as the data set names them, comma-separated (e.g. 5,6,7,8,9); "" = all
     per_class: int = 0  # train on N seeded images per class (evaluation keeps every held-out image); 0 = all
-    freeze: str = ""  # N: the first N stages of the model (listed when the run starts) get no gradient and keep their BatchNorm statistics; features: all but the classifier; "" = none
+    freeze: str = ""  # N: the first N stages of the model (listed when the run starts) get no gradient and keep their BatchNorm statistics; features: every stage forward_features runs (a fixed feature extractor); "" = none
     unfreeze_at: int = 0  # from this epoch on (1-based, as printed) the frozen stages train too; 0 = never
     head_lr_mult: float = 1.0  # the classifier's (and auxiliary heads') learning rate is lr x this
     layer_decay: float = 1.0  # layer-wise lr decay: stage i of n trains at lr x layer_decay^(n - i), the head at lr; 1 = off

@@ -16,6 +16,7 @@ from cnnlab.data.samplers import ClassBalancedSampler
 from cnnlab.data.sources.base import ImageSource
 from cnnlab.data.sources.subset import ClassSubset, SubsetSource, per_class, pick_classes
 from cnnlab.data.transforms import DeviceNormalize, eval_transform, train_transform
+from cnnlab.engine import finetune
 from cnnlab.engine.distributed import Dist
 from cnnlab.engine.optim import build_optimizer, build_scheduler
 from cnnlab.engine.small_map_conv import route_small_map_convs
@@ -124,8 +125,11 @@ def prepare_for_training(
 
 
 def build_optimization(model: nn.Module, cfg: TrainConfig, steps_per_epoch: int):
-    """``(optimizer, scheduler)``; the schedule is stepped every optimizer step."""
-    optimizer = build_optimizer(model, cfg.opt, cfg.lr, cfg.momentum, cfg.nesterov, cfg.weight_decay, cfg.no_decay_bn_bias)
+    """``(optimizer, scheduler)``; the schedule is stepped every optimizer step. Fine-tuning runs (frozen
+    stages, a head or layer-wise lr) get a group per lr; others the plain decay / no-decay pair."""
+    tuned = cfg.freeze or cfg.head_lr_mult != 1 or cfg.layer_decay != 1 or bool(getattr(model, "frozen", ()))
+    groups = finetune.param_groups(model, cfg) if tuned else None
+    optimizer = build_optimizer(model, cfg.opt, cfg.lr, cfg.momentum, cfg.nesterov, cfg.weight_decay, cfg.no_decay_bn_bias, groups)
     scheduler = build_scheduler(
         optimizer, steps_per_epoch, cfg.epochs, sched=cfg.sched, warmup_epochs=cfg.warmup_epochs,
         warmup_factor=cfg.warmup_factor, step_size=cfg.step_size, milestones=cfg.milestones, gamma=cfg.gamma,
