@@ -134,7 +134,7 @@ def _split_aux(model: nn.Module, missing: list[str]) -> tuple[list[str], list[st
         return [], missing
     heads = [h + "." for h in model.head_modules()[1:]]
     in_heads = {k for k in missing if k.startswith(tuple(heads))}
-    whole = [h for h in heads if any(k.startswith(h) for k in in_heads) and all(k in in_heads for k in model.state_dict() if k.startswith(h))]
+    whole = [h for h in heads if any(k.startswith(h) for k in in_heads) and all(k in in_heads for k, _ in model.named_parameters() if k.startswith(h))]
     aux = [k for k in in_heads if k.startswith(tuple(whole))]
     return sorted({k.split(".")[0] for k in aux}), [k for k in missing if k not in aux]
 

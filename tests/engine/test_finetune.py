@@ -128,31 +128,148 @@ class _StopAfter(preemption.Preemption):
         pass
 
 
-# LeNet-5 on 128 digits, 4 steps an epoch: C1/C3 frozen in epoch 1, everything trains from epoch 2.
-RUN = ["--model", "lenet5", "--data", "digits", "--epochs", "3", "--batch-size", "32", "--train-limit", "128", "--val-limit", "64",
+# LeNet-5 on 64 digits, 2 steps an epoch: C1/C3 frozen in epoch 1, everything trains in epoch 2.
+RUN = ["--model", "lenet5", "--data", "digits", "--epochs", "2", "--batch-size", "32", "--train-limit", "64", "--val-limit", "32",
        "--workers", "0", "--no-progress", "--lr", "0.05", "--freeze", "features", "--unfreeze-at", "2", "--head-lr-mult", "3",
        "--ema-decay", "0.9"]  # fmt: skip
 
 
-@pytest.mark.parametrize("stop_after", [2, 6])  # mid-epoch 1 (frozen), mid-epoch 2 (unfrozen, more groups)
-def test_unfreeze_at_resumes_bit_identically(cli, tmp_path: Path, monkeypatch, stop_after: int) -> None:
+def _stopped_then_resumed(cli, run: Path, monkeypatch, stop_after: int) -> None:
+    with monkeypatch.context() as m:
+        m.setattr(_StopAfter, "k", stop_after)
+        m.setattr("cnnlab.engine.train.Preemption", _StopAfter)
+        r = cli("train", *RUN, "--out", run)
+    assert r.code == 143, r.err
+    r = cli("train", "--resume", run)
+    assert r.code == 0, r.err
+
+
+def test_unfreeze_at_resumes_bit_identically(cli, tmp_path: Path, monkeypatch) -> None:
     r = cli("train", *RUN, "--out", tmp_path / "straight")
     assert r.code == 0, r.err
     assert "frozen: 2 of 4 stages (features.0, features.3)" in r.out and "they train from epoch 2 on" in r.out
     assert "unfrozen: all 4 stages train from now on" in r.out
-    with monkeypatch.context() as m:
-        m.setattr(_StopAfter, "k", stop_after)
-        m.setattr(preemption, "Preemption", _StopAfter)
-        m.setattr("cnnlab.engine.train.Preemption", _StopAfter)
-        r = cli("train", *RUN, "--out", tmp_path / "stopped")
-    assert r.code == 143, r.err
-    r = cli("train", "--resume", tmp_path / "stopped")
+    # stopped in epoch 1 (frozen: the resumed run unfreezes), and in epoch 2 (it rebuilds the grown optimizer)
+    for stop_after in (1, 3):
+        _stopped_then_resumed(cli, tmp_path / f"stop{stop_after}", monkeypatch, stop_after)
+    a = torch.load(tmp_path / "straight" / "checkpoints" / "last.pt", weights_only=True)
+    assert len(a["optimizer"]["param_groups"]) == 6  # 4 at the start, 2 more for C1/C3
+    for stop_after in (1, 3):
+        b = torch.load(tmp_path / f"stop{stop_after}" / "checkpoints" / "last.pt", weights_only=True)
+        assert b["optimizer"]["param_groups"] == a["optimizer"]["param_groups"]
+        for part in ("model", "ema"):
+            for key, value in a[part].items():
+                assert torch.equal(value, b[part][key]), f"{part}.{key} differs after resume (stopped after step {stop_after})"
+        for pid, st in a["optimizer"]["state"].items():
+            assert torch.equal(st["momentum_buffer"], b["optimizer"]["state"][pid]["momentum_buffer"])
+        assert a["scheduler"]["base_lrs"] == b["scheduler"]["base_lrs"]
+
+
+def test_a_class_count_change_replaces_the_head_and_says_so(tmp_path: Path) -> None:
+    from cnnlab.engine.checkpoint import load_weights, start_weights
+
+    src = create_model("resnet20", num_classes=10, in_chans=3)
+    torch.save(src.state_dict(), tmp_path / "r20.pt")
+    model = create_model("resnet20", num_classes=4, in_chans=3)
+    assert start_weights(model, "", str(tmp_path / "r20.pt")) == [
+        f"new classifier: fc starts fresh with 4 outputs ({tmp_path / 'r20.pt'} had 10 outputs, not loaded)"]  # fmt: skip
+    assert torch.equal(model.layer3[0].conv1.weight, src.layer3[0].conv1.weight)
+    with pytest.raises(Exception, match="was trained for 10 classes but this model has 4; to fine-tune it on the new classes use --finetune"):
+        load_weights(model, src.state_dict(), "r20.pt")
+    other = create_model("resnet32", num_classes=4, in_chans=3).state_dict()
+    with pytest.raises(Exception, match="different architecture"):
+        start_weights(model, "", _save(other, tmp_path / "r32.pt"))
+
+
+def _save(sd: dict, path: Path) -> str:
+    torch.save(sd, path)
+    return str(path)
+
+
+STOP_CFG = """[net]
+width=8
+height=8
+channels=1
+[convolutional]
+filters=4
+size=3
+pad=1
+batch_normalize=1
+activation=leaky
+[convolutional]
+filters=4
+size=3
+pad=1
+batch_normalize=1
+activation=leaky
+stopbackward=1
+[convolutional]
+filters=4
+size=3
+pad=1
+activation=leaky
+[convolutional]
+filters=3
+size=1
+activation=linear
+[avgpool]
+[softmax]
+"""
+
+
+def test_darknet_stopbackward_freezes_it_and_every_layer_before(tmp_path: Path) -> None:
+    cfg = tmp_path / "stop.cfg"
+    cfg.write_text(STOP_CFG)
+    model = create_model(f"darknet:{cfg}", num_classes=3)
+    assert [label for label, _ in model.stages()] == ["0 conv", "1 conv", "2 conv"] and model.frozen_by_design() == 2
+    tuning = finetune.Finetune.from_config(model, resolve(overrides={"model": f"darknet:{cfg}"}))
+    assert tuning.freeze(model).startswith("frozen: 2 of 3 stages (0 conv, 1 conv)")
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items() if k.startswith(("net.layers.0.", "net.layers.1."))}
+    model(torch.rand(4, 1, 8, 8)).sum().backward()
+    assert all(p.grad is None for n, p in model.named_parameters() if n.startswith(("net.layers.0.", "net.layers.1.")))
+    assert all(p.grad is not None for n, p in model.named_parameters() if n.startswith("net.layers.2."))
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # BatchNorm statistics kept
+
+
+def test_darknet_weights_start_a_finetune_with_a_new_classifier_layer(tmp_path: Path) -> None:
+    from cnnlab.engine.checkpoint import start_weights
+
+    cfg = tmp_path / "stop.cfg"
+    cfg.write_text(STOP_CFG)
+    src = create_model(f"darknet:{cfg}", num_classes=3)
+    src.net.save_weights(tmp_path / "full.weights")
+    src.net.save_weights(tmp_path / "stop.conv.2", upto=2)  # what `cnnlab darknet partial CFG W OUT 2` writes
+    for weights, loaded in (("full.weights", 3), ("stop.conv.2", 2)):
+        model = create_model(f"darknet:{cfg}", num_classes=5)
+        (line,) = start_weights(model, "", str(tmp_path / weights))
+        assert line.startswith(f"loaded darknet weights {tmp_path / weights}: layers 0-{loaded - 1} of 6; layer 3 [convolutional] is the new classifier (5 outputs)")
+        for i in range(loaded):
+            for key, value in src.net.layers[i].state_dict().items():
+                assert torch.equal(value, model.net.layers[i].state_dict()[key])
+
+
+def test_frozen_resnet_layers_are_bit_identical_after_finetuning_batchnorm_statistics_included(cli, tmp_path: Path) -> None:
+    """Issue 15, acceptance 1: a CIFAR ResNet fine-tuned with its first 3 stages frozen (--freeze 3:
+    conv1+bn1, layer1, layer2) ends with those weights and BatchNorm running statistics unchanged."""
+    torch.manual_seed(0)
+    src = create_model("resnet20", num_classes=10)
+    for m in src.modules():  # distinct statistics, so a single update would show
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 1.5)
+    torch.save(src.state_dict(), tmp_path / "r20.pt")
+    r = cli("train", "--model", "resnet20", "--data", "digits", "--classes", "0,1,2", "--finetune", tmp_path / "r20.pt", "--freeze", "3",
+            "--epochs", "2", "--batch-size", "16", "--train-limit", "64", "--val-limit", "16", "--workers", "0", "--no-progress",
+            "--lr", "0.05", "--out", tmp_path / "ft")  # fmt: skip
     assert r.code == 0, r.err
-    a, b = (torch.load(tmp_path / run / "checkpoints" / "last.pt", weights_only=True) for run in ("straight", "stopped"))
-    assert len(a["optimizer"]["param_groups"]) == len(b["optimizer"]["param_groups"]) == 6  # 4 at the start, 2 for C1/C3
-    for part in ("model", "ema"):
-        for key, value in a[part].items():
-            assert torch.equal(value, b[part][key]), f"{part}.{key} differs after resume"
-    for pid, st in a["optimizer"]["state"].items():
-        assert torch.equal(st["momentum_buffer"], b["optimizer"]["state"][pid]["momentum_buffer"])
-    assert a["scheduler"]["base_lrs"] == b["scheduler"]["base_lrs"]
+    assert "new classifier: fc starts fresh with 3 outputs" in r.out
+    assert "frozen: 3 of 4 stages (conv1+bn1, layer1, layer2)" in r.out and "BatchNorm layer(s) keep their statistics" in r.out
+    after = torch.load(tmp_path / "ft" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    before = src.state_dict()
+    frozen = [k for k in before if k.startswith(("conv1.", "bn1.", "layer1.", "layer2."))]
+    assert any(k.endswith("running_var") for k in frozen)
+    for key in frozen:
+        assert torch.equal(after[key], before[key]), f"{key} changed"
+    assert not torch.equal(after["layer3.0.bn1.running_mean"], before["layer3.0.bn1.running_mean"])  # the rest trained
+    assert not torch.equal(after["layer3.0.conv1.weight"], before["layer3.0.conv1.weight"])
