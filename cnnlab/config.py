@@ -38,6 +38,14 @@ class TrainConfig:
     finetune: str = ""  # checkpoint whose weights (all but the classifier) start a new head
     model_kwargs: dict = field(default_factory=dict)  # extra builder arguments, e.g. {shortcut: A}
 
+    # --- fine-tuning and transfer (docs: README "Fine-tuning")
+    classes: str = ""  # train and evaluate on these classes only: names or indices as the data set names them, comma-separated (e.g. 5,6,7,8,9); "" = all
+    per_class: int = 0  # train on N seeded images per class (evaluation keeps every held-out image); 0 = all
+    freeze: str = ""  # N: the first N stages of the model (listed when the run starts) get no gradient and keep their BatchNorm statistics; features: every stage forward_features runs (a fixed feature extractor); "" = none
+    unfreeze_at: int = 0  # from this epoch on (1-based, as printed) the frozen stages train too; 0 = never
+    head_lr_mult: float = 1.0  # the classifier's (and auxiliary heads') learning rate is lr x this
+    layer_decay: float = 1.0  # layer-wise lr decay: stage i of n trains at lr x layer_decay^(n - i), the head at lr; 1 = off
+
     # --- schedule of the run
     epochs: int = 10
     batch_size: int | Literal["auto"] = 64  # images per process per micro-batch; auto: the largest that fits in memory (with global_batch)
@@ -103,6 +111,10 @@ class TrainConfig:
             if typing.get_origin(typ) is Literal and getattr(self, name) not in typing.get_args(typ):
                 choices = ", ".join(typing.get_args(typ))
                 raise CnnlabError(f"config key {name!r} must be one of {choices}, got {getattr(self, name)!r}")
+        if self.freeze not in ("", "features") and not self.freeze.isdigit():
+            raise CnnlabError(f"--freeze takes a number of stages or 'features', got {self.freeze!r}")
+        if self.per_class < 0 or self.unfreeze_at < 0 or self.head_lr_mult < 0 or not 0 < self.layer_decay <= 1:
+            raise CnnlabError("--per-class and --unfreeze-at must be >= 0, --head-lr-mult >= 0 and 0 < --layer-decay <= 1")
 
 
 def _field_types() -> dict[str, Any]:
