@@ -7,15 +7,15 @@ Evidence: in one run, for each setting, images/s alone and beside a ``yes > /dev
 process, in paired rounds (alone then beside, the settings' order rotating every round) so that
 the load of whatever else runs on the machine hits every setting alike; medians over the rounds.
 
-    PYTHONPATH=. python bench/contention.py [--rounds 3] [--epochs 1] [--predict-images 20]
+    PYTHONPATH=. python bench/contention.py [--rounds 3] [--epochs 1] [--train-images 1920] [--predict-images 20]
 
 Settings (each run in a fresh process: the OpenMP environment is read once, when torch loads):
   default       `cnnlab train` as a user runs it, nothing set
   --threads 1   cnnlab's flag (one thread; the wait policy does not matter)
   --threads 2   cnnlab's flag (two threads, cnnlab's wait policy)
   2 spin        OMP_NUM_THREADS=2 GOMP_SPINCOUNT=300000: libgomp's own waiting, cnnlab's default before
-Training: `cnnlab train --config lenet5_mnist5k --epochs E` (the demo recipe, 62 steps of 64 per
-epoch), images/s as the run's summary.json reports it (training steps only). Predict: ResNet-18
+Training: `cnnlab train --config lenet5_mnist5k --epochs E --train-limit N` (the demo recipe; 1,920
+images are 30 steps of 64), images/s as the run's summary.json reports it (training steps only). Predict: ResNet-18
 at 224x224, one image per forward, fp32 eval under inference_mode, in the same process afterwards.
 """
 
@@ -42,12 +42,13 @@ FIXED = ["--threads 1", "--threads 2", "2 spin"]
 USER_VARS = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "MKL_NUM_THREADS", "KMP_BLOCKTIME")
 
 
-def child(out: str, epochs: int, predict_images: int, flags: list[str]) -> None:
+def child(out: str, epochs: int, train_images: int, predict_images: int, flags: list[str]) -> None:
     """One measurement, in this fresh process: train through cnnlab's own entry point (which sets the
     threads before torch loads), then time predict in the same process."""
     from cnnlab.cli import main
 
-    argv = ["train", "--config", "lenet5_mnist5k", "--epochs", str(epochs), "--out", out, "--no-progress", *flags]
+    argv = ["train", "--config", "lenet5_mnist5k", "--epochs", str(epochs), "--train-limit", str(train_images),
+            "--val-limit", "200", "--out", out, "--no-progress", *flags]  # fmt: skip
     with open(os.devnull, "w") as null:
         saved, sys.stdout = sys.stdout, null
         try:
@@ -91,7 +92,7 @@ def measure(name: str, beside: bool, args: argparse.Namespace, tmp: Path, n: int
     flags, extra = SETTINGS[name]
     env = {k: v for k, v in os.environ.items() if k not in USER_VARS} | extra | {"PYTHONPATH": str(REPO)}
     cmd = [sys.executable, __file__, "--child", str(tmp / f"run{n}"), "--epochs", str(args.epochs),
-           "--predict-images", str(args.predict_images), "--", *flags]  # fmt: skip
+           "--train-images", str(args.train_images), "--predict-images", str(args.predict_images), "--", *flags]  # fmt: skip
     rival = subprocess.Popen(["yes"], stdout=subprocess.DEVNULL) if beside else None
     try:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
@@ -151,13 +152,14 @@ def report(results: dict[tuple[str, bool], list[dict]]) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--epochs", type=int, default=1, help="training epochs per measurement (62 steps of 64 each)")
+    p.add_argument("--epochs", type=int, default=1, help="training epochs per measurement")
+    p.add_argument("--train-images", type=int, default=1920, help="training images per epoch (the recipe's batch is 64: 30 steps)")
     p.add_argument("--predict-images", type=int, default=20, help="ResNet-18 images timed per measurement")
     p.add_argument("--child", metavar="OUT", help=argparse.SUPPRESS)
     p.add_argument("flags", nargs="*", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        return child(args.child, args.epochs, args.predict_images, args.flags)
+        return child(args.child, args.epochs, args.train_images, args.predict_images, args.flags)
     import torch  # only for the header: this process measures nothing itself
 
     print(f"cnnlab contention bench: {cpu_name()}, {os.cpu_count()} CPUs, torch {torch.__version__}; "
