@@ -66,7 +66,7 @@ def _share_cores(nproc: int) -> None:
     per_rank = threads.for_ranks(nproc, decided)
     if per_rank is not None:
         os.environ["OMP_NUM_THREADS"] = str(per_rank)
-        print(f"cnnlab train: {nproc} processes x {per_rank} thread(s) on {decided.cpus} cores", file=sys.stderr)
+        print(f"{nproc} processes x {per_rank} thread(s) on {decided.cpus} cores")  # beside the global batch line
 
 
 def _how(exitcode: int) -> str:
