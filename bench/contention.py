@@ -4,19 +4,21 @@ Claim (issue 15, acceptance 5): beside another CPU-bound process, cnnlab's defau
 (cnnlab.threads: every core, OpenMP threads sleeping between parallel regions) is within 80 % of the
 best fixed setting and keeps at least 40 % of its own figure measured alone.
 Evidence: in one run, for each setting, images/s alone and beside a ``yes > /dev/null``-like
-process, in paired rounds (alone then beside, the settings' order rotating every round) so that
-the load of whatever else runs on the machine hits every setting alike; medians over the rounds.
+process, in paired rounds (alone, then at once beside; the settings' order rotating every round)
+so that the load of whatever else runs on the machine hits every setting alike; medians.
 
-    PYTHONPATH=. python bench/contention.py [--rounds 3] [--epochs 1] [--train-images 1920] [--predict-images 20]
+    PYTHONPATH=. python bench/contention.py [--rounds 8] [--epochs 1] [--train-images 1280] [--predict-images 8]
 
-Settings (each run in a fresh process: the OpenMP environment is read once, when torch loads):
+Each setting has its own fresh process, started with its environment (OpenMP reads it once, when
+torch loads) and kept for every round, so a round costs seconds rather than a torch start-up:
   default       `cnnlab train` as a user runs it, nothing set
   --threads 1   cnnlab's flag (one thread; the wait policy does not matter)
   --threads 2   cnnlab's flag (two threads, cnnlab's wait policy)
   2 spin        OMP_NUM_THREADS=2 GOMP_SPINCOUNT=300000: libgomp's own waiting, cnnlab's default before
-Training: `cnnlab train --config lenet5_mnist5k --epochs E --train-limit N` (the demo recipe; 1,920
-images are 30 steps of 64), images/s as the run's summary.json reports it (training steps only). Predict: ResNet-18
-at 224x224, one image per forward, fp32 eval under inference_mode, in the same process afterwards.
+Training: `cnnlab train --config lenet5_mnist5k --epochs E --train-limit N` called in that process
+(the demo recipe; 1,280 images are 20 steps of 64), images/s as the run's summary.json reports it
+(training steps only). Predict: ResNet-18 at 224x224, one image per forward, fp32 eval under
+inference_mode, right after. Each process's first measurement (start-up, first kernels) is dropped.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ import platform
 import statistics
 import subprocess
 import sys
+import shutil
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,37 +46,42 @@ FIXED = ["--threads 1", "--threads 2", "2 spin"]
 USER_VARS = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "MKL_NUM_THREADS", "KMP_BLOCKTIME")
 
 
-def child(out: str, epochs: int, train_images: int, predict_images: int, flags: list[str]) -> None:
-    """One measurement, in this fresh process: train through cnnlab's own entry point (which sets the
-    threads before torch loads), then time predict in the same process."""
+def worker(tmp: str, epochs: int, train_images: int, predict_images: int, flags: list[str]) -> None:
+    """One setting's process: a measurement per line on stdin, one JSON line back on stdout. Training
+    goes through cnnlab's own entry point, whose first call sets the threads before torch loads."""
     from cnnlab.cli import main
 
-    argv = ["train", "--config", "lenet5_mnist5k", "--epochs", str(epochs), "--train-limit", str(train_images),
-            "--val-limit", "200", "--out", out, "--no-progress", *flags]  # fmt: skip
-    with open(os.devnull, "w") as null:
-        saved, sys.stdout = sys.stdout, null
+    protocol, model = sys.stdout, None
+    for n, _ in enumerate(sys.stdin):
+        out = Path(tmp) / f"run{n}"
+        argv = ["train", "--config", "lenet5_mnist5k", "--epochs", str(epochs), "--train-limit", str(train_images),
+                "--val-limit", "200", "--out", str(out), "--no-progress", *flags]  # fmt: skip
+        sys.stdout = open(os.devnull, "w")  # the run's own lines
         try:
             code = main(argv)
         finally:
-            sys.stdout = saved
-    if code:
-        raise SystemExit(f"cnnlab train failed ({code})")
-    summary = json.loads((Path(out) / "summary.json").read_text())
-    print(json.dumps({"train": summary["images_per_second"], "predict": predict_speed(predict_images), **threads_in_use()}))
+            sys.stdout.close()
+            sys.stdout = protocol
+        if code:
+            raise SystemExit(f"cnnlab train failed ({code})")
+        train = json.loads((out / "summary.json").read_text())["images_per_second"]
+        shutil.rmtree(out)
+        model = model or predict_model()
+        print(json.dumps({"train": train, "predict": predict_speed(model, predict_images), **threads_in_use()}), flush=True)
 
 
-def predict_speed(n: int) -> float:
-    import time
-
-    import torch
-
+def predict_model():
     from cnnlab import create_model
 
-    model = create_model("resnet18", num_classes=1000).eval()
+    return create_model("resnet18", num_classes=1000).eval()
+
+
+def predict_speed(model, n: int) -> float:
+    import torch
+
     x = torch.rand(1, 3, 224, 224)
     with torch.inference_mode():
-        for _ in range(3):  # oneDNN picks its kernels on first use
-            model(x)
+        model(x)  # oneDNN picks its kernels on first use (the first measurement is discarded anyway)
         t = time.perf_counter()
         for _ in range(n):
             model(x)
@@ -88,21 +97,41 @@ def threads_in_use() -> dict:
     return {"threads": torch.get_num_threads(), "wait": d.wait_policy if d else "?"}
 
 
-def measure(name: str, beside: bool, args: argparse.Namespace, tmp: Path, n: int) -> dict:
-    flags, extra = SETTINGS[name]
-    env = {k: v for k, v in os.environ.items() if k not in USER_VARS} | extra | {"PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, __file__, "--child", str(tmp / f"run{n}"), "--epochs", str(args.epochs),
-           "--train-images", str(args.train_images), "--predict-images", str(args.predict_images), "--", *flags]  # fmt: skip
-    rival = subprocess.Popen(["yes"], stdout=subprocess.DEVNULL) if beside else None
+class Setting:
+    """A fresh process for one setting, started with its own environment and kept for every round."""
+
+    def __init__(self, name: str, args: argparse.Namespace, tmp: Path) -> None:
+        flags, extra = SETTINGS[name]
+        env = {k: v for k, v in os.environ.items() if k not in USER_VARS} | extra | {"PYTHONPATH": str(REPO)}
+        (tmp / name).mkdir()
+        cmd = [sys.executable, __file__, "--worker", str(tmp / name), "--epochs", str(args.epochs), "--train-images",
+               str(args.train_images), "--predict-images", str(args.predict_images), "--", *flags]  # fmt: skip
+        self.log = open(tmp / f"{name}.log", "w")
+        self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True)
+
+    def measure(self) -> dict:
+        assert self.proc.stdin and self.proc.stdout
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"a bench process failed; its log: {self.log.name}")
+        return json.loads(line)
+
+    def close(self) -> None:
+        assert self.proc.stdin
+        self.proc.stdin.close()
+        self.proc.wait(timeout=120)
+        self.log.close()
+
+
+def beside_a_rival(setting: Setting) -> dict:
+    rival = subprocess.Popen(["yes"], stdout=subprocess.DEVNULL)  # one CPU-bound process, as `yes > /dev/null`
     try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
+        return setting.measure()
     finally:
-        if rival is not None:
-            rival.kill()
-            rival.wait()
-    if proc.returncode:
-        raise SystemExit(f"{name}: {proc.stderr.strip()[-2000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+        rival.kill()
+        rival.wait()
 
 
 def load() -> str:
@@ -120,16 +149,20 @@ def run_rounds(args: argparse.Namespace) -> dict[tuple[str, bool], list[dict]]:
     names = list(SETTINGS)
     results: dict[tuple[str, bool], list[dict]] = {}
     with tempfile.TemporaryDirectory(prefix="contention-") as tmp:
-        n = 0
-        for r in range(args.rounds):
-            order = names[r % len(names):] + names[: r % len(names)]  # rotate: no setting always runs first
-            for name in order:
-                for beside in (False, True):
-                    n += 1
-                    res = measure(name, beside, args, Path(tmp), n)
-                    results.setdefault((name, beside), []).append(res)
-                    print(f"  round {r + 1} {name:12s} {'beside' if beside else 'alone ':6s} train {res['train']:7.0f}  "
-                          f"predict {res['predict']:6.1f}  ({res['threads']} threads, wait {res['wait']}; load {load()})", flush=True)  # fmt: skip
+        settings = {name: Setting(name, args, Path(tmp)) for name in names}
+        try:
+            for name in names:  # start-up, first kernels, dataset load: not measured
+                settings[name].measure()
+            for r in range(args.rounds):
+                for name in names[r % len(names):] + names[: r % len(names)]:  # no setting always goes first
+                    for beside in (False, True):
+                        res = beside_a_rival(settings[name]) if beside else settings[name].measure()
+                        results.setdefault((name, beside), []).append(res)
+                        print(f"  round {r + 1:2d} {name:12s} {'beside' if beside else 'alone ':6s} train {res['train']:7.0f}  "
+                              f"predict {res['predict']:6.1f}  ({res['threads']} threads, wait {res['wait']}; load {load()})", flush=True)  # fmt: skip
+        finally:
+            for s in settings.values():
+                s.close()
     return results
 
 
@@ -151,15 +184,15 @@ def report(results: dict[tuple[str, bool], list[dict]]) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=8)
     p.add_argument("--epochs", type=int, default=1, help="training epochs per measurement")
-    p.add_argument("--train-images", type=int, default=1920, help="training images per epoch (the recipe's batch is 64: 30 steps)")
-    p.add_argument("--predict-images", type=int, default=20, help="ResNet-18 images timed per measurement")
-    p.add_argument("--child", metavar="OUT", help=argparse.SUPPRESS)
+    p.add_argument("--train-images", type=int, default=1280, help="training images per epoch (the recipe's batch is 64: 20 steps)")
+    p.add_argument("--predict-images", type=int, default=8, help="ResNet-18 images timed per measurement")
+    p.add_argument("--worker", metavar="DIR", help=argparse.SUPPRESS)
     p.add_argument("flags", nargs="*", help=argparse.SUPPRESS)
     args = p.parse_args()
-    if args.child:
-        return child(args.child, args.epochs, args.train_images, args.predict_images, args.flags)
+    if args.worker:
+        return worker(args.worker, args.epochs, args.train_images, args.predict_images, args.flags)
     import torch  # only for the header: this process measures nothing itself
 
     print(f"cnnlab contention bench: {cpu_name()}, {os.cpu_count()} CPUs, torch {torch.__version__}; "
