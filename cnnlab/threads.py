@@ -123,7 +123,9 @@ def apply(flag: int | None = None, announce: bool = True) -> Decision:
         if d.source == "--threads":
             torch.set_num_threads(d.threads)
         # else the count is theirs (OMP_NUM_THREADS as torch read it, or their own set_num_threads)
-        d = replace(d, threads=torch.get_num_threads(), wait_policy="unchanged (torch was imported first)", env={})
+        # the wait policy is the one an earlier call set before torch loaded, else whatever libgomp found
+        wait = _decision.wait_policy if _decision is not None else "unchanged (torch was imported first)"
+        d = replace(d, threads=torch.get_num_threads(), wait_policy=wait, env={})
     else:
         os.environ.update(d.env)
     _decision = d

@@ -84,6 +84,8 @@ def test_with_torch_already_loaded_only_the_flag_changes_the_count(monkeypatch: 
         assert threads.apply(None, announce=False).threads == 1  # a library user's own setting stays
         assert threads.apply(2, announce=False).threads == 2
         assert torch.get_num_threads() == 2
+        monkeypatch.setattr(threads, "_decision", threads.decide({}, cpus=2))  # as if set before torch loaded
+        assert threads.apply(None, announce=False).wait_policy == "PASSIVE"
     finally:
         torch.set_num_threads(before)
 
