@@ -6,25 +6,32 @@ keeps the finished threads spinning (``GOMP_SPINCOUNT``, 300,000 by default when
 threads than cores) so the next region starts without a wake-up. On an idle machine that is free.
 On a busy one it is a disaster: when another process holds one of the cores, the thread that runs
 on the other core spins at every barrier waiting for its descheduled sibling, burning the time
-slice that sibling needs. A LeNet-5 step is hundreds of small parallel regions, so training fell
+slice that sibling needs. A LeNet-5 step is many small parallel regions, so training fell
 several-fold beside a single ``yes > /dev/null`` (issue 15: 465-498 images/s with 2 threads,
 1,567-2,036 with one) and to ~25 images/s beside the test suite.
 
-The policy (the numbers behind it are in ``bench/RESULTS.md``, "Threads on a busy machine", from
-``bench/contention.py``):
+The policy:
 
 - thread count: the user's ``--threads N``, else ``OMP_NUM_THREADS`` (set by the user, by torchrun,
   or by ``cnnlab train --nproc`` for its ranks), else every core this process may use (affinity mask
   and cgroup CPU quota), shared out between the local ranks of a torchrun job;
 - waiting: ``OMP_WAIT_POLICY=PASSIVE`` (threads sleep on a futex as soon as a region ends) unless
-  the user set ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``. Measured with bench/contention.py it keeps
-  two threads' speed when the machine is quiet and degrades in proportion beside another process,
-  where fewer threads (chosen from the load average at start) would guess wrong whenever the load
-  changes during a run, and a shorter spin (``GOMP_SPINCOUNT=10000``) still lost half.
+  the user set ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``.
+
+Measured on this 2-core machine while other sessions kept its load average at 8-40 (so "alone"
+was never idle; bench/RESULTS.md, "Threads on a busy machine"). A LeNet-5 train step loop, 3 paired
+rounds, median images/s alone / beside a ``yes``: two threads spinning (libgomp's default) 417 / 127,
+one thread 8,467 / 1,086, two threads PASSIVE 3,565 / 2,752, two threads GOMP_SPINCOUNT=10000
+1,936 / 1,088. bench/contention.py (``cnnlab train`` itself, then ResNet-18 predict) at load 18-40:
+spinning fell to 30-80 training images/s where the PASSIVE settings ran at 157-736. Spinning is
+what collapses; with PASSIVE, one thread against two was within the noise of that machine, so the
+count stays at every core. Fewer threads when the load average is high at start was not adopted:
+it is a one-minute average, it lags a competitor that starts with the run, and a run keeps the
+count it started with while the load comes and goes.
 
 Everything here only reads and writes environment variables until :func:`apply` sees torch already
-imported (a library user, a test); then it sets the count through torch and the wait policy is
-whatever libgomp started with (it reads its environment once, when it is loaded).
+imported (a library user, a test); then only ``--threads`` changes the count (through torch), and
+the wait policy is whatever libgomp started with (it reads its environment once, when it loads).
 """
 
 from __future__ import annotations
