@@ -27,7 +27,7 @@ RECIPES_DIR = Path(__file__).parent / "recipes"
 @dataclass
 class TrainConfig:
     # --- what to train on what
-    task: str = "classify"  # classify | embedding (metric learning from positive and negative pairs)
+    task: str = "classify"  # classify | embedding (metric learning from positive and negative pairs) | detect (darknet YOLO cfgs)
     embedding_dim: int = 64  # embedding: size of the L2-normalised embedding (the network's output width)
     embedding_loss: Literal["triplet", "contrastive"] = "triplet"  # embedding: triplet (batch-all, mined from the batch's labels) | contrastive (every pair)
     margin: float = 0.2  # embedding: triplet margin (0.2), or the distance contrastive pushes negatives beyond (0.5); 0 < margin <= 2

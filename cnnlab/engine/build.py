@@ -42,9 +42,11 @@ class Data:
 def load_sources(cfg: TrainConfig) -> Data:
     """The training and validation sources (``--train-limit``/``--val-limit`` applied)."""
     from cnnlab.data.datasets import open_split
+    from cnnlab.data.detection_sets import open_detection_split
 
-    train = SubsetSource.limit(open_split(cfg.data, "train", seed=cfg.seed), cfg.train_limit, cfg.seed)
-    val = SubsetSource.limit(open_split(cfg.data, "val", seed=cfg.seed), cfg.val_limit, cfg.seed)
+    opener = open_detection_split if cfg.task == "detect" else open_split
+    train = SubsetSource.limit(opener(cfg.data, "train", seed=cfg.seed), cfg.train_limit, cfg.seed)
+    val = SubsetSource.limit(opener(cfg.data, "val", seed=cfg.seed), cfg.val_limit, cfg.seed)
     return Data(train, val)
 
 
