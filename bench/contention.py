@@ -28,9 +28,9 @@ import json
 import os
 import platform
 import statistics
+import shutil
 import subprocess
 import sys
-import shutil
 import tempfile
 import time
 from pathlib import Path
