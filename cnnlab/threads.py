@@ -18,16 +18,16 @@ The policy:
 - waiting: ``OMP_WAIT_POLICY=PASSIVE`` (threads sleep on a futex as soon as a region ends) unless
   the user set ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``.
 
-Measured on this 2-core machine while other sessions kept its load average at 8-40 (so "alone"
-was never idle; bench/RESULTS.md, "Threads on a busy machine"). A LeNet-5 train step loop, 3 paired
-rounds, median images/s alone / beside a ``yes``: two threads spinning (libgomp's default) 417 / 127,
-one thread 8,467 / 1,086, two threads PASSIVE 3,565 / 2,752, two threads GOMP_SPINCOUNT=10000
-1,936 / 1,088. bench/contention.py (``cnnlab train`` itself, then ResNet-18 predict) at load 18-40:
-spinning fell to 30-80 training images/s where the PASSIVE settings ran at 157-736. Spinning is
-what collapses; with PASSIVE, one thread against two was within the noise of that machine, so the
-count stays at every core. Fewer threads when the load average is high at start was not adopted:
-it is a one-minute average, it lags a competitor that starts with the run, and a run keeps the
-count it started with while the load comes and goes.
+Measured on this 2-core machine (bench/RESULTS.md, "Threads on a busy machine"), with other
+sessions keeping its load average at 5-11, so "alone" was never idle. bench/contention.py, 3 paired
+rounds of ``cnnlab train`` on the demo recipe, then ResNet-18 predict, median images/s alone /
+beside a ``yes``: training, these defaults 1,278 / 848, one thread 1,112 / 499, two threads spinning
+(libgomp's default, cnnlab's before) 265 / 137; predict 8.4 / 7.6, 10.8 / 4.4, 2.6 / 1.2. An earlier
+synthetic LeNet-5 step loop (load 8-10) put ``GOMP_SPINCOUNT=10000`` between spinning and sleeping
+(alone / beside 1,936 / 1,088 against 3,565 / 2,752 sleeping). So: sleep, not spin, and keep every
+core. Fewer threads when the load average is high at start was not adopted: it is a one-minute
+average, it lags a competitor that starts with the run, and a run keeps the count it started with
+while the load comes and goes.
 
 Everything here only reads and writes environment variables until :func:`apply` sees torch already
 imported (a library user, a test); then only ``--threads`` changes the count (through torch), and
