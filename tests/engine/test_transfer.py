@@ -1,7 +1,9 @@
 """Issue 15, acceptance 1, in small: LeNet-5 pre-trained on mnist5k digits 0-4 and fine-tuned with its
 convolutions frozen on digits 5-9 from 20 images per class beats the same network trained from
-scratch on the same 100 images: the README's "Fine-tuning" recipe, seed 0. Across seeds the margin
-was 5-15 points (README), so this checks the direction with a margin of 5 points, not the issue's 10.
+scratch on the same 100 images: the README's "Fine-tuning" recipe, seed 0 (95.6% against 85.8%
+when measured). On seeds 0-4 the margin was -0.6 to 15.2 points (README, bench/RESULTS.md
+"Transfer"): the issue's 10 does not hold on every seed, so this checks seed 0's direction with a
+margin of 5 points.
 (A 5-epoch pre-training run was too weak: fine-tuned 81.4% against 84.6% from scratch.)"""
 
 from __future__ import annotations
