@@ -44,7 +44,22 @@ def build_parser() -> Parser:
         p = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
         p.set_defaults(_run=module.run, _parser=p)
+        if module.NAME in THREADED:
+            _add_threads(p)
     return parser
+
+
+THREADED = {"train", "valid", "predict", "darknet"}  # the commands that run a network get --threads
+
+
+def _add_threads(p: argparse.ArgumentParser) -> None:
+    """``--threads N`` on ``p`` and on each of its sub-commands (``darknet classifier predict``), unless it has one."""
+    subs = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
+    for action in subs:
+        for sub in set(action.choices.values()):
+            _add_threads(sub)
+    if not subs and "--threads" not in p._option_string_actions:
+        p.add_argument("--threads", type=int, metavar="N", help="compute threads per process (default: every core, or OMP_NUM_THREADS; see README, Threads)")
 
 
 def _unknown_options(parser: Parser, args: argparse.Namespace, extras: list[str]) -> NoReturn:
@@ -65,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         _unknown_options(parser, args, extras)
     args._argv = argv  # the command as given (cnnlab train --nproc passes it on to its workers)
     try:
+        _threads(args)
         return int(args._run(args) or 0)
     except CnnlabError as e:
         print(f"{_rank_prefix()}cnnlab {args.command}: error: {e}", file=sys.stderr)
@@ -79,6 +95,16 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{e.filename}: " if e.filename else ""
         print(f"{_rank_prefix()}cnnlab {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
         return 1
+
+
+def _threads(args: argparse.Namespace) -> None:
+    """Thread count and OpenMP wait policy, before the command imports torch (see :mod:`cnnlab.threads`)."""
+    from cnnlab import threads
+
+    flag = getattr(args, "threads", None)
+    if flag is not None and flag < 1:
+        raise CnnlabError(f"--threads {flag}: give at least 1")
+    threads.apply(flag)
 
 
 # Disk full, file too large, quota, read-only filesystem, no permission: the system's own words suffice.

@@ -27,7 +27,7 @@ RECIPES_DIR = Path(__file__).parent / "recipes"
 @dataclass
 class TrainConfig:
     # --- what to train on what
-    task: str = "classify"  # classify | embedding (metric learning from positive and negative pairs)
+    task: str = "classify"  # classify | embedding (metric learning from positive and negative pairs) | detect (darknet YOLO cfgs)
     embedding_dim: int = 64  # embedding: size of the L2-normalised embedding (the network's output width)
     embedding_loss: Literal["triplet", "contrastive"] = "triplet"  # embedding: triplet (batch-all, mined from the batch's labels) | contrastive (every pair)
     margin: float = 0.2  # embedding: triplet margin (0.2), or the distance contrastive pushes negatives beyond (0.5); 0 < margin <= 2
@@ -37,6 +37,14 @@ class TrainConfig:
     init: str = ""  # checkpoint to start from (same classes); see also finetune
     finetune: str = ""  # checkpoint whose weights (all but the classifier) start a new head
     model_kwargs: dict = field(default_factory=dict)  # extra builder arguments, e.g. {shortcut: A}
+
+    # --- fine-tuning and transfer (docs: README "Fine-tuning")
+    classes: str = ""  # train and evaluate on these classes only: names or indices as the data set names them, comma-separated (e.g. 5,6,7,8,9); "" = all
+    per_class: int = 0  # train on N seeded images per class (evaluation keeps every held-out image); 0 = all
+    freeze: str = ""  # N: the first N stages of the model (listed when the run starts) get no gradient and keep their BatchNorm statistics; features: every stage forward_features runs (a fixed feature extractor); "" = none
+    unfreeze_at: int = 0  # from this epoch on (1-based, as printed) the frozen stages train too; 0 = never
+    head_lr_mult: float = 1.0  # the classifier's (and auxiliary heads') learning rate is lr x this
+    layer_decay: float = 1.0  # layer-wise lr decay: stage i of n trains at lr x layer_decay^(n - i), the head at lr; 1 = off
 
     # --- schedule of the run
     epochs: int = 10
@@ -103,6 +111,10 @@ class TrainConfig:
             if typing.get_origin(typ) is Literal and getattr(self, name) not in typing.get_args(typ):
                 choices = ", ".join(typing.get_args(typ))
                 raise CnnlabError(f"config key {name!r} must be one of {choices}, got {getattr(self, name)!r}")
+        if self.freeze not in ("", "features") and not self.freeze.isdigit():
+            raise CnnlabError(f"--freeze takes a number of stages or 'features', got {self.freeze!r}")
+        if self.per_class < 0 or self.unfreeze_at < 0 or self.head_lr_mult < 0 or not 0 < self.layer_decay <= 1:
+            raise CnnlabError("--per-class and --unfreeze-at must be >= 0, --head-lr-mult >= 0 and 0 < --layer-decay <= 1")
 
 
 def _field_types() -> dict[str, Any]:

@@ -266,6 +266,7 @@ WRITERS: dict[str, Writer] = {
     "darknet classifier train": Writer(lambda i, o: ["darknet", "classifier", "train", _backup_data(i, o), i.cfg], "--force"),
     "darknet detector train": Writer(lambda i, o: ["darknet", "detector", "train", o / "set" / "det.data", i.det_cfg, "--max-batches", "2"],
                                      "--force", _det_train_set),
+    "export": Writer(lambda i, o: ["export", i.run, "--format", "onnx", "--out", o / "model.onnx", "--check-images", "2"], "--force"),
     "data shapes": Writer(lambda i, o: ["data", "shapes", o / "shapes", "--train", "2", "--valid", "1", "--size", "32"], "--force"),
 }
 
@@ -572,6 +573,8 @@ FAULT_CASES = {
                        {"valid.json": b'{"mine": 1}\n'}, 100),
     "darknet partial": FaultCase(lambda i, o: ["darknet", "partial", i.cfg, i.weights, o / "part.weights", "1", "--force"],
                                  {"part.weights": b"the user's weights"}, 100),
+    "export": FaultCase(lambda i, o: ["export", i.run, "--format", "onnx", "--out", o / "model.onnx", "--check-images", "2", "--force"],
+                        {"model.onnx": b"the user's model"}, 1_000),
 }
 
 

@@ -20,7 +20,7 @@ from cnnlab.darknet.cfg import read_cfg
 from cnnlab.darknet.layers import Connected, Convolutional
 from cnnlab.darknet.model import DarknetNet, darknet_preprocess
 from cnnlab.errors import CnnlabError
-from cnnlab.models._base import Classifier, ModelMeta
+from cnnlab.models._base import Classifier, ModelMeta, Stage
 
 PREFIX = "darknet:"
 # layers that may follow the classifier layer: they keep (or pool) its channels, so its filters= is
@@ -146,6 +146,19 @@ class DarknetClassifier(Classifier):
 
     def layer_table(self) -> str:
         return self.net.layer_table()
+
+    def stages(self) -> list[Stage]:
+        """Every layer before the classifier layer, parameterless ones included, so that ``--freeze N``
+        counts layers as darknet numbers them (as ``darknet partial CFG WEIGHTS OUT N`` does)."""
+        k = classifier_index(self.net)
+        return [(f"{i} {layer.kind}", [f"net.layers.{i}"]) for i, layer in enumerate(list(self.net.layers)[:k])]
+
+    def frozen_by_design(self) -> int:
+        """darknet stops the backward pass at a layer with ``stopbackward=1``: it and every layer before
+        it get no gradient (the last such layer counts)."""
+        k = classifier_index(self.net)
+        marked = [i for i, sec in enumerate(self.net.sections[1 : k + 1]) if sec.int("stopbackward", 0)]
+        return marked[-1] + 1 if marked else 0
 
 
 def create_darknet_classifier(

@@ -16,6 +16,14 @@ Differences, on purpose: the batch size stays the cfg's when ``random=1`` change
 augmentation are seeded by the update and the sample, so a run resumed from ``_last.weights`` sees
 the same images and sizes as the uninterrupted run; existing weights are never overwritten without
 ``--force``.
+
+Not copied, because they are bugs of AlexeyAB's CPU build only (its GPU build and pjreddie's CPU
+build train correctly; see bench/RESULTS.md, ``bench/detect.py``): since AlexeyAB 24bb6a8e the CPU
+``forward_network`` zeroes only the deltas of layers with ``l.train`` set (convolutional, maxpool,
+shortcut, batchnorm…), so the deltas of ``[route]`` and ``[upsample]`` layers add up over all
+iterations; ``col2im_cpu_ext`` clears the delta it writes, dropping what a later layer (a
+``[route]``) already sent back; and ``backward_batchnorm_layer`` never computes the batch-norm
+biases' gradient, so they stay at their initial value. cnnlab trains what the GPU build trains.
 """
 
 from __future__ import annotations

@@ -94,6 +94,23 @@ def _activation(sec: Section, default: str) -> tuple[str, Activation]:
     return name, ACTIVATIONS.get(name)
 
 
+def darknet_init_(weight: torch.Tensor, bias: torch.Tensor | None, fan_in: int, normal: bool = False) -> None:
+    """The initial weights darknet gives a layer it trains from scratch (make_convolutional_layer,
+    make_connected_layer, make_local_layer): ``scale·rand_uniform(-1, 1)`` with
+    ``scale = sqrt(2 / fan_in)`` — ``scale·rand_normal()`` for pjreddie's convolutions — and biases 0
+    (darknet callocs them). Not torch's default (uniform ±1/sqrt(fan_in), random biases): with batch
+    norm the weights' scale sets the effective learning rate, so a from-scratch run trains as
+    darknet's only from darknet's scale."""
+    scale = math.sqrt(2.0 / fan_in)
+    with torch.no_grad():
+        if normal:
+            weight.normal_(0.0, scale)
+        else:
+            weight.uniform_(-scale, scale)
+        if bias is not None:
+            bias.zero_()
+
+
 def _shape_str(s: Shape) -> str:
     c, h, w = s
     return f"{w:4d} x{h:4d} x{c:4d}"
@@ -169,6 +186,7 @@ class Convolutional(DarknetLayer):
         self.conv = nn.Conv2d(c, n, size, (sy, sx), padding, dilation, groups, bias=not self.bn_enabled)
         self.bn = DarknetBatchNorm(n, ctx.flavor) if self.bn_enabled else None
         self.act_name, self.act = _activation(sec, "logistic")
+        darknet_init_(self.conv.weight, self.conv.bias, size * size * c // groups, normal=not ctx.alexeyab)
         self.size, self.stride, self.groups = size, stride, groups
         self.dontload = bool(sec.int("dontload", 0))
         # pjreddie CPU quirk: a 1×1 conv skips im2col and reads the input as if it were already the
@@ -227,6 +245,7 @@ class Connected(DarknetLayer):
         bn = bool(sec.int("batch_normalize", 0))
         # with BN darknet's biases act as the BN beta (forward_connected_layer skips add_bias)
         self.fc = nn.Linear(c * h * w, n, bias=not bn)
+        darknet_init_(self.fc.weight, self.fc.bias, c * h * w)
         self.bn = DarknetBatchNorm(n, ctx.flavor) if bn else None
         self.act_name, self.act = _activation(sec, "logistic")
 
@@ -269,8 +288,9 @@ class Local(DarknetLayer):
         self.size, self.stride, self.pad = size, stride, pad
         locs = oh * ow
         k = c * size * size
-        self.weight = nn.Parameter(torch.randn(locs, n, k) / math.sqrt(k))  # file order [loc][n][c·k·k]
+        self.weight = nn.Parameter(torch.empty(locs, n, k))  # file order [loc][n][c·k·k]
         self.bias = nn.Parameter(torch.zeros(n, locs))  # file order [n][loc]
+        darknet_init_(self.weight, self.bias, k)
         self.act_name, self.act = _activation(sec, "logistic")
 
     def forward(self, x: torch.Tensor, outputs: list[torch.Tensor | None]) -> torch.Tensor:

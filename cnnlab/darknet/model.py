@@ -159,8 +159,8 @@ class DarknetNet(nn.Module):
 
     # -- weights ----------------------------------------------------------------------------------
 
-    def load_weights(self, path: str | Path, allow_partial: bool = False) -> WeightsHeader:
-        return load_weights(self, path, allow_partial)
+    def load_weights(self, path: str | Path, allow_partial: bool = False, upto: int | None = None) -> WeightsHeader:
+        return load_weights(self, path, allow_partial, upto)
 
     def save_weights(self, path: str | Path, upto: int | None = None, reset_seen: bool = False) -> None:
         """Write darknet ``.weights`` (layers ``[0, upto)``) in the header variant this net was loaded from."""

@@ -66,11 +66,12 @@ def _layer_floats(model: "DarknetNet", transpose: bool) -> list[int]:
     return [sum(t.numel() for t in layer.blocks(transpose)) for layer in model.layers]
 
 
-def load_weights(model: "DarknetNet", path: str | Path, allow_partial: bool = False) -> WeightsHeader:
+def load_weights(model: "DarknetNet", path: str | Path, allow_partial: bool = False, upto: int | None = None) -> WeightsHeader:
     """Read ``path`` into ``model``'s layers; a size mismatch is an error naming the first layer that does not fit.
 
     With ``allow_partial`` the layers that fit completely are loaded (a prefix, as darknet's
-    ``partial`` writes) and the rest keep their initial values.
+    ``partial`` writes) and the rest keep their initial values. ``upto`` reads layers ``[0, upto)``
+    only and ignores what the file holds after them (fine-tuning: a new classifier layer).
     """
     p = Path(path)
     try:
@@ -82,10 +83,10 @@ def load_weights(model: "DarknetNet", path: str | Path, allow_partial: bool = Fa
     if body % 4:
         raise CnnlabError(f"{p}: {body} bytes after the header is not a whole number of float32 values; the file is corrupt")
     floats = np.frombuffer(data, dtype="<f4", offset=header.nbytes)
-    sizes = _layer_floats(model, header.transpose)
+    sizes = _layer_floats(model, header.transpose)[:upto]
     need = sum(sizes)
     have = floats.size
-    n_load = len(model.layers)
+    n_load = len(sizes)
     if have < need:
         end = 0
         first_bad = 0
@@ -102,7 +103,7 @@ def load_weights(model: "DarknetNet", path: str | Path, allow_partial: bool = Fa
         if not allow_partial:
             raise CnnlabError(msg + "; use the matching cfg, or --allow-partial to load only the layers that fit")
         n_load = first_bad
-    elif have > need and not allow_partial:
+    elif have > need and not allow_partial and upto is None:
         raise CnnlabError(
             f"{p} is too long for {model.source}: the cfg needs {need} floats ({need * 4 + header.nbytes} bytes) but the "
             f"file has {have} ({len(data)} bytes); is this the cfg the weights were trained with? "

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from cnnlab.data.detection_sets import is_voc_folder
 from cnnlab.data.sources.base import ImageSource
 from cnnlab.data.sources.builtin import DATASETS, BuiltinDataset
 from cnnlab.data.sources.cifar import find_cifar_dir, open_cifar
@@ -56,6 +57,8 @@ def detect_layout(root: Path) -> str:
         return "cifar"
     if find_idx_dir(root) is not None:
         return "idx"
+    if is_voc_folder(root):  # before class folders: not classes called "Annotations" and "JPEGImages"
+        raise CnnlabError(f"{root} is a PASCAL VOC folder (boxes, not classes): train a detector on it with --task detect")
     inner = root / "train" if (root / "train").is_dir() else root
     if class_folders(inner):
         return "folders"

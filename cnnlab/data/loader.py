@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from cnnlab import threads
 from cnnlab.data.sources.base import BadImage, ImageSource
 from cnnlab.errors import CnnlabError
 
@@ -169,6 +170,7 @@ def batch_loader(
         # iterator does not shift the stream that dropout draws from (exact resume).
         generator=torch.Generator().manual_seed(seed),
         prefetch_factor=4 if workers > 0 else None,
+        worker_init_fn=threads.worker_init,  # one compute thread per worker: the cores are the network's
     )
 
 

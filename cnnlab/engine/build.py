@@ -4,7 +4,7 @@ the learning-rate schedule. Each function takes the few config values it needs."
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -14,8 +14,9 @@ from cnnlab.config import TrainConfig
 from cnnlab.data.loader import make_loader
 from cnnlab.data.samplers import ClassBalancedSampler
 from cnnlab.data.sources.base import ImageSource
-from cnnlab.data.sources.subset import SubsetSource
+from cnnlab.data.sources.subset import ClassSubset, SubsetSource, per_class, pick_classes
 from cnnlab.data.transforms import DeviceNormalize, eval_transform, train_transform
+from cnnlab.engine import finetune
 from cnnlab.engine.distributed import Dist
 from cnnlab.engine.optim import build_optimizer, build_scheduler
 from cnnlab.engine.small_map_conv import route_small_map_convs
@@ -33,6 +34,7 @@ def seed_everything(seed: int) -> None:
 class Data:
     train: ImageSource
     val: ImageSource
+    notes: list[str] = field(default_factory=list)  # what the subset options could not do exactly, for the log
 
     @property
     def classes(self) -> list[str]:
@@ -40,12 +42,27 @@ class Data:
 
 
 def load_sources(cfg: TrainConfig) -> Data:
-    """The training and validation sources (``--train-limit``/``--val-limit`` applied)."""
+    """The training and validation sources: ``--classes`` on both, ``--per-class`` on the training
+    split, then ``--train-limit``/``--val-limit``."""
     from cnnlab.data.datasets import open_split
+    from cnnlab.data.detection_sets import open_detection_split
 
-    train = SubsetSource.limit(open_split(cfg.data, "train", seed=cfg.seed), cfg.train_limit, cfg.seed)
-    val = SubsetSource.limit(open_split(cfg.data, "val", seed=cfg.seed), cfg.val_limit, cfg.seed)
-    return Data(train, val)
+    if cfg.task == "detect" and (cfg.classes or cfg.per_class):
+        raise CnnlabError("--classes and --per-class pick images by their one class; detection images hold boxes of "
+                          "several: select the classes in the labels (and names=) instead")  # fmt: skip
+    opener = open_detection_split if cfg.task == "detect" else open_split
+    train, val = opener(cfg.data, "train", seed=cfg.seed), opener(cfg.data, "val", seed=cfg.seed)
+    if cfg.classes:
+        keep = pick_classes(train, cfg.classes)
+        train, val = ClassSubset(train, keep), ClassSubset(val, keep)
+    notes = []
+    if cfg.per_class:
+        train, short = per_class(train, cfg.per_class, cfg.seed)
+        if short:
+            notes.append(f"--per-class {cfg.per_class}: class(es) {', '.join(short)} have fewer training images; all of theirs are used")
+    train = SubsetSource.limit(train, cfg.train_limit, cfg.seed)
+    val = SubsetSource.limit(val, cfg.val_limit, cfg.seed)
+    return Data(train, val, notes)
 
 
 def build_preprocess(model: nn.Module, overrides: dict) -> Preprocess:
@@ -113,8 +130,11 @@ def prepare_for_training(
 
 
 def build_optimization(model: nn.Module, cfg: TrainConfig, steps_per_epoch: int):
-    """``(optimizer, scheduler)``; the schedule is stepped every optimizer step."""
-    optimizer = build_optimizer(model, cfg.opt, cfg.lr, cfg.momentum, cfg.nesterov, cfg.weight_decay, cfg.no_decay_bn_bias)
+    """``(optimizer, scheduler)``; the schedule is stepped every optimizer step. Fine-tuning runs (frozen
+    stages, a head or layer-wise lr) get a group per lr; others the plain decay / no-decay pair."""
+    tuned = cfg.freeze or cfg.head_lr_mult != 1 or cfg.layer_decay != 1 or bool(getattr(model, "frozen", ()))
+    groups = finetune.param_groups(model, cfg) if tuned else None
+    optimizer = build_optimizer(model, cfg.opt, cfg.lr, cfg.momentum, cfg.nesterov, cfg.weight_decay, cfg.no_decay_bn_bias, groups)
     scheduler = build_scheduler(
         optimizer, steps_per_epoch, cfg.epochs, sched=cfg.sched, warmup_epochs=cfg.warmup_epochs,
         warmup_factor=cfg.warmup_factor, step_size=cfg.step_size, milestones=cfg.milestones, gamma=cfg.gamma,

@@ -8,6 +8,7 @@ the preprocessing, so ``valid`` and ``predict`` need nothing but the file. Train
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -105,8 +106,10 @@ def _shape(v: Any) -> tuple | None:
     return tuple(v.shape) if isinstance(v, torch.Tensor) else None
 
 
-def load_weights(model: nn.Module, state_dict: dict, source: str) -> None:
-    """Strict load with one clear line when the class count (or anything else) differs."""
+def load_weights(model: nn.Module, state_dict: dict, source: str) -> list[str]:
+    """Strict load with one clear line when the class count (or anything else) differs; returns the
+    notes worth printing (an auxiliary head the weights do not have)."""
+    state_dict = model.adapt_state_dict(state_dict) if isinstance(model, Classifier) else state_dict
     own = model.state_dict()
     for key, value in state_dict.items():
         if key in own and _shape(own[key]) != _shape(value):
@@ -117,23 +120,46 @@ def load_weights(model: nn.Module, state_dict: dict, source: str) -> None:
                 )
             raise CnnlabError(f"{source} does not fit this model: {key} is {tuple(value.shape)} there, {tuple(own[key].shape)} here")
     missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    aux, missing = _split_aux(model, missing)
     if missing or unexpected:
         what = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
         raise CnnlabError(f"{source} is for a different architecture ({what}); check --model")
+    return [_aux_note(source, aux)] if aux else []
 
 
-def load_features(model: Classifier, state_dict: dict) -> None:
-    """Fine-tuning: every weight but the classifier's."""
+def _split_aux(model: nn.Module, missing: list[str]) -> tuple[list[str], list[str]]:
+    """Missing keys of whole auxiliary heads (timm's inception_v3 has none): those heads only train,
+    never change an output, and start fresh; any other missing key is an error."""
+    if not isinstance(model, Classifier):
+        return [], missing
+    heads = [h + "." for h in model.head_modules()[1:]]
+    in_heads = {k for k in missing if k.startswith(tuple(heads))}
+    whole = [h for h in heads if any(k.startswith(h) for k in in_heads) and all(k in in_heads for k, _ in model.named_parameters() if k.startswith(h))]
+    aux = [k for k in in_heads if k.startswith(tuple(whole))]
+    return sorted({k.split(".")[0] for k in aux}), [k for k in missing if k not in aux]
+
+
+def _aux_note(source: str, heads: list[str]) -> str:
+    return f"{source} has no auxiliary classifier: {', '.join(heads)} start(s) from fresh weights (used in training only, no output changes)"
+
+
+def load_features(model: Classifier, state_dict: dict, source: str = "checkpoint") -> list[str]:
+    """Fine-tuning: every weight but the classifier's, which starts fresh; returns the line saying so."""
+    state_dict = model.adapt_state_dict(state_dict)
     prefix = model.meta.classifier + "."
+    old_head = state_dict.get(prefix + "weight")
     kept = {k: v for k, v in state_dict.items() if not k.startswith(prefix)}
     own = model.state_dict()
     for key, value in kept.items():
         if key in own and _shape(own[key]) != _shape(value):
-            raise CnnlabError(f"checkpoint does not fit this model: {key} is {tuple(value.shape)} there, {tuple(own[key].shape)} here")
+            raise CnnlabError(f"{source} does not fit this model: {key} is {tuple(value.shape)} there, {tuple(own[key].shape)} here")
     missing, unexpected = model.load_state_dict(kept, strict=False)
-    missing = [k for k in missing if not k.startswith(prefix)]
+    aux, missing = _split_aux(model, [k for k in missing if not k.startswith(prefix)])
     if missing or unexpected:
-        raise CnnlabError(f"checkpoint is for a different architecture (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise CnnlabError(f"{source} is for a different architecture (missing {missing[:3]}, unexpected {unexpected[:3]}); check --model")
+    was = f"{old_head.shape[0]} outputs" if isinstance(old_head, torch.Tensor) else "another classifier"
+    notes = [f"new classifier: {model.meta.classifier} starts fresh with {model.num_classes} outputs ({source} had {was}, not loaded)"]
+    return notes + ([_aux_note(source, aux)] if aux else [])
 
 
 def model_from_checkpoint(ckpt: dict, use_ema: bool = True) -> tuple[Classifier, list[str], Preprocess]:
@@ -158,11 +184,40 @@ def weights_from(path: str) -> dict:
     raise CnnlabError(f"{p} holds neither a cnnlab checkpoint nor a state_dict")
 
 
-def start_weights(model: nn.Module, init: str, finetune: str) -> None:
-    """``--init`` (every weight, same classes) or ``--finetune`` (all but the classifier) for a new run."""
+def start_weights(model: nn.Module, init: str, finetune: str) -> list[str]:
+    """``--init`` (every weight, same classes) or ``--finetune`` (all but the classifier) for a new run:
+    from a cnnlab checkpoint, a torchvision/timm state_dict, or (darknet cfgs) a darknet ``.weights``
+    file — a ``partial`` backbone included. Returns the lines to print."""
     if init and finetune:
         raise CnnlabError("give either --init (same classes) or --finetune (new classifier), not both")
+    path = init or finetune
+    if not path:
+        return []
+    if is_darknet_weights(path):
+        return _start_darknet(model, path, full=bool(init))
     if init:
-        load_weights(model, weights_from(init), init)
-    if finetune:
-        load_features(model, weights_from(finetune))
+        return load_weights(model, weights_from(init), init)
+    if not isinstance(model, Classifier):
+        raise CnnlabError(f"--finetune puts a new classifier on a classifier; {type(model).__name__} is not one (use --init)")
+    return load_features(model, weights_from(finetune), finetune)
+
+
+def is_darknet_weights(path: str) -> bool:
+    """A ``.weights`` file or a ``partial`` backbone (``darknet19_448.conv.23``)."""
+    name = Path(path).name
+    return name.endswith(".weights") or bool(re.search(r"\.conv\.\d+$", name))
+
+
+def _start_darknet(model: nn.Module, path: str, full: bool) -> list[str]:
+    net = getattr(model, "net", None)
+    if net is None or not hasattr(net, "load_weights"):
+        raise CnnlabError(f"{path} is a darknet weights file; it loads into a darknet cfg model (--model darknet:CFG)")
+    from cnnlab.darknet.classifier import classifier_index
+
+    k = None if full else classifier_index(net)
+    net.load_weights(path, allow_partial=not full, upto=k)
+    loaded = net.loaded_layers
+    line = f"loaded darknet weights {path}: layers 0-{loaded - 1} of {len(net.layers)}"
+    if not full:
+        line += f"; layer {k} [{net.sections[k + 1].type}] is the new classifier ({model.num_classes} outputs), layers {loaded}-{len(net.layers) - 1} start fresh"
+    return [line]

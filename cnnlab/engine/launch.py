@@ -40,8 +40,7 @@ def launch(nproc: int, argv: list[str], max_restarts: int = 0) -> int:
 
     if nproc < 1:
         raise CnnlabError(f"--nproc {nproc}: give at least 1 process")
-    # torchrun would set one thread per process with a warning; share the cores out instead
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    _share_cores(nproc)
     for name in list(logging.root.manager.loggerDict):  # torchrun's modules log through their own loggers
         if name.startswith("torch.distributed"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
@@ -56,6 +55,18 @@ def launch(nproc: int, argv: list[str], max_restarts: int = 0) -> int:
         code = next(iter(e.failures.values())).exitcode
         return code if code > 0 else 128 - code
     return 0
+
+
+def _share_cores(nproc: int) -> None:
+    """Each rank gets cores / nproc threads (torchrun alone would give it one, with a warning), unless
+    the user chose: their OMP_NUM_THREADS is inherited, their ``--threads N`` is in every rank's argv."""
+    from cnnlab import threads
+
+    decided = threads.current() or threads.decide(os.environ, threads.cpus_available())
+    per_rank = threads.for_ranks(nproc, decided)
+    if per_rank is not None:
+        os.environ["OMP_NUM_THREADS"] = str(per_rank)
+        print(f"{nproc} processes x {per_rank} thread(s) on {decided.cpus} cores")  # beside the global batch line
 
 
 def _how(exitcode: int) -> str:

@@ -26,9 +26,11 @@ def param_groups(model: nn.Module, weight_decay: float, no_decay_bn_bias: bool) 
 
 
 def build_optimizer(
-    model: nn.Module, opt: str, lr: float, momentum: float, nesterov: bool, weight_decay: float, no_decay_bn_bias: bool
+    model: nn.Module, opt: str, lr: float, momentum: float, nesterov: bool, weight_decay: float, no_decay_bn_bias: bool,
+    groups: list[dict] | None = None,
 ) -> torch.optim.Optimizer:
-    groups = param_groups(model, weight_decay, no_decay_bn_bias)
+    """``groups`` (each with its own lr, e.g. fine-tuning's) replace the default decay / no-decay split."""
+    groups = groups if groups is not None else param_groups(model, weight_decay, no_decay_bn_bias)
     if opt == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0)
     if opt == "adamw":

@@ -149,7 +149,19 @@ def _save_config(cfg, path: Path, world: int) -> None:
     from cnnlab import __version__, config as config_mod
 
     extra = {"cnnlab_version": __version__, "git_revision": git_revision(), "world_size": world}  # global_batch: a config key
+    extra["threads"] = threads_record()
     config_mod.save(cfg, path / "config.yaml", extra)
+
+
+def threads_record() -> dict:
+    """This process's threads (rank 0's; every rank's count is the same unless the user set otherwise)."""
+    import torch
+
+    from cnnlab import threads
+
+    decided = threads.current()
+    record = decided.record() if decided else {"source": "not set by cnnlab (library use)"}
+    return record | {"threads": torch.get_num_threads()}  # what torch runs with, whatever set it
 
 
 def _mkdir(p: Path, exist_ok: bool) -> None:

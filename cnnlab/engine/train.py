@@ -34,6 +34,7 @@ from cnnlab.engine.autobatch import settle_batch
 from cnnlab.engine.device import amp_dtype, is_out_of_memory, pick_device
 from cnnlab.engine.distributed import Dist
 from cnnlab.engine.evaluate import evaluate
+from cnnlab.engine.finetune import Finetune
 from cnnlab.engine.logger import RunLogger
 from cnnlab.engine.loop import NonFiniteLoss, Trainer, train_one_epoch  # noqa: F401  (NonFiniteLoss: public)
 from cnnlab.engine.preemption import Preemption
@@ -61,6 +62,7 @@ class Run:
     writer: CheckpointWriter
     images_per_epoch: int  # this rank's samples per epoch
     resumed: RankState | None = None  # this rank's part of the checkpoint a mid-epoch resume starts from
+    finetune: Finetune | None = None  # frozen stages and when they start to train
 
 
 def train(cfg: TrainConfig, resume: str | None = None) -> dict | None:
@@ -116,18 +118,22 @@ def setup(cfg: TrainConfig, resume: str | None, dist: Dist, device: torch.device
     model = ckpt_mod.build_model(ckpt["arch"]) if ckpt else task.build_model(cfg.model, cfg.model_kwargs)
     task.check_model(model)
     pre = build_preprocess(model, cfg.preprocess)
+    notes = list(data.notes)
     if ckpt is None:
-        ckpt_mod.start_weights(model, cfg.init, cfg.finetune)
+        notes += ckpt_mod.start_weights(model, cfg.init, cfg.finetune)
+    tuning = Finetune.from_config(model, cfg)
+    notes.append(tuning.freeze(model))
     normalize = prepare_for_training(model, pre, cfg, device, amp)
     train_loader, val_loader = load_data(cfg, data, pre, dist, pin=device.type == "cuda", task=task, model=model)
     spe = steps_per_epoch(len(train_loader), cfg, len(data.train), dist.world)
     optimizer, scheduler = build_optimization(model, cfg, spe)
+    if tuning.unfrozen_by(ckpt["train_state"]["epoch"] if ckpt else 0):  # the optimizer as the run had it when it saved
+        notes.append(tuning.unfreeze(model, optimizer, scheduler, cfg))
     scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True) if cfg.ema_decay > 0 else None
     if dist.rank > 0:  # rank 0 keeps the one-process stream; the others draw their own dropout masks
         torch.manual_seed(cfg.seed + 7919 * dist.rank)
-    forward = distributed.wrap(model, device, cfg.sync_bn)
-    forward = torch.compile(forward) if cfg.compile else forward
+    forward = wrap_for_training(model, cfg, device)
     trainer = Trainer(forward, task, normalize, optimizer, scheduler, scaler, ema, device, amp, cfg.accum_steps, cfg.clip_grad, cfg.seed,
                       input_size=pre.input_size)  # fmt: skip
     logger = RunLogger(run.path, main=dist.is_main, progress=cfg.progress, log_every=cfg.log_every)
@@ -138,8 +144,26 @@ def setup(cfg: TrainConfig, resume: str | None, dist: Dist, device: torch.device
     if batch_line:
         logger.info(batch_line)
     logger.info(_opening_line(cfg, data, dist, device, amp))
+    for line in filter(None, notes):
+        logger.info(line)
     per_epoch = len(train_loader) * cfg.batch_size
-    return Run(cfg, dist, data, run, trainer, train_loader, val_loader, state, logger, writer, per_epoch, resumed)
+    return Run(cfg, dist, data, run, trainer, train_loader, val_loader, state, logger, writer, per_epoch, resumed, tuning)
+
+
+def wrap_for_training(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.nn.Module:
+    """DDP (several processes) and torch.compile around the model; redone when frozen stages start to
+    train, because DDP only all-reduces the parameters that needed a gradient when it was made."""
+    forward = distributed.wrap(model, device, cfg.sync_bn)
+    return torch.compile(forward) if cfg.compile else forward
+
+
+def unfreeze_if_due(r: Run) -> None:
+    """At an epoch boundary, before the checkpoint: from ``--unfreeze-at`` on every stage trains."""
+    t, model = r.trainer, unwrap(r.trainer.model)
+    if r.finetune is None or not r.finetune.unfrozen_by(r.state.epoch) or not model.frozen:
+        return
+    r.logger.info(r.finetune.unfreeze(model, t.optimizer, t.scheduler, r.cfg))
+    t.model = wrap_for_training(model, r.cfg, t.device)
 
 
 def _opening_line(cfg: TrainConfig, data: Data, dist: Dist, device: torch.device, amp: torch.dtype | None) -> str:
@@ -223,6 +247,7 @@ def end_epoch(r: Run, bad_log: BadImageLog, seconds: float, images_before: int) 
         state.best, state.best_epoch = report.primary, state.epoch + 1
     state.epoch += 1
     state.start_epoch()
+    unfreeze_if_due(r)
     r.writer.save(t, state, None, best=is_best)
     return report
 

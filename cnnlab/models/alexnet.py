@@ -75,6 +75,7 @@ class AlexNet(Classifier):
             first_conv="features.0",
             classifier="classifier.6",
             paper=PAPER,
+            extra={"stage_parents": ["features"], "head_stages": 2},  # a stage per conv; fc6, fc7 are the head's
         )
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -122,6 +123,7 @@ class AlexNetOWT(Classifier):
             first_conv="features.0",
             classifier="classifier.6",
             paper=OWT_PAPER,
+            extra={"stage_parents": ["features"], "head_stages": 2},  # a stage per conv; fc6, fc7 are the head's
         )
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

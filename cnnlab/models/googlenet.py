@@ -231,6 +231,7 @@ class BNInception(Classifier):
             first_conv="stem.0.conv",
             classifier="fc",
             paper=BN_PAPER,
+            extra={"stage_parents": ["stem", "blocks"]},  # stem convs, then each block
         )
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

@@ -382,6 +382,7 @@ class InceptionV4(Classifier):
             first_conv="features.0.conv",
             classifier="last_linear",
             paper=V4_PAPER,
+            extra={"stage_parents": ["features"]},  # stem convs, then each block
         )
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

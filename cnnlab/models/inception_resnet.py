@@ -263,6 +263,7 @@ class InceptionResNetV1(Classifier):
             first_conv="stem.0.conv",
             classifier="classif",
             paper=V4_PAPER,
+            extra={"stage_parents": ["stem", "blocks"]},  # stem convs, then each block
         )
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

@@ -55,6 +55,7 @@ class LeNet5(Classifier):
             first_conv="features.0",
             classifier="fc",
             paper=PAPER,
+            extra={"stage_parents": ["features"], "head_stages": 2},  # stages C1, C3 (features), C5, F6 (head)
         )
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -162,7 +163,7 @@ class LeNet5Paper(Classifier):
             first_conv="c1",
             classifier="output",
             paper=PAPER,
-            extra={"output": output},
+            extra={"output": output, "head_stages": 1},  # F6 is in forward_head
         )
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

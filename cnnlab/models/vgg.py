@@ -74,7 +74,7 @@ class VGG(Classifier):
             first_conv="features.0",
             classifier="classifier.6",
             paper=PAPER,
-            extra={"config": config, "batch_norm": batch_norm},
+            extra={"config": config, "batch_norm": batch_norm, "stage_parents": ["features"], "head_stages": 2},  # a stage per conv (+BN); fc6, fc7 in the head
         )
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -83,6 +83,23 @@ class VGG(Classifier):
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.avgpool(x).flatten(1)  # (B, 25088)
         return self.classifier[:-1](x) if pre_logits else self.classifier(x)
+
+
+    def adapt_state_dict(self, state_dict: dict) -> dict:
+        """timm's VGG computes fc6/fc7 as convolutions (``pre_logits.fc1``: 7×7, ``fc2``: 1×1) and fc8 as
+        ``head.fc``: the same weights, reshaped to linear layers. At 7×7 (224 input) the output is the
+        same; timm's own pooling after fc7 only matters for larger inputs."""
+        if "pre_logits.fc1.weight" not in state_dict:
+            return state_dict
+        renamed = {"pre_logits.fc1": "classifier.0", "pre_logits.fc2": "classifier.3", "head.fc": "classifier.6"}
+        out = {}
+        for key, value in state_dict.items():
+            module, _, leaf = key.rpartition(".")
+            if module in renamed:
+                key = f"{renamed[module]}.{leaf}"
+                value = value.flatten(1) if leaf == "weight" else value  # (out, C, kh, kw) → (out, C·kh·kw), C-major as flatten(1) of the map
+            out[key] = value
+        return out
 
 
 def _init_weights(model: nn.Module) -> None:

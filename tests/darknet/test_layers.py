@@ -318,3 +318,37 @@ def test_forward_logits_stops_before_softmax_and_cost() -> None:
     assert logits.shape == (3, 5)
     torch.testing.assert_close(torch.softmax(logits, 1), probs)
     assert not torch.allclose(logits, probs)
+
+
+def test_initial_weights_are_darknets_not_torchs() -> None:
+    """make_convolutional_layer / make_connected_layer / make_local_layer: weights
+    scale·rand_uniform(-1, 1) with scale = sqrt(2/fan_in) (pjreddie's convolutions: scale·rand_normal()),
+    biases 0, BN scales 1 — torch's defaults are uniform ±1/sqrt(fan_in) with random biases, √2 smaller,
+    which is a different effective learning rate for every layer under batch norm."""
+    body = (
+        "[convolutional]\nbatch_normalize=1\nfilters=64\nsize=3\npad=1\nactivation=leaky\n"  # fan_in 27
+        "[convolutional]\nfilters=96\nsize=1\ngroups=4\nactivation=linear\n"  # fan_in 16, biases
+        "[local]\nfilters=4\nsize=3\nstride=2\nactivation=linear\n"  # fan_in 96·9
+        "[connected]\noutput=300\nactivation=linear\n"
+    )
+    torch.manual_seed(0)
+    for flavor in ("alexeyab", "pjreddie"):
+        m = net(body, w=16, h=16, flavor=flavor)
+        conv0, conv1, local, fc = m.layers
+        fc_in = local.out_shape[0] * local.out_shape[1] * local.out_shape[2]
+        for w, fan_in, normal in [
+            (conv0.conv.weight, 27, flavor == "pjreddie"),
+            (conv1.conv.weight, 16, flavor == "pjreddie"),
+            (local.weight, 96 * 9, False),
+            (fc.fc.weight, fc_in, False),
+        ]:
+            scale = (2 / fan_in) ** 0.5
+            std = float(w.std())
+            if normal:
+                assert std == pytest.approx(scale, rel=0.08)
+            else:
+                assert float(w.abs().max()) <= scale
+                assert float(w.abs().max()) > 0.97 * scale
+                assert std == pytest.approx(scale / 3**0.5, rel=0.08)
+        assert torch.all(conv0.bn.weight == 1) and torch.all(conv0.bn.bias == 0)
+        assert torch.all(conv1.conv.bias == 0) and torch.all(local.bias == 0) and torch.all(fc.fc.bias == 0)

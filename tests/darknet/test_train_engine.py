@@ -80,7 +80,7 @@ def test_darknet_rate_sets_the_rate_of_the_update_about_to_be_reached() -> None:
     assert resumed.last_epoch == 20 and resumed.get_lr() == [t.rate(23)]
 
 
-def test_a_nan_loss_stops_with_darknets_advice(dataset: Path, tmp_path: Path, capsys) -> None:
+def test_a_nan_loss_stops_with_darknets_advice(dataset: Path, tmp_path: Path, capsys) -> None:  # noqa: F811  (dataset: the imported fixture)
     (tmp_path / "net.cfg").write_text(CFG.replace("learning_rate=0.1", "learning_rate=100000"))
     code = main(["darknet", "classifier", "train", str(dataset), str(tmp_path / "net.cfg")])
     err = capsys.readouterr().err.strip().splitlines()
@@ -89,7 +89,7 @@ def test_a_nan_loss_stops_with_darknets_advice(dataset: Path, tmp_path: Path, ca
     assert not (tmp_path / "backup" / "net.weights").exists()  # nothing from the failed update on is saved
 
 
-def test_an_unreadable_image_is_replaced_so_every_update_has_its_images(dataset: Path) -> None:
+def test_an_unreadable_image_is_replaced_so_every_update_has_its_images(dataset: Path) -> None:  # noqa: F811
     # one image per micro-batch: dropping the unreadable one would leave a micro-batch empty
     listing = dataset.parent / "train.list"
     broken = dataset.parent / "img" / "red" / "broken.png"
@@ -103,7 +103,7 @@ def test_an_unreadable_image_is_replaced_so_every_update_has_its_images(dataset:
     assert err.getvalue().count("warning: skipping") == 1 and f"skipped 1 unreadable image(s): {broken}" in err.getvalue()
 
 
-def test_topk_skips_an_unreadable_validation_image(dataset: Path) -> None:
+def test_topk_skips_an_unreadable_validation_image(dataset: Path) -> None:  # noqa: F811
     valid = dataset.parent / "valid.list"
     broken = dataset.parent / "img" / "blue" / "broken.png"
     broken.write_bytes(b"")

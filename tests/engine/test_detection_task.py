@@ -52,3 +52,48 @@ def test_classification_data_with_detect_is_one_line(tmp_path: Path, capsys: pyt
                  "--out", str(tmp_path / "r")]) == 2  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["cnnlab train: error: --task detect needs a detection source (a darknet .data file with YOLO labels, or a VOC folder)"]
+
+
+def _shapes_as_voc(data: Path, root: Path) -> Path:
+    """The shapes set rewritten as a PASCAL VOC folder: corner boxes in 1-based pixels, as VOC stores them."""
+    from PIL import Image
+
+    names = (data.parent / "shapes.names").read_text().split()
+    (root / "Annotations").mkdir(parents=True)
+    (root / "JPEGImages").mkdir()
+    (root / "ImageSets" / "Main").mkdir(parents=True)
+    for listing, split in (("train.txt", "train"), ("valid.txt", "val")):
+        ids = []
+        for line in (data.parent / listing).read_text().split():
+            image = Path(line)
+            w, h = Image.open(image).size
+            objects = ""
+            for row in (image.with_suffix(".txt")).read_text().splitlines():
+                c, xc, yc, bw, bh = (float(v) for v in row.split())
+                box = [(xc - bw / 2) * w + 1, (yc - bh / 2) * h + 1, (xc + bw / 2) * w + 1, (yc + bh / 2) * h + 1]
+                objects += (f"<object><name>{names[int(c)]}</name><difficult>0</difficult><bndbox><xmin>{box[0]:.1f}</xmin>"
+                            f"<ymin>{box[1]:.1f}</ymin><xmax>{box[2]:.1f}</xmax><ymax>{box[3]:.1f}</ymax></bndbox></object>")  # fmt: skip
+            (root / "Annotations" / f"{image.stem}.xml").write_text(
+                f"<annotation><size><width>{w}</width><height>{h}</height></size>{objects}</annotation>")  # fmt: skip
+            (root / "JPEGImages" / f"{image.stem}.jpg").write_bytes(image.read_bytes())
+            ids.append(image.stem)
+        (root / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(i + "\n" for i in ids))
+    return root
+
+
+def test_a_voc_folder_trains_the_same_as_its_yolo_labels(tmp_path: Path, shapes: Path) -> None:
+    from cnnlab.data.detection_sets import open_detection_split
+
+    voc = _shapes_as_voc(shapes, tmp_path / "VOC")
+    yolo, pascal = open_detection_split(str(shapes), "val"), open_detection_split(str(voc), "val")
+    assert pascal.classes == yolo.classes and len(pascal) == len(yolo)
+    for i in range(len(yolo)):  # VOC's 1-based corners come back as the YOLO labels they were written from
+        torch.testing.assert_close(torch.as_tensor(pascal.boxes(i)), torch.as_tensor(yolo.boxes(i)), atol=2e-3, rtol=0)
+    assert _train(_small_cfg(tmp_path), voc, tmp_path / "run", "--epochs", "1") == 0
+    assert "val_map" in json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+
+
+def test_a_voc_folder_for_classification_is_one_line(tmp_path: Path, shapes: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    voc = _shapes_as_voc(shapes, tmp_path / "VOC")
+    assert main(["train", "--model", "lenet5", "--data", str(voc), "--out", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err.strip() == f"cnnlab train: error: {voc} is a PASCAL VOC folder (boxes, not classes): train a detector on it with --task detect"

@@ -66,3 +66,24 @@ def test_documented_count_is_torchvisions_published_figure(name: str, documented
         assert sum(p.numel() for p in ours.parameters()) == figure
     else:
         assert documented_counts[name] == figure
+
+
+# timm lays out two zoo families differently: VGG's fc6/fc7 are convolutions (a ConvMlp ``pre_logits``),
+# and its inception_v3 has no auxiliary head. cnnlab's loader maps the first and leaves the second's
+# aux head fresh (it only trains); both then give timm's outputs.
+@pytest.mark.parametrize("name", ["vgg11", "inception_v3"])
+def test_timm_layouts_load_through_the_checkpoint_loader_with_equal_outputs(name: str) -> None:
+    from cnnlab.engine.checkpoint import load_weights
+
+    torch.manual_seed(0)
+    ref = timm.create_model(name, pretrained=False).eval()
+    _randomise_bn_stats(ref)
+    ours = create_model(name)
+    notes = load_weights(ours, ref.state_dict(), f"timm {name}")
+    assert notes == ([] if name == "vgg11" else ["timm inception_v3 has no auxiliary classifier: AuxLogits start(s) from fresh weights (used in training only, no output changes)"])
+    ours.eval()
+    x = torch.randn(2, *ours.meta.preprocess.input_size)
+    with torch.no_grad():
+        expected, got = ref(x), ours(x)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    assert expected.std() > 0

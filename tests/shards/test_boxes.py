@@ -13,6 +13,7 @@ from PIL import Image
 
 from cnnlab.data.boxes import BoxFixes
 from cnnlab.data.datasets import open_split
+from cnnlab.data.detection_sets import open_detection_split
 from cnnlab.data.shards.fields import LABEL, SIDECAR, BoxesCodec, ImageField, Sidecar
 from cnnlab.data.shards.source import ShardBoxes, ShardSource, open_shard_boxes
 from cnnlab.data.sources.base import BadImage
@@ -70,6 +71,8 @@ def test_boxes_round_trip_through_shards(folders: Path, tmp_path: Path, relative
         np.testing.assert_allclose(src.boxes(i), direct.boxes(by_original[side.original]), atol=0.01)
         assert src.label(i) == 1 and src.difficult(i).tolist() == [False] * len(rows[stem])
     assert seen == 4
+    routed = open_detection_split(f"shards:{tmp_path / 's'}", "train")  # what `cnnlab train --task detect` opens
+    assert isinstance(routed, ShardBoxes) and [routed.boxes(i).tolist() for i in range(len(src))] == [src.boxes(i).tolist() for i in range(len(src))]
     tally = src.scan()
     assert tally.fixes == BoxFixes(kept=5, clamped=0 if relative else 1) and tally.missing == len(src) - 4
 

@@ -1,0 +1,127 @@
+"""Exported files loaded back into a callable: ``runner(batch) -> [np.ndarray, …]`` (one per output).
+
+``batch`` is NCHW, numpy or torch, uint8 for a ``--input uint8`` export and float32 otherwise (the
+file's ``metadata["input_dtype"]``). The same loaders serve the parity check and, later, prediction
+through onnxruntime/OpenVINO.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cnnlab.errors import CnnlabError
+from cnnlab.export.metadata import RT_INFO_SECTION, TORCHSCRIPT_FILE
+
+OV_PRECISIONS = {"fp32": "f32", "f32": "f32", "bf16": "bf16"}
+
+
+@dataclass
+class Runner:
+    run: Callable[[np.ndarray], list[np.ndarray]]
+    metadata: dict[str, str]
+    backend: str
+
+    @property
+    def input_dtype(self) -> np.dtype:
+        return np.dtype(self.metadata.get("input_dtype", "float32"))
+
+    def __call__(self, images) -> list[np.ndarray]:  # (N, C, H, W) numpy or torch → one array per output
+        arr = images.detach().cpu().numpy() if hasattr(images, "detach") else np.asarray(images)
+        return self.run(np.ascontiguousarray(arr, dtype=self.input_dtype))
+
+
+def _existing(path: str | Path) -> Path:
+    p = Path(path)
+    if not p.is_file():
+        raise CnnlabError(f"exported model {p} does not exist")
+    return p
+
+
+def load_onnxruntime(path: str | Path, threads: int | None = None) -> Runner:
+    import onnxruntime as ort
+
+    p = _existing(path)
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    metadata = dict(session.get_modelmeta().custom_metadata_map)
+    return Runner(lambda x: list(session.run(None, {name: x})), metadata, "onnxruntime")
+
+
+def openvino_metadata(model) -> dict[str, str]:
+    """The ``rt_info['cnnlab']`` entries of an ``openvino.Model``."""
+    if not model.has_rt_info([RT_INFO_SECTION]):
+        return {}
+    keys = model.get_rt_info()[RT_INFO_SECTION]  # a dict of OVAny values
+    return {key: model.get_rt_info([RT_INFO_SECTION, key]).astype(str) for key in keys}
+
+
+def load_openvino(path: str | Path, precision: str | None = "f32", threads: int | None = None) -> Runner:
+    """``precision`` pins the CPU plugin's inference precision (f32 for parity; it picks bf16 by
+    itself on CPUs that have it); ``None`` leaves OpenVINO's default."""
+    import openvino as ov
+
+    p = _existing(path)
+    core = ov.Core()
+    model = core.read_model(str(p))
+    config: dict[str, str | int] = {}
+    if precision is not None:
+        config["INFERENCE_PRECISION_HINT"] = OV_PRECISIONS[precision]
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    compiled = core.compile_model(model, "CPU", config)
+    request = compiled.create_infer_request()
+
+    def run(x: np.ndarray) -> list[np.ndarray]:
+        result = request.infer({0: x})
+        return [np.array(result[out]) for out in compiled.outputs]
+
+    return Runner(run, openvino_metadata(model), "openvino")
+
+
+def load_torchscript(path: str | Path) -> Runner:
+    import torch
+
+    p = _existing(path)
+    extra = {TORCHSCRIPT_FILE: ""}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream but still loads
+        module = torch.jit.load(str(p), map_location="cpu", _extra_files=extra)
+    metadata = json.loads(extra[TORCHSCRIPT_FILE] or "{}")
+
+    def run(x: np.ndarray) -> list[np.ndarray]:
+        with torch.inference_mode():
+            return [o.numpy() for o in module(torch.from_numpy(x))]
+
+    return Runner(run, metadata, "torchscript")
+
+
+def load_exported(path: str | Path, **kwargs) -> Runner:
+    """By suffix: ``.onnx`` → onnxruntime, ``.xml`` → OpenVINO, ``.pt``/``.ts`` → TorchScript."""
+    suffix = Path(path).suffix.lower()
+    loaders = {".onnx": load_onnxruntime, ".xml": load_openvino, ".pt": load_torchscript, ".ts": load_torchscript}
+    if suffix not in loaders:
+        raise CnnlabError(f"{path}: unknown exported format {suffix!r}; expected .onnx, .xml or .ts")
+    return loaders[suffix](path, **kwargs)
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata of an exported file, without compiling it."""
+    p = _existing(path)
+    if p.suffix == ".onnx":
+        import onnx
+
+        return {q.key: q.value for q in onnx.load(str(p), load_external_data=False).metadata_props}
+    if p.suffix == ".xml":
+        import openvino as ov
+
+        return openvino_metadata(ov.Core().read_model(str(p)))
+    return load_torchscript(p).metadata

@@ -1,0 +1,45 @@
+"""TorchScript export (``torch.jit.trace``), metadata as the extra file ``cnnlab_metadata.json``.
+
+Traced, not scripted: darknet layers index Python lists of outputs, which scripting rejects. The
+trace runs on a batch of 2 and is checked on other batch sizes by the parity run."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from cnnlab.export.metadata import TORCHSCRIPT_FILE
+from cnnlab.export.prepare import Prepared, prepare, replace, temp_beside
+from cnnlab.model_meta import Preprocess
+
+
+def write_torchscript(prep: Prepared, path: Path) -> Path:
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TracerWarnings about Python values; the parity run checks the result
+        traced = torch.jit.trace(prep.graph, (prep.example,), check_trace=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_beside(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream but still saves
+            torch.jit.save(traced, str(tmp), _extra_files={TORCHSCRIPT_FILE: json.dumps(prep.metadata)})
+        replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def export_torchscript(
+    model: nn.Module,
+    preprocess: Preprocess,
+    path: str | Path,
+    *,
+    input_uint8: bool = False,
+    classes: list[str] | None = None,
+) -> Path:
+    prep = prepare(model, preprocess, classes=classes, input_uint8=input_uint8)
+    return write_torchscript(prep, Path(path))

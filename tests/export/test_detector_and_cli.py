@@ -1,0 +1,133 @@
+"""Detector raw-head export (parity, and the copyable numpy decode against cnnlab's darknet decode),
+bf16 OpenVINO export, and the command's output and one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cnnlab.cli import main
+from cnnlab.export import load_onnxruntime, load_openvino, read_metadata
+from cnnlab.export.parity import reference_outputs, sample_images
+from tests.export.cfgs import YOLO
+from tests.export.conftest import resnet18_mnist, train_briefly
+
+
+@pytest.fixture(scope="module")
+def detector(tmp_path_factory):
+    """A two-head YOLO cfg with random weights and non-trivial BatchNorm statistics, as .weights + .data."""
+    from cnnlab.darknet.layers import DarknetBatchNorm
+    from cnnlab.darknet.model import load_darknet
+
+    tmp = tmp_path_factory.mktemp("yolo")
+    (tmp / "yolo.cfg").write_text(YOLO)
+    torch.manual_seed(0)
+    net = load_darknet(str(tmp / "yolo.cfg"), flavor="alexeyab")
+    for bn in (m for m in net.modules() if isinstance(m, DarknetBatchNorm)):
+        n = bn.weight.numel()
+        bn.weight.data, bn.bias.data = torch.rand(n) + 0.5, torch.randn(n) * 0.1
+        bn.running_mean, bn.running_var = torch.randn(n) * 0.1, torch.rand(n) + 0.5
+    net.save_weights(tmp / "yolo.weights")
+    (tmp / "shapes.names").write_text("disk\nsquare\ntriangle\n")
+    (tmp / "shapes.data").write_text(f"classes=3\nnames={tmp / 'shapes.names'}\n")
+    return tmp, net
+
+
+def test_detector_exports_raw_heads(detector, capsys) -> None:
+    tmp, net = detector
+    cfg, w = tmp / "yolo.cfg", tmp / "yolo.weights"
+    code = main(["export", f"darknet:{cfg}", "--weights", str(w), "--data", str(tmp / "shapes.data"), "--flavor", "alexeyab", "--format", "onnx"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    print(out)
+    assert "outputs head0, head1" in out and "max |onnxruntime - PyTorch|" in out
+    meta = read_metadata(tmp / "yolo.onnx")
+    heads = json.loads(meta["heads"])
+    assert meta["task"] == "detect" and json.loads(meta["classes"]) == ["disk", "square", "triangle"]
+    assert [h["kind"] for h in heads] == ["yolo", "yolo"] and heads[0]["anchors"][0] == [81.0, 82.0]
+    assert meta["detector_resize"].startswith("stretch")
+
+    images, _ = sample_images(net_pre := _pre(net), 8)
+    ref = reference_outputs(net, net_pre, images)
+    got = load_onnxruntime(tmp / "yolo.onnx", threads=1)(images.float() / 255)
+    assert [g.shape for g in got] == [r.shape for r in ref] == [(8, 24, 8, 8), (8, 24, 16, 16)]  # batch 8, traced with 2
+    assert max(np.abs(g - r).max() for g, r in zip(got, ref)) < 1e-4
+
+
+def _pre(net):
+    from cnnlab.darknet.model import darknet_preprocess
+
+    return darknet_preprocess(net)
+
+
+def test_numpy_decode_matches_cnnlab(detector) -> None:
+    from cnnlab.darknet.detect import network_boxes, nms_sort
+    from cnnlab.export.yolo_decode import decode, head_specs, nms
+
+    _, net = detector
+    images, _ = sample_images(_pre(net), 2)
+    with torch.no_grad():
+        outs = net(images.float() / 255)
+    heads = json.loads(json.dumps(head_specs(net)))  # as read back from the metadata
+    thresh = 0.25
+    for k in range(2):
+        theirs = network_boxes(net, [o[k : k + 1] for o in outs], 64, 64, thresh, letter=False)
+        boxes, _, probs = decode([o[k].numpy() for o in outs], heads, thresh)
+        np.testing.assert_allclose(boxes, theirs.boxes, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(probs, theirs.probs, rtol=1e-5, atol=1e-6)
+        kept = nms_sort(theirs, 0.45)
+        want = sorted((c, round(float(kept.probs[i, c]), 5)) for i, c in zip(*np.nonzero(kept.probs)))
+        got = sorted((c, round(p, 5)) for c, p, _ in nms(boxes, probs, 0.45))
+        assert got == want and len(got) > 0
+
+
+def test_bf16_openvino_export_is_close(mnist_train, mnist_val, tmp_path) -> None:
+    """bf16 keeps 8 bits of mantissa: outputs within 2% of the largest |logit|, top-1 equal on >= 97%."""
+    from cnnlab.export import export_openvino
+
+    torch.manual_seed(0)
+    model, pre = resnet18_mnist()
+    model = train_briefly(model, pre, mnist_train, steps=6, lr=0.01)
+    xml = export_openvino(model, pre, tmp_path / "r18-bf16.xml", input_uint8=True, precision="bf16")
+    fp32_bytes = sum(p.numel() * 4 for p in model.parameters())
+    assert xml.with_suffix(".bin").stat().st_size < 0.6 * fp32_bytes  # weights stored as bf16
+    runner = load_openvino(xml, "bf16", threads=1)
+    assert runner.metadata["precision"] == "bf16"
+    images = mnist_val[0][:256]
+    ref = reference_outputs(model, pre, images)[0]
+    out = runner(images)[0]
+    diff, scale = float(np.abs(out - ref).max()), float(np.abs(ref).max())
+    agree = float((out.argmax(1) == ref.argmax(1)).mean())
+    print(f"bf16: max |diff| {diff:.3g} (max |logit| {scale:.3g}); top-1 equal {agree:.3f}")
+    assert diff < 0.02 * scale and agree >= 0.97
+    assert np.abs(ref - reference_outputs(model, pre, images)[0]).max() == 0  # exporting left the model as it was
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["nowhere/run", "--format", "onnx"], "nowhere/run does not exist"),
+        (["{run}", "--format", "tflite"], "unknown format 'tflite'"),
+        (["{run}", "--format", "onnx", "--precision", "bf16"], "bf16 export goes to OpenVINO only"),
+        (["darknet:{cfg}", "--format", "onnx"], "needs its trained weights: pass --weights"),
+        (["darknet:missing.cfg", "--weights", "w", "--format", "onnx"], "cfg missing.cfg does not exist"),
+        (["{run}", "--format", "onnx", "--input", "int8"], "unknown --input 'int8'"),
+        (["{run}", "--format", "onnx"], "already exists; pass --force"),
+    ],
+)
+def test_errors_are_one_line(args: list[str], message: str, detector, tmp_path, capsys) -> None:
+    from cnnlab.models import create_model
+    from tests.export.conftest import MNIST_32, save_checkpoint
+
+    ckpt = save_checkpoint(create_model("lenet5", num_classes=10), [str(i) for i in range(10)], MNIST_32, tmp_path / "run" / "checkpoints" / "best.pt")
+    if message.startswith("already exists"):
+        ckpt.with_suffix(".onnx").write_bytes(b"keep me")
+    argv = [a.format(run=tmp_path / "run", cfg=detector[0] / "yolo.cfg") for a in args]
+    assert main(["export", *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    if message.startswith("already exists"):
+        assert ckpt.with_suffix(".onnx").read_bytes() == b"keep me"
