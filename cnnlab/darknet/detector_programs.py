@@ -24,7 +24,7 @@ from cnnlab.darknet.layers import Yolo
 from cnnlab.darknet.map import MapAccumulator, MapResult, gather
 from cnnlab.darknet.model import DarknetNet
 from cnnlab.darknet.preprocess import load_image, preprocess
-from cnnlab.darknet.programs import _infer, _load, _read_names, _refuse_overwrite
+from cnnlab.darknet.programs import _load, _read_names, _refuse_overwrite
 from cnnlab.darknet.textfiles import read_lines, read_text
 from cnnlab.data.sources.yolo_labels import darknet_records, label_path
 from cnnlab.errors import CnnlabError
@@ -62,6 +62,14 @@ class LabelReport:
                   f"{first(self.bad_class)}", file=err)  # fmt: skip
         if self.bad_images:
             print(f"warning: {len(self.bad_images)} images could not be read and were skipped: {first(self.bad_images)}", file=err)
+
+
+def _forward(model: DarknetNet, x: np.ndarray) -> torch.Tensor | list[torch.Tensor]:
+    """The eager network on one preprocessed image: map/valid/calc_anchors keep darknet's exact float
+    path (their printouts are compared to darknet's digit for digit), not the inference engine's folding."""
+    with torch.inference_mode():
+        param = next(model.parameters(), None)
+        return model(torch.from_numpy(x)[None].to(param.device if param is not None else "cpu"))
 
 
 def truths(label: str, classes: int | None, report: LabelReport, out: TextIO) -> np.ndarray:
@@ -104,7 +112,7 @@ def _detect(model: DarknetNet, path: Path, thresh: float, nms: float, kind: str,
     """One image through the network as darknet's map/valid load it: boxes relative to the image, after NMS."""
     im = load_image(path)
     _, ih, iw = im.shape
-    outs = _infer(model, preprocess(im, model.width, model.height, "alexeyab", "detect", letter_box=letter))
+    outs = _forward(model, preprocess(im, model.width, model.height, "alexeyab", "detect", letter_box=letter))
     assert isinstance(outs, list)
     d = network_boxes(model, outs, iw, ih, thresh, letter)
     return nms_sort(d, nms, kind), iw, ih
