@@ -124,6 +124,9 @@ def apply(flag: int | None = None, announce: bool = True) -> Decision:
     """Decide for this process and set it up: the environment before torch loads, torch after."""
     global _decision
     d = decide(os.environ, cpus_available(), flag)
+    # said only when the policy's own count differs from the cores torch would use (a container's CPU
+    # quota), and only when it takes effect; under torchrun the launcher (cnnlab train --nproc) says it
+    quota = d.source == "cores" and d.threads != _affinity_cpus() and "LOCAL_RANK" not in os.environ
     if "torch" in sys.modules:  # a library user or a test: libgomp has read its environment already
         import torch
 
@@ -132,13 +135,11 @@ def apply(flag: int | None = None, announce: bool = True) -> Decision:
         # else the count is theirs (OMP_NUM_THREADS as torch read it, or their own set_num_threads)
         # the wait policy is the one an earlier call set before torch loaded, else whatever libgomp found
         wait = _decision.wait_policy if _decision is not None else "unchanged (torch was imported first)"
-        d = replace(d, threads=torch.get_num_threads(), wait_policy=wait, env={})
+        d, quota = replace(d, threads=torch.get_num_threads(), wait_policy=wait, env={}), False
     else:
         os.environ.update(d.env)
     _decision = d
-    # said only when the policy's own count differs from torch's (a container's CPU quota); under
-    # torchrun the launcher (cnnlab train --nproc) says it once for every rank
-    if announce and d.source == "cores" and d.threads != _affinity_cpus() and "LOCAL_RANK" not in os.environ:
+    if announce and quota:
         print(f"cnnlab: {d.line()}", file=sys.stderr)
     return d
 
