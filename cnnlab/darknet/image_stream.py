@@ -72,3 +72,19 @@ class SkipLog:
         if self.skipped:
             print(f"skipped {self.skipped} of {self.total} image(s) that could not be read", file=self.err)
         return 1 if self.skipped else 0
+
+
+def prompted(stream: Iterator[Loaded], single: bool, out: TextIO, skips: SkipLog) -> Iterator[tuple[str, object]]:
+    """(path, decoded value) of each readable image, with darknet's "Enter Image Path: " prompt before
+    each one read from stdin; an unreadable image is skipped and counted, except the one image given
+    on the command line, whose error is the command's."""
+    while True:
+        if not single:
+            print("Enter Image Path: ", end="", file=out, flush=True)
+        got = next(stream, None)
+        if got is None:
+            return
+        if single and got.error is not None:
+            raise got.error
+        if skips.ok(got):
+            yield got.item, got.value

@@ -20,7 +20,7 @@ import torch
 from cnnlab.darknet.cfg import label_of, read_data_file
 from cnnlab.darknet.cfg import resolve_data_path as _resolve
 from cnnlab.darknet.detect import Detections, network_boxes, nms_sort
-from cnnlab.darknet.image_stream import SkipLog, engine_for, images_ahead, run_batch, stdin_paths
+from cnnlab.darknet.image_stream import SkipLog, engine_for, images_ahead, prompted, run_batch, stdin_paths
 from cnnlab.darknet.layers import Yolo
 from cnnlab.darknet.model import DarknetNet, load_darknet
 from cnnlab.darknet.preprocess import preprocess
@@ -104,25 +104,14 @@ def classifier_predict(
     stream = images_ahead([image] if image is not None else stdin_paths(),
                           lambda im: preprocess(im, model.width, model.height, flavor, "classify"))  # fmt: skip
     skips = SkipLog(err)
-    while True:
-        if image is None:
-            print("Enter Image Path: ", end="", file=out, flush=True)
-        got = next(stream, None)
-        if got is None:
-            return skips.close()
-        if image is not None and got.error is not None:
-            raise got.error
-        if not skips.ok(got):
-            continue
-        path, (_, x) = got.item, got.value
+    for path, (_, x) in prompted(stream, image is not None, out, skips):
         t0 = time.perf_counter()
         pred = run_batch(engine, [x])
         assert isinstance(pred, torch.Tensor)
         p = pred[0].numpy()
         dt = time.perf_counter() - t0
         _print_top(p, top, names, path, dt, x.shape, flavor, out, err)
-        if image is not None:
-            return 0
+    return skips.close()
 
 
 def _print_top(p: np.ndarray, top: int, names: list[str], path: str, dt: float, shape: tuple, flavor: str, out: TextIO, err: TextIO) -> None:
@@ -300,17 +289,7 @@ def detector_test(
     stream = images_ahead([image] if image is not None else stdin_paths(),
                           lambda im: preprocess(im, model.width, model.height, flavor, "detect", letter_box=letter))  # fmt: skip
     skips = SkipLog(err)
-    while True:
-        if image is None:
-            print("Enter Image Path: ", end="", file=out, flush=True)
-        got = next(stream, None)
-        if got is None:
-            return skips.close()
-        if image is not None and got.error is not None:
-            raise got.error
-        if not skips.ok(got):
-            continue
-        path, (im, x) = got.item, got.value
+    for path, (im, x) in prompted(stream, image is not None, out, skips):
         _, ih, iw = im.shape
         t0 = time.perf_counter()
         outs = run_batch(engine, [x])
@@ -332,8 +311,7 @@ def detector_test(
         else:
             _print_alexeyab(d, thresh, names, iw, ih, ext_output, out)
         _draw(im, d, thresh, names, Path(out_name + ".png"))
-        if image is not None:
-            return 0
+    return skips.close()
 
 
 def _refuse_overwrite(path: str | Path, force: bool, inputs: dict[str, str | None]) -> None:
