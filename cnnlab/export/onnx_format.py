@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cnnlab.export.prepare import INPUT_NAME, Prepared, prepare, replace, temp_beside
+from cnnlab.export.prepare import INPUT_NAME, Prepared, prepare
+from cnnlab.fileio import atomic_writer
 from cnnlab.model_meta import Preprocess
 
 
@@ -25,13 +26,8 @@ def write_onnx(prep: Prepared, path: Path, dynamic_batch: bool = True) -> Path:
         )  # fmt: skip
     proto = program.model_proto
     onnx.helper.set_model_props(proto, prep.metadata)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_beside(path)
-    try:
-        onnx.save(proto, str(tmp))  # weights inline: one file (fine below ONNX's 2 GB limit)
-        replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_writer(path) as f:
+        f.write(proto.SerializeToString())  # weights inline: one file (fine below protobuf's 2 GB limit)
     return path
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import warnings
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from torch import nn
 
 from cnnlab.export.metadata import RT_INFO_SECTION
 from cnnlab.export.onnx_format import write_onnx
-from cnnlab.export.prepare import Prepared, prepare, replace, temp_beside
+from cnnlab.export.prepare import Prepared, prepare, temp_beside
 from cnnlab.model_meta import Preprocess
 
 
@@ -27,8 +28,8 @@ def _save(ov_model, metadata: dict[str, str], xml: Path) -> Path:
     tmp = temp_beside(xml, ".xml")
     try:
         ov.save_model(ov_model, str(tmp), compress_to_fp16=False)  # keep the weights' own precision
-        replace(tmp.with_suffix(".bin"), xml.with_suffix(".bin"))
-        replace(tmp, xml)
+        os.replace(tmp.with_suffix(".bin"), xml.with_suffix(".bin"))
+        os.replace(tmp, xml)
     finally:
         tmp.unlink(missing_ok=True)
         tmp.with_suffix(".bin").unlink(missing_ok=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +79,3 @@ def temp_beside(path: Path, suffix: str = "") -> Path:
     """A hidden temporary name in ``path``'s folder: written there, then renamed over ``path``."""
     return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
 
-
-def replace(tmp: Path, path: Path) -> None:
-    os.replace(tmp, path)

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from cnnlab.export.metadata import TORCHSCRIPT_FILE
-from cnnlab.export.prepare import Prepared, prepare, replace, temp_beside
+from cnnlab.export.prepare import Prepared, prepare
+from cnnlab.fileio import atomic_writer
 from cnnlab.model_meta import Preprocess
 
 
@@ -21,15 +22,9 @@ def write_torchscript(prep: Prepared, path: Path) -> Path:
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings about Python values; the parity run checks the result
         traced = torch.jit.trace(prep.graph, (prep.example,), check_trace=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_beside(path)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream but still saves
-            torch.jit.save(traced, str(tmp), _extra_files={TORCHSCRIPT_FILE: json.dumps(prep.metadata)})
-        replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_writer(path) as f, warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream but still saves
+        torch.jit.save(traced, f, _extra_files={TORCHSCRIPT_FILE: json.dumps(prep.metadata)})
     return path
 
 
