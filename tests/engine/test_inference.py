@@ -74,7 +74,8 @@ def test_non_default_options_say_so_in_one_line() -> None:
     assert quiet.getvalue() == ""
 
 
-def test_prefetch_yields_every_item_once_in_order_with_errors_in_place() -> None:
+@pytest.mark.parametrize("ahead", [True, False])
+def test_prefetch_yields_every_item_once_in_order_with_errors_in_place(ahead: bool) -> None:
     rng = random.Random(0)
 
     def load(i: int) -> int:
@@ -83,7 +84,7 @@ def test_prefetch_yields_every_item_once_in_order_with_errors_in_place() -> None
             raise ValueError(f"bad {i}")
         return i * i
 
-    got = list(prefetch(range(50), load, depth=3, errors=(ValueError,)))
+    got = list(prefetch(range(50), load, depth=3, errors=(ValueError,), ahead=ahead))
     assert [g.item for g in got] == list(range(50))
     assert all((g.error is None and g.value == g.item**2) or (g.item % 7 == 3 and str(g.error) == f"bad {g.item}") for g in got)
 
@@ -94,14 +95,26 @@ def test_prefetch_reraises_other_errors_and_stops_its_thread_when_left_early() -
         raise RuntimeError("the list broke")
 
     with pytest.raises(RuntimeError, match="the list broke"):
-        list(prefetch(items(), lambda i: i))
+        list(prefetch(items(), lambda i: i, ahead=True))
     before = threading.active_count()
-    for g in prefetch(range(10_000), lambda i: i, depth=2):
+    for g in prefetch(range(10_000), lambda i: i, depth=2, ahead=True):
         if g.item == 5:
             break
     time.sleep(0.5)
     assert threading.active_count() <= before
     assert [len(b) for b in batched(range(7), 3)] == [3, 3, 1]
+
+
+def test_prefetch_loads_in_the_background_only_with_a_core_to_spare(monkeypatch: pytest.MonkeyPatch) -> None:
+    def where(ahead: bool | None) -> str:
+        return next(iter(prefetch([0], lambda i: threading.current_thread().name, ahead=ahead))).value
+
+    main = threading.current_thread().name
+    assert where(False) == main and where(True) == "cnnlab-prefetch"
+    monkeypatch.setattr("cnnlab.threads.cpus_available", lambda: torch.get_num_threads())
+    assert where(None) == main  # the network's threads have every core
+    monkeypatch.setattr("cnnlab.threads.cpus_available", lambda: torch.get_num_threads() + 1)
+    assert where(None) == "cnnlab-prefetch"
 
 
 def test_predict_skips_counts_and_reports_unreadable_images_in_order(tmp_path: Path, cli) -> None:
