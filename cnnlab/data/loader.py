@@ -115,9 +115,12 @@ def pad_boxes(per_image: list[np.ndarray]) -> torch.Tensor:
     return out
 
 
-def collate(items: list) -> Batch:
+def collate(items: "list | Batch") -> Batch:
     """Samples ``(image, target, index)`` (image None: target is why it is bad) into a :class:`Batch`;
-    a target is a class index, or an (N, 5) box array for detection."""
+    a target is a class index, or an (N, 5) box array for detection. A dataset whose
+    ``__getitems__`` already made the Batch hands it through."""
+    if isinstance(items, Batch):
+        return items
     good = [(img, target, i) for img, target, i in items if img is not None]
     bad = [reason for img, reason, _ in items if img is None]
     boxes = None

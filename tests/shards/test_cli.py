@@ -19,8 +19,8 @@ def test_write_train_valid_predict_from_shards(folders, tmp_path, capsys, monkey
     from cnnlab.data.shards.loader import FastCropDataset
 
     fast_samples = []
-    getitem = FastCropDataset.__getitem__
-    monkeypatch.setattr(FastCropDataset, "__getitem__", lambda self, key: fast_samples.append(key) or getitem(self, key))
+    crop = FastCropDataset.crop  # what batches (__getitems__) and single samples (__getitem__) both call
+    monkeypatch.setattr(FastCropDataset, "crop", lambda self, epoch, index, out=None: fast_samples.append((epoch, index)) or crop(self, epoch, index, out))
 
     out = tmp_path / "shards"
     code, stdout, err = run(capsys, "data", "shards", folders, "--out", out, "--shard-size", "8", "--workers", "2", "--no-progress")
