@@ -23,6 +23,7 @@ from PIL import Image
 from sklearn.datasets import load_sample_image
 
 from cnnlab.data.images import decode_image
+from cnnlab.data.sources.base import BadImage
 from cnnlab.data.shards import jpeg
 from cnnlab.data.shards.fields import ImageField
 from cnnlab.data.shards.loader import rrc_box
@@ -123,3 +124,26 @@ def test_marker_table_is_used_and_a_wrong_one_is_ignored(stored):
     assert jpeg._table(np.frombuffer(bytes(broken), dtype=np.uint8), jpeg.parse_layout(bytes(broken))) is None
     box = (30, 40, 150, 120)
     assert np.array_equal(jpeg.decode_crop(bytes(broken), box, (224, 224)), jpeg.decode_crop(stored, box, (224, 224)))
+
+
+def test_files_without_restart_markers_decode_only_the_rows_a_crop_needs(stored, monkeypatch):
+    plain = io.BytesIO()
+    Image.open(io.BytesIO(stored)).save(plain, "JPEG", quality=90)  # 384 × 256, no restart markers
+    data = plain.getvalue()
+    taken = []
+    real_top = jpeg._decode_top
+    monkeypatch.setattr(jpeg, "_decode_top", lambda *a: taken.append(real_top(*a)) or taken[-1])
+    rng = random.Random(2)
+    for _ in range(30):
+        box = rrc_box(384, 256, rng, (0.08, 1.0), (3 / 4, 4 / 3))
+        flip = rng.random() < 0.5
+        assert np.array_equal(jpeg.decode_crop(data, box, (224, 224), flip), jpeg.decode_crop(data, box, (224, 224), flip, partial=False))
+    assert taken and all(t is not None for t in taken)  # the short decode ran, and was never refused
+    # Damage inside the decoded rows is still damage (the whole image then goes through the policy).
+    layout = jpeg.parse_layout(data)
+    broken = bytearray(data)
+    broken[layout.scan_start + 100 : layout.scan_start + 102] = b"\xff\xd4"  # a stray marker in the first MCU rows
+    with pytest.raises(BadImage):
+        jpeg.decode_crop(bytes(broken), (0, 0, 384, 256), (64, 64))  # whole image: the policy's verdict
+    with pytest.raises(BadImage):
+        jpeg.decode_crop(bytes(broken), (0, 0, 100, 40), (64, 64))

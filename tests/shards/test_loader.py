@@ -159,3 +159,26 @@ def test_files_that_need_the_general_decoder(tmp_path):
     # The gradient runs down the stored image; after the Exif rotation it runs across.
     rotated = images[0].float()
     assert (rotated[:, :, -1] - rotated[:, :, 0]).abs().mean() > 100 and (rotated[:, -1] - rotated[:, 0]).abs().mean() < 20
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_batch_fetch_equals_the_samples_one_by_one(shards, tmp_path, channels):
+    """``__getitems__`` (what the DataLoader calls) writes each crop into its slot of one batch: the
+    same pixels, labels and order as ``__getitem__`` sample by sample, a bad sample dropped and named."""
+    from cnnlab.data.shards.loader import FastCropDataset
+
+    copy = tmp_path / "train"
+    shutil.copytree(shards / "train", copy)
+    source = ShardSource(copy)
+    victim = 5
+    with open(copy / source.files[int(source.shard[victim])], "r+b") as f:
+        f.seek(int(source.offset[victim]) + 2)
+        f.write(b"\x00" * (int(source.size[victim]) - 4))
+    ds = FastCropDataset(ShardSource(copy), SIZE, channels, seed=3)
+    keys = [(2, i) for i in (7, victim, 0, 12, 3)]
+    batch = ds.__getitems__(keys)
+    singles = [ds[k] for k in keys if k[1] != victim]
+    assert batch.size == 5 and len(batch.bad) == 1 and source.keys[victim] in batch.bad[0]
+    assert batch.indices.tolist() == [7, 0, 12, 3] and batch.labels.tolist() == [s[1] for s in singles]
+    assert batch.images.shape == (4, channels, *SIZE) and batch.images.dtype == torch.uint8
+    assert torch.equal(batch.images, torch.stack([s[0] for s in singles]))

@@ -23,12 +23,14 @@ restart markers (any file from elsewhere) simply take the whole-image path.
 from __future__ import annotations
 
 import math
+import re
 import struct
 import threading
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import simplejpeg
 
 from cnnlab.data.images import decode_jpeg_checked
 
@@ -85,6 +87,7 @@ class JpegLayout:
     table_at: int = 0  # where our APP9 marker table's offsets start (0: none)
     table_count: int = 0  # offsets in the table: > 0 as 4-byte, < 0 as 2-byte numbers
     exif: bool = False  # has an Exif segment (which may rotate the image: see ``plain``)
+    baseline: bool = False  # sequential Huffman (SOF0/SOF1): one scan, MCU rows in order
 
     @property
     def plain(self) -> bool:
@@ -147,7 +150,8 @@ def parse_layout(data: bytes) -> JpegLayout:
             elif baseline and restart and per_row % restart == 0:
                 rows, cols = 1, restart
             return JpegLayout(
-                width, height, channels, 8 * hmax, 8 * vmax, sof_at, pos + 2 + length, rows, cols, pos, table_at, table_count, exif
+                width, height, channels, 8 * hmax, 8 * vmax, sof_at, pos + 2 + length, rows, cols, pos, table_at, table_count, exif,
+                baseline,
             )
         pos += 2 + length
     raise JpegError("no image data (SOS marker missing)")
@@ -234,6 +238,33 @@ def add_marker_table(data: bytes) -> bytes:
     return data[: layout.sos_at] + segment + data[layout.sos_at :]
 
 
+_TRAILING_DATA = re.compile(r"Corrupt JPEG data: \d+ extraneous bytes before marker 0xd9")
+_CANARY = np.frombuffer(b"\x01\xfe\x02\xfd\x03\xfc\x04\xfb", dtype=np.uint8)  # no photo's last 8 bytes
+
+
+def _decode_top(data: bytes, layout: JpegLayout, rows: int, colorspace: str, channels: int) -> np.ndarray | None:
+    """The top ``rows`` pixel rows of a one-scan JPEG, decoding only the MCU rows they need (a crop
+    ending at 85% of the height, on average, saves 15% of a whole decode); None when the shortcut
+    does not hold and the caller should decode the whole image.
+
+    The SOF is given the smaller height: libjpeg decodes that many rows, and then, looking for the
+    end of the image, skips the rest of the scan with the complaint "N extraneous bytes before
+    marker 0xd9". Strict mode (the damage policy) raises on it, but only after every row is in our
+    buffer: the complaint comes from ``jpeg_finish_decompress``, after the last scanline. The buffer
+    is checked to have been written (its last bytes, preset to a pattern, changed). Any other
+    complaint — damage within the rows — returns None, so the whole image goes through the policy."""
+    cut = data[: layout.sof_at] + struct.pack(">H", rows) + data[layout.sof_at + 2 :]
+    n = rows * layout.width * channels
+    buf = _scratch(n + len(_CANARY))
+    buf[n - len(_CANARY) : n] = _CANARY
+    try:
+        return simplejpeg.decode_jpeg(cut, colorspace=colorspace, strict=True, buffer=buf, **FAST)
+    except ValueError as e:
+        if not _TRAILING_DATA.fullmatch(str(e)) or np.array_equal(buf[n - len(_CANARY) : n], _CANARY):
+            return None
+    return buf[:n].reshape(rows, layout.width, channels)
+
+
 def _sof_height(data: bytes, layout: JpegLayout) -> int:
     return struct.unpack_from(">H", data, layout.sof_at)[0]  # the cut-out keeps the SOF where it was
 
@@ -267,14 +298,19 @@ def decode_crop(
     # n/8 scales would fit tighter, but libjpeg-turbo has SIMD code only for these: 7/8 is 2× slower.
     need = max(out_w / w, out_h / h)
     scale = next((s for s in (0.125, 0.25, 0.5) if s >= need), 1.0)
-    region_h = layout.height if data is original else _sof_height(data, layout)
-    nbytes = (region_w + 8) * (region_h + 8) * (1 if gray else 3)  # ≥ any scaled size, rounded up
-    if scale < 1:
-        kw = {"min_width": math.ceil(region_w * scale), "min_height": 1}
-    else:
-        kw = {}
-    # The damaged-JPEG policy of every other path (cnnlab.data.images): damage is BadImage, benign complaints pass.
-    img = decode_jpeg_checked(data, colorspace=colorspace, buffer=_scratch(nbytes), **kw, **FAST)
+    img = None
+    if partial and scale == 1 and layout.baseline and not layout.interval_rows:
+        # No restart markers (a file from elsewhere): decode only the MCU rows down to the crop's
+        # bottom, plus one so chroma upsampling at the edge sees its neighbour.
+        rows = min(layout.height, (-(-(y + h) // layout.mcu_height) + 1) * layout.mcu_height)
+        if rows < layout.height:
+            img = _decode_top(data, layout, rows, colorspace, 1 if gray else 3)
+    if img is None:
+        region_h = layout.height if data is original else _sof_height(data, layout)
+        nbytes = (region_w + 8) * (region_h + 8) * (1 if gray else 3)  # ≥ any scaled size, rounded up
+        kw = {"min_width": math.ceil(region_w * scale), "min_height": 1} if scale < 1 else {}
+        # The damaged-JPEG policy of every other path (cnnlab.data.images): damage is BadImage, benign complaints pass.
+        img = decode_jpeg_checked(data, colorspace=colorspace, buffer=_scratch(nbytes), **kw, **FAST)
     # libjpeg-turbo scales by n/8 and rounds sizes up: recover n from the width.
     f = round(8 * img.shape[1] / region_w) / 8 if region_w >= 16 else scale
     box = (x - left, y - top, w, h)
