@@ -10,9 +10,10 @@ wall-clock throughput of a 2-worker ``DataLoader`` for each, start-up (time to t
 apart from the steady state (images/s from the first batch to the last, over ``--passes`` passes).
 cnnlab is measured through its batch fetch (``FastCropDataset.__getitems__``), what training runs.
 
-    PYTHONPATH=. python bench/loader.py [--images 600] [--rounds 5] [--passes 4] [--corpus DIR] [--profile]
+    PYTHONPATH=. python bench/loader.py [--images 600] [--rounds 5] [--passes 4] [--corpus DIR] [--profile] [--train]
 
-``--profile`` adds where a shard sample's time goes, stage by stage (µs per image).
+``--profile`` adds where a shard sample's time goes, stage by stage (µs per image); ``--train`` the
+end-to-end figure: ``cnnlab train`` (ResNet-18 by default) consuming the batches of each loader.
 The corpus is ImageNet-like: JPEGs at quality ~90, mostly about 500×375 (either orientation),
 15% up to 1200×900, cut and rescaled from photos that ship with scikit-learn and scikit-image.
 """
@@ -166,6 +167,8 @@ def main() -> None:
     ap.add_argument("--corpus", type=Path, help="reuse/keep the corpus and shards here (default: a temporary folder)")
     ap.add_argument("--passes", type=int, default=4, help="passes over the images in each DataLoader measurement")
     ap.add_argument("--profile", action="store_true", help="also print where a shard sample's time goes, stage by stage")
+    ap.add_argument("--train", action="store_true", help="also time `cnnlab train` end to end on shards and on the files")
+    ap.add_argument("--train-model", default="resnet18", help="the model --train trains (default resnet18)")
     args = ap.parse_args()
 
     import cv2
@@ -272,8 +275,43 @@ def main() -> None:
     print(f"\ntargets (issue 16): per core shards ≥ 8x: {r_shards:.2f}x {'met' if r_shards >= 8 else 'NOT met'}; "
           f"files ≥ 2.5x: {r_files:.2f}x {'met' if r_files >= 2.5 else 'NOT met'}; "
           f"2-worker DataLoader shards ≥ 5x: {steady['cnnlab, shards']:.2f}x {'met' if steady['cnnlab, shards'] >= 5 else 'NOT met'}")  # fmt: skip
+    if args.train:
+        train_end_to_end(base, all_files, args)
     if tmp is not None:
         shutil.rmtree(tmp)
+
+
+def train_end_to_end(base: Path, all_files, args: argparse.Namespace) -> None:
+    """``cnnlab train`` images/s (training steps only, as its summary.json reports) with the shards
+    loader and with the general loader on the original files, 2 workers, in paired rounds."""
+    import json
+    import subprocess
+    import sys
+
+    from cnnlab.data.shards import format as fmt
+    from cnnlab.data.shards.writer import write_shards
+    from cnnlab.data.sources.folders import FolderSource
+
+    val_dir = base / "shards" / "val"
+    if not (val_dir / fmt.MANIFEST).is_file():  # the engine wants a val split; a small one, it is not timed
+        some = FolderSource(all_files.root, all_files.paths[:64], [all_files.label(i) for i in range(64)], all_files.classes)
+        settings = fmt.Settings(source=str(all_files.root), split="val", samples=64, classes=all_files.classes, resize=256,
+                                quality=90, image_format="auto", shard_size=64, seed=0, boxes="")  # fmt: skip
+        write_shards(some, val_dir, settings, workers=2, progress=False)
+    runs = {"cnnlab train, original files (general loader)": str(base / "files"), "cnnlab train, shards": f"shards:{base / 'shards'}"}
+    got: dict[str, list[float]] = {k: [] for k in runs}
+    for r in range(args.rounds):
+        for name, data in runs.items():
+            out = base / "train-runs" / f"{r}-{len(got[name])}-{name.split(', ')[1][:5]}"
+            shutil.rmtree(out, ignore_errors=True)
+            cmd = [sys.executable, "-m", "cnnlab", "train", "--model", args.train_model, "--data", data, "--epochs", "1",
+                   "--batch-size", "32", "--workers", "2", "--val-limit", "32", "--out", str(out), "--no-progress"]  # fmt: skip
+            subprocess.run(cmd, check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+            got[name].append(json.loads((out / "summary.json").read_text())["images_per_second"])
+    print(f"\nend to end: `cnnlab train --model {args.train_model} --epochs 1 --batch-size 32 --workers 2`, training images/s "
+          f"(summary.json), {args.rounds} paired rounds:\n| loader | per round | median |\n| --- | --- | --- |")  # fmt: skip
+    for name, rates in got.items():
+        print(f"| {name} | {' / '.join(f'{v:.1f}' for v in rates)} | {statistics.median(rates):.1f} |")
 
 
 if __name__ == "__main__":
