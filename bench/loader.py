@@ -175,7 +175,7 @@ def main() -> None:
     from torchvision import datasets
     from torchvision.transforms import v2
 
-    from cnnlab.data.shards import ShardSource, make_shard_loader
+    from cnnlab.data.shards import ShardSource
     from cnnlab.data.shards import format as fmt
     from cnnlab.data.shards.loader import EncodedFiles, FastCropDataset
     from cnnlab.data.shards.writer import write_shards

@@ -20,6 +20,7 @@ from cnnlab.darknet.cfg import read_cfg
 from cnnlab.darknet.layers import Connected, Convolutional
 from cnnlab.darknet.model import DarknetNet, darknet_preprocess
 from cnnlab.errors import CnnlabError
+from cnnlab.model_meta import Preprocess
 from cnnlab.models._base import Classifier, ModelMeta, Stage
 
 PREFIX = "darknet:"
@@ -56,6 +57,14 @@ def cfg_with_classes(net: DarknetNet, num_classes: int) -> str:
     return "\n".join(lines)
 
 
+
+def darknet_meta(net: DarknetNet, source: str, flavor: str, preprocess: Preprocess, head: int) -> ModelMeta:
+    """The engine's metadata for a darknet network: name, input, first conv, head layer ``head``, and
+    what rebuilds it from a checkpoint (the cfg text and flavor)."""
+    first = next((f"net.layers.{i}.conv" for i, l in enumerate(net.layers) if isinstance(l, Convolutional)), "net.layers.0")
+    return ModelMeta(name=PREFIX + source, preprocess=preprocess, first_conv=first, classifier=f"net.layers.{head}",
+                     paper="darknet cfg", extra={"builder_kwargs": {"cfg_text": net.cfg_text, "flavor": flavor}})  # fmt: skip
+
 class DarknetClassifier(Classifier):
     def __init__(
         self,
@@ -86,16 +95,7 @@ class DarknetClassifier(Classifier):
                 )
         self.net = net
         self.num_classes = net.num_outputs
-        k = classifier_index(net)
-        first = next((f"net.layers.{i}.conv" for i, l in enumerate(net.layers) if isinstance(l, Convolutional)), "net.layers.0")
-        self.meta = ModelMeta(
-            name=PREFIX + source,
-            preprocess=darknet_preprocess(net),
-            first_conv=first,
-            classifier=f"net.layers.{k}",
-            paper="darknet cfg",
-            extra={"builder_kwargs": {"cfg_text": net.cfg_text, "flavor": flavor}},
-        )
+        self.meta = darknet_meta(net, source, flavor, darknet_preprocess(net), classifier_index(net))
 
     @property
     def flavor(self) -> str:

@@ -11,12 +11,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cnnlab.darknet.layers import Convolutional
+from cnnlab.darknet.classifier import darknet_meta
 from cnnlab.darknet.model import DarknetNet
 from cnnlab.errors import CnnlabError
-from cnnlab.model_meta import ModelMeta, Preprocess
-
-PREFIX = "darknet:"
+from cnnlab.model_meta import Preprocess
 
 
 class DarknetDetector(nn.Module):
@@ -28,17 +26,10 @@ class DarknetDetector(nn.Module):
         self.net = net
         self.num_classes = net.classes
         c = net.channels
-        first = next((f"net.layers.{i}.conv" for i, layer in enumerate(net.layers) if isinstance(layer, Convolutional)), "net.layers.0")
         # Images reach the network already at its size (the detection loaders resize them with their
         # boxes); the engine only scales pixels to [0, 1], as darknet.
-        self.meta = ModelMeta(
-            name=PREFIX + source,
-            preprocess=Preprocess(input_size=(c, net.height, net.width), mean=(0.0,) * c, std=(1.0,) * c, resize=net.width),
-            first_conv=first,
-            classifier=f"net.layers.{net.detection_layers[-1] - 1}",
-            paper="darknet cfg",
-            extra={"builder_kwargs": {"cfg_text": net.cfg_text, "flavor": flavor}},
-        )
+        pre = Preprocess(input_size=(c, net.height, net.width), mean=(0.0,) * c, std=(1.0,) * c, resize=net.width)
+        self.meta = darknet_meta(net, source, flavor, pre, net.detection_layers[-1] - 1)
 
     @property
     def is_detector(self) -> bool:

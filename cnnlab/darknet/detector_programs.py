@@ -24,7 +24,7 @@ from cnnlab.darknet.layers import Yolo
 from cnnlab.darknet.map import MapAccumulator, MapResult, gather
 from cnnlab.darknet.model import DarknetNet
 from cnnlab.darknet.preprocess import load_image, preprocess
-from cnnlab.darknet.programs import _load, _read_names, _refuse_overwrite
+from cnnlab.darknet.programs import _load, read_names, _refuse_overwrite
 from cnnlab.darknet.textfiles import read_lines, read_text
 from cnnlab.data.sources.yolo_labels import darknet_records, label_path
 from cnnlab.errors import CnnlabError
@@ -193,7 +193,7 @@ def detector_map(
     out, err = out or sys.stdout, err or sys.stderr
     data_file = Path(data)
     options = read_data_file(data_file)
-    names = _read_names(options, data_file, ("names",))
+    names = read_names(options, data_file, ("names",))
     MapAccumulator(1, iou_thresh, thresh, points)  # a bad -points fails before the network loads
     model = _load_detector(cfg, weights, allow_partial, err)
     _check_names(names, options.get("names", "data/names.list"), model, cfg)
@@ -279,7 +279,7 @@ def detector_valid(
     out, err = out or sys.stdout, err or sys.stderr
     data_file = Path(data)
     options = read_data_file(data_file)
-    names = _read_names(options, data_file, ("names",))
+    names = read_names(options, data_file, ("names",))
     prefix = Path(options.get("results", "results"))
     kind_of_eval = options.get("eval", "voc")
     if kind_of_eval not in ("voc", "coco") and kind_of_eval in ("bdd", "kitti", "imagenet"):

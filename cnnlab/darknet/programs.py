@@ -36,7 +36,7 @@ f32 = np.float32
 VALID_BATCH = 8  # classifier valid runs its list this many images at a time
 
 
-def _read_names(options: dict[str, str], data_file: Path, keys: tuple[str, ...]) -> list[str]:
+def read_names(options: dict[str, str], data_file: Path, keys: tuple[str, ...]) -> list[str]:
     name_file = next((options[k] for k in keys if k in options), "data/labels.list")
     p = _resolve(name_file, data_file)
     try:
@@ -90,7 +90,7 @@ def classifier_predict(
     out, err = out or sys.stdout, err or sys.stderr  # resolved at call time (tests swap sys.stdout)
     data_file = Path(data)
     dopts = read_data_file(data_file)
-    names = _read_names(dopts, data_file, ("names", "labels"))
+    names = read_names(dopts, data_file, ("names", "labels"))
     model = _load(cfg, weights, flavor, allow_partial, err)
     if model.is_detector:
         raise CnnlabError(f"{cfg} is a detector ([yolo]/[region]); use `cnnlab darknet detector test`")
@@ -144,7 +144,7 @@ def classifier_valid(
     out, err = out or sys.stdout, err or sys.stderr  # resolved at call time (tests swap sys.stdout)
     data_file = Path(data)
     opts = read_data_file(data_file)
-    labels = _read_names(opts, data_file, ("labels", "names"))
+    labels = read_names(opts, data_file, ("labels", "names"))
     model = _load(cfg, weights, flavor, allow_partial, err)
     _check_classes(opts, data_file, model, labels)
     valid = _resolve(opts.get("valid", "data/train.list"), data_file)
@@ -279,7 +279,7 @@ def detector_test(
     _refuse_overwrite(out_name + ".png", force, {"image": image, "cfg": cfg, "weights": weights, "data": data})
     data_file = Path(data)
     dopts = read_data_file(data_file)
-    names = _read_names(dopts, data_file, ("names",))
+    names = read_names(dopts, data_file, ("names",))
     model = _load(cfg, weights, flavor, allow_partial, err)
     if not model.is_detector:
         raise CnnlabError(f"{cfg} has no [yolo] or [region] layer; use `cnnlab darknet classifier predict`")
@@ -369,7 +369,7 @@ def convert(
     if data:
         data_file = Path(data)
         options = read_data_file(data_file)
-        names = _read_names(options, data_file, ("names", "labels"))
+        names = read_names(options, data_file, ("names", "labels"))
         _check_classes(options, data_file, net, names)
         where = f"{data_file} (names=)"
     elif names_file:

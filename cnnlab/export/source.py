@@ -25,12 +25,12 @@ class ExportSource:
 
 def _names_from_data(data: str, count: int, what: str) -> list[str]:
     from cnnlab.darknet.cfg import read_data_file
-    from cnnlab.darknet.programs import _read_names
+    from cnnlab.darknet.programs import read_names
 
     data_file = Path(data)
     if not data_file.is_file():
         raise CnnlabError(f"--data {data} does not exist; give the .data file whose names= lists the classes")
-    names = _read_names(read_data_file(data_file), data_file, ("names", "labels"))
+    names = read_names(read_data_file(data_file), data_file, ("names", "labels"))
     if len(names) != count:
         raise CnnlabError(f"{data} lists {len(names)} class names but {what} has {count} classes; give the matching .data file")
     return names
