@@ -1,7 +1,8 @@
 """``cnnlab predict IMAGE…``: what the checkpoint's task predicts (:meth:`Task.predictor`). For a
 classifier, darknet's output (the time, then the top-5 as ``42.58%: label``); for a ``--task
 embedding`` run, the image's embedding (JSON) and its nearest classes by cosine similarity to the
-class centres the run stored (``0.9731: label``)."""
+class centres the run stored (``0.9731: label``); for a ``--task detect`` run, its boxes in AlexeyAB's
+``detector test -ext_output`` layout."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import json
 import sys
 
 from cnnlab.commands._inference import add_engine_arguments, add_model_arguments, engine_options, load_model, source_file
+from cnnlab.errors import CnnlabError
 
 NAME = "predict"
-HELP = "classify images (or embed them and name the nearest classes) with a trained model (same preprocessing as valid)"
+HELP = "classify images, embed them and name the nearest classes, or find boxes, with a trained model (same preprocessing as valid)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -21,6 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
     p.add_argument("-t", "--top", type=int, default=5, help="how many classes to print (default: 5)")
     p.add_argument("--format", choices=("text", "json", "csv"), default="text")
+    p.add_argument("--thresh", type=float, help="detection runs: the probability a box needs to be printed (default: 0.25, darknet's)")
     add_engine_arguments(p)
 
 
@@ -34,6 +37,10 @@ def run(args: argparse.Namespace) -> int:
     model = prepare(model, pre.input_size, device, engine_options(args), cache_key=source_file(args))  # BN folded once, packed, channels_last
     # the checkpoint's task makes the predictor; its outputs print themselves (text, JSON, CSV rows)
     predictor = inference_task(ckpt, classes, device).predictor(model, pre, device, ckpt, args.checkpoint or args.weights)
+    if args.thresh is not None:
+        if not hasattr(predictor, "thresh"):
+            raise CnnlabError("--thresh is for detection runs (boxes); a classifier prints its --top classes")
+        predictor.thresh = args.thresh
     results, failed = [], []
     for path, pred in _predictions(predictor, _expand(args.images), args.top):
         if isinstance(pred, Exception):

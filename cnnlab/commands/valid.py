@@ -1,7 +1,7 @@
 """``cnnlab valid``: the checkpoint's task scores a labelled set (:meth:`Task.evaluation`): for a
 classifier top-1/top-5, loss, confusion matrix, per-class P/R/F1 and Cohen's kappa; for an embedding
 run, verification ROC AUC and retrieval recall@1/5 (on any labelled set, even of classes the run
-never saw)."""
+never saw); for a detection run, mAP@0.5 with darknet's ``-map`` table."""
 
 from __future__ import annotations
 
@@ -50,12 +50,17 @@ def run(args: argparse.Namespace) -> int:
             raise CnnlabError("which data? pass --data NAME_OR_PATH")
     device = pick_device(args.device)
     # the checkpoint's task says how the set is scored (classes mapped onto the model's, or not) and by what
-    source, evaluator = inference_task(ckpt, classes, device).evaluation(open_split(data, args.split))
+    task = inference_task(ckpt, classes, device)
+    source, evaluator = task.evaluation(open_split(data, args.split))
     # the engine's copy of the model: BN folded once, packed convs, channels_last, inference_mode
     model = prepare(model, pre.input_size, device, engine_options(args, args.batch_size * (10 if args.tencrop else 1)),
                     cache_key=source_file(args))  # fmt: skip
-    tf = tencrop_transform(pre) if args.tencrop else eval_transform(pre)
-    loader = make_loader(source, tf, args.batch_size, shuffle=False, workers=args.workers, pin_memory=device.type == "cuda")
+    loader = task.eval_loader(source, model, args.batch_size, args.workers, device.type == "cuda")  # detection: images with their boxes
+    if loader is not None and args.tencrop:
+        raise CnnlabError("--tencrop averages a classifier's softmax; a detection run is scored by mAP without it")
+    if loader is None:
+        tf = tencrop_transform(pre) if args.tencrop else eval_transform(pre)
+        loader = make_loader(source, tf, args.batch_size, shuffle=False, workers=args.workers, pin_memory=device.type == "cuda")
     bad = BadImageLog(max_fraction=1.0)
     progress = Progress("valid", len(source), 0, "img", sys.stderr, not args.no_progress)
     report = evaluate(model, loader, DeviceNormalize(pre).to(device), evaluator, device, None, bad, progress)

@@ -30,6 +30,10 @@ def darknet_net(model: nn.Module) -> DarknetNet:
     """The :class:`DarknetNet` inside a model: itself, a DDP wrapper's module, or a DarknetDetector's net."""
     m = getattr(model, "module", model)
     m = getattr(m, "_orig_mod", m)  # torch.compile
+    if hasattr(m, "options") and hasattr(m, "inner"):  # an InferenceModel: decode with its torch network
+        if m.inner is None:
+            raise CnnlabError(f"detection decoding reads the network's [yolo]/[region] layers: use --backend torch, not {m.options.backend}")
+        m = m.inner
     return getattr(m, "net", m)
 
 
@@ -103,8 +107,8 @@ class MapSettings:
 
 
 class MapEvaluator(Evaluator):
-    def __init__(self, classes: int, s: MapSettings) -> None:
-        self.s = s
+    def __init__(self, classes: int, s: MapSettings, names: list[str] | None = None) -> None:
+        self.s, self.names = s, names
         self.acc = MapAccumulator(classes, s.iou_thresh, s.thresh, s.points)
         self.count = 0
 
@@ -127,7 +131,7 @@ class MapEvaluator(Evaluator):
         accs = distributed.gather_objects(self.acc)
         for other in accs[1:]:
             accs[0].merge(other)
-        return MapReport(accs[0].compute(), sum(distributed.gather_objects(self.count)))
+        return MapReport(accs[0].compute(), sum(distributed.gather_objects(self.count)), self.names)
 
 
 class MapReport(Report):

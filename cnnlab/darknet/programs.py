@@ -237,10 +237,17 @@ def _c_round(v: float) -> float:
 
 
 def _print_alexeyab(d: Detections, thresh: float, names: list[str], im_w: int, im_h: int, ext: bool, out: TextIO) -> None:
-    """AlexeyAB draw_detections_v3: boxes sorted (stably) by left edge; per box its best class, then the others."""
+    for line in alexeyab_box_lines(d, thresh, names, im_w, im_h, ext):
+        print(line, file=out)
+
+
+def alexeyab_box_lines(d: Detections, thresh: float, names: list[str], im_w: int, im_h: int, ext: bool) -> list[str]:
+    """AlexeyAB draw_detections_v3's lines: boxes sorted (stably) by left edge; per box its best class,
+    then the others; with ``ext`` (-ext_output) the box in pixels."""
     sel = [i for i in range(len(d)) if (d.probs[i] > f32(thresh)).any()]
     lefts = d.boxes[:, 0] - d.boxes[:, 2] / f32(2)  # float32, as compare_by_lefts
     sel.sort(key=lambda i: lefts[i])
+    lines = []
     for i in sel:
         probs = d.probs[i]
         best = int(np.argmax(np.where(probs > f32(thresh), probs, f32(-1))))  # first max, as get_actual_detections
@@ -252,7 +259,8 @@ def _print_alexeyab(d: Detections, thresh: float, names: list[str], im_w: int, i
             tail = "\t(left_x: %4.0f   top_y: %4.0f   width: %4.0f   height: %4.0f)" % (
                 left, top, _c_round(float(w * f32(im_w))), _c_round(float(h * f32(im_h))))
         for j in [best] + [j for j in range(len(probs)) if probs[j] > f32(thresh) and j != best]:
-            print("%s: %.0f%%%s" % (names[j], f32(probs[j]) * f32(100), tail), file=out)
+            lines.append("%s: %.0f%%%s" % (names[j], f32(probs[j]) * f32(100), tail))
+    return lines
 
 
 def detector_test(

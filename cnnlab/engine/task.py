@@ -138,6 +138,11 @@ class Task(ABC):
 
         return RemappedSource.to_classes(source, self.classes), self.evaluator()
 
+    def eval_loader(self, source: Any, model: nn.Module, batch_size: int, workers: int, pin: bool) -> Any | None:
+        """``cnnlab valid``: the task's own loader for ``source`` (e.g. images resized with their
+        boxes), or None for the engine's image loader with the model's preprocessing."""
+        return None
+
     def predictor(self, model: nn.Module, pre: Preprocess, device: torch.device, ckpt: dict, where: str) -> Predicts:
         """``cnnlab predict``: what turns one image into an output (``ckpt`` holds the task's saved state;
         ``where`` names it in messages)."""

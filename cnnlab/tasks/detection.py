@@ -70,14 +70,28 @@ class Detection(Task):
     def evaluator(self) -> MapEvaluator:
         # validation boxes are given in the network input's frame (see BoxSamples): IoU, and so mAP,
         # is the same there as in the image's own frame
-        return MapEvaluator(len(self.classes), MapSettings())
+        return MapEvaluator(len(self.classes), MapSettings(), self.classes)
 
     def evaluation(self, source: Any) -> tuple:
-        raise CnnlabError("cnnlab valid does not score detection runs yet; the run's valid.json holds the mAP of its last epoch")
+        """``cnnlab valid``: mAP@0.5 over the set's boxes, as the run's per-epoch validation measures it."""
+        if not hasattr(source, "boxes"):
+            raise CnnlabError("this is a detection run: give --data a detection set (a darknet .data file, a VOC folder or shards with boxes)")
+        if len(source.classes) != len(self.classes):
+            raise CnnlabError(f"the data has {len(source.classes)} classes and the run {len(self.classes)} ({', '.join(self.classes)}): "
+                              "give the set the run was trained on")  # fmt: skip
+        return source, self.evaluator()
+
+    def eval_loader(self, source: Any, model: nn.Module, batch_size: int, workers: int, pin: bool) -> Any:
+        net = darknet_net(model)
+        letter = BoxAugment.from_net(net, net.flavor).letter_box
+        samples = BoxSamples(source, net.width, net.height, 0, None, letter)
+        return batch_loader(samples, ResumableSampler(len(source), 0, False), batch_size, workers, False, pin, 0)
 
     def predictor(self, model: nn.Module, pre: Any, device: torch.device, ckpt: dict, where: str) -> Any:
-        raise CnnlabError(f"cnnlab predict does not run detection runs yet ({where}); train with `cnnlab darknet detector train` "
-                          "for .weights that `cnnlab darknet detector test` runs")
+        from cnnlab.tasks.detection_predict import BoxPredictor
+
+        net = darknet_net(model)
+        return BoxPredictor(model, self.classes, BoxAugment.from_net(net, net.flavor).letter_box, device)
 
     def loaders(self, cfg: Any, data: Any, model: nn.Module, rank: int, world: int, pin: bool) -> tuple:
         """``(train, val)`` loaders of images at the network's size with their boxes."""

@@ -97,3 +97,38 @@ def test_a_voc_folder_for_classification_is_one_line(tmp_path: Path, shapes: Pat
     voc = _shapes_as_voc(shapes, tmp_path / "VOC")
     assert main(["train", "--model", "lenet5", "--data", str(voc), "--out", str(tmp_path / "r")]) == 2
     assert capsys.readouterr().err.strip() == f"cnnlab train: error: {voc} is a PASCAL VOC folder (boxes, not classes): train a detector on it with --task detect"
+
+
+def test_valid_and_predict_serve_a_detection_run(tmp_path: Path, shapes: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``cnnlab valid`` scores the run by mAP as its training did; ``cnnlab predict`` prints the boxes
+    ``cnnlab darknet detector test -ext_output`` prints for the same network saved as .weights."""
+    from cnnlab.darknet.detector_task import darknet_net
+    from cnnlab.models import create_model
+
+    cfg, run = _small_cfg(tmp_path), tmp_path / "run"
+    assert _train(cfg, shapes, run, "--epochs", "2") == 0
+    capsys.readouterr()
+    assert main(["valid", "--checkpoint", str(run), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "mean average precision (mAP@0.50)" in out and "name = disk" in out
+    last = [json.loads(s) for s in (run / "metrics.jsonl").read_text().splitlines() if "val_map" in s][-1]
+    scored = json.loads((run / "valid-val.json").read_text())
+    assert scored["count"] == 4 and abs(scored["val_map"] - last["val_map"]) < 0.02  # folded BN rounds a little differently
+
+    ckpt = torch.load(run / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
+    model = create_model(f"darknet:{cfg}", num_classes=3, flavor="alexeyab")
+    model.load_state_dict(ckpt["model"])
+    darknet_net(model).save_weights(tmp_path / "det.weights")
+    image = sorted((shapes.parent / "valid").glob("*.jpg"))[0]
+    for thresh in ("0.25", "0.02"):
+        assert main(["darknet", "detector", "test", str(shapes), str(cfg), str(tmp_path / "det.weights"), str(image), "--flavor", "alexeyab",
+                     "-ext_output", "-thresh", thresh, "-out", str(tmp_path / "pred"), "--force"]) == 0  # fmt: skip
+        darknet = capsys.readouterr().out.splitlines()
+        assert main(["predict", "--checkpoint", str(run), str(image), "--thresh", thresh]) == 0
+        ours = capsys.readouterr().out.splitlines()
+        start = next(i for i, line in enumerate(darknet) if "Predicted in" in line) + 1
+        assert ours[1:] == darknet[start:]
+    assert len(ours) > 2  # at thresh .02 the barely trained net finds boxes: the comparison is not vacuous
+    assert main(["predict", "--checkpoint", str(run), str(image), "--thresh", "0.02", "--format", "json"]) == 0
+    boxes = json.loads(capsys.readouterr().out)[0]["boxes"]
+    assert len(boxes) == len(ours) - 1 and all(0 <= b["box"][0] <= b["box"][2] <= 64 for b in boxes)
