@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from cnnlab import config
@@ -36,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
             raise CnnlabError(f"{args.resume} is not a run directory (no config.yaml); start a new run without --resume")
         cfg = config.resolve(config.load_saved(saved), overrides)
     else:
-        cfg = config.resolve(config.load_recipe(args.config) if args.config else {}, overrides)
+        recipe = config.load_recipe(args.config) if args.config else {}
+        cfg = config.resolve({**_task_defaults({**recipe, **overrides}, overrides), **recipe}, overrides)
     summary = train(cfg, resume=args.resume)
     if summary is None:  # not the main process of a distributed run
         return 0
@@ -48,3 +50,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"skipped {len(summary['bad_images'])} unreadable image(s); they are listed in {summary['run_dir']}/summary.json")
     print(f"run directory: {summary['run_dir']}")
     return 0
+
+
+def _task_defaults(chosen: dict, overrides: dict) -> dict:
+    """The task's own defaults for what neither the recipe nor the command line set; says so once."""
+    from cnnlab.engine.task import task_defaults
+
+    default = config.TrainConfig()
+    values, why = task_defaults(chosen.get("task", default.task), chosen.get("model", default.model))
+    used = {k: v for k, v in values.items() if k not in chosen}
+    if used and int(os.environ.get("RANK", "0")) == 0:
+        flags = ", ".join("--" + k.replace("_", "-") + f" {v}" for k, v in used.items())
+        print(f"{why}: {flags} (set them to override)")
+    return used

@@ -156,6 +156,19 @@ class Task(ABC):
 TASKS: Registry = Registry("task", listing=None)
 
 
+# What a task sets in place of the engine's defaults, from the model name (``cnnlab train``: the
+# dataclass defaults < these < the recipe < the command line): ``model -> (values, why)``; e.g. a darknet
+# detector takes its learning rate from the cfg's [net], where the classifiers' 0.1 would diverge.
+TASK_DEFAULTS: Registry = Registry("task defaults", listing=None)
+
+
+def task_defaults(task: str, model: str) -> tuple[dict, str]:
+    """``(config values, a line saying where they come from)`` for training ``model`` as ``task``; ``({}, "")`` if none."""
+    import cnnlab.tasks  # noqa: F401  (registers the built-in tasks)
+
+    return TASK_DEFAULTS.get(task)(model) if task in TASK_DEFAULTS else ({}, "")
+
+
 def build_task(name: str, cfg: Any, source: Any, device: torch.device) -> Task:
     """The task ``name`` for a run on ``source`` (an ImageSource: its classes, and labels when needed)."""
     import cnnlab.tasks  # noqa: F401  (registers the built-in tasks)

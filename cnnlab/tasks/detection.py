@@ -26,7 +26,7 @@ from cnnlab.darknet.box_augment import BoxAugment, eval_transform
 from cnnlab.darknet.detector_task import MapEvaluator, MapSettings, batch_boxes, darknet_net, heads_loss
 from cnnlab.data.loader import Batch, ResumableSampler, batch_loader, sample_seed
 from cnnlab.data.sources.base import BadImage
-from cnnlab.engine.task import TASKS, Task
+from cnnlab.engine.task import TASK_DEFAULTS, TASKS, Task
 from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model
 from cnnlab.models.layers import unwrap
@@ -146,6 +146,29 @@ def letterboxed(boxes: np.ndarray, im_w: int, im_h: int, net_w: int, net_h: int)
     out[:, 3] = boxes[:, 3] * new_w / net_w
     out[:, 4] = boxes[:, 4] * new_h / net_h
     return out
+
+
+@TASK_DEFAULTS.register("detect")
+def _defaults(model: str) -> tuple[dict, str]:
+    """darknet's training settings from the cfg's [net]: its learning rate (the loss sums over boxes,
+    so the classifiers' 0.1 diverges in a few steps), momentum, decay and batch, and a warm-up where it
+    has ``burn_in``. The schedule stays the engine's (--sched)."""
+    if not model.startswith("darknet:"):
+        return {}, ""
+    from cnnlab.darknet.cfg import read_cfg
+
+    try:
+        sections, _ = read_cfg(model[len("darknet:") :])
+    except (CnnlabError, OSError):
+        return {}, ""  # the model's own loading reports it, with the path
+    net = sections[0] if sections and sections[0].type in ("net", "network") else None
+    if net is None:
+        return {}, ""
+    values = {"lr": net.float("learning_rate", 0.001), "momentum": net.float("momentum", 0.9), "weight_decay": net.float("decay", 0.0001),
+              "batch_size": max(1, net.int("batch", 1) // max(1, net.int("subdivisions", 1)))}  # fmt: skip
+    if net.int("burn_in", 0) > 0:
+        values["warmup_epochs"] = 2.0
+    return values, f"detect: from the [net] of {model[len('darknet:') :]}"
 
 
 @TASKS.register("detect")

@@ -132,3 +132,22 @@ def test_valid_and_predict_serve_a_detection_run(tmp_path: Path, shapes: Path, c
     assert main(["predict", "--checkpoint", str(run), str(image), "--thresh", "0.02", "--format", "json"]) == 0
     boxes = json.loads(capsys.readouterr().out)[0]["boxes"]
     assert len(boxes) == len(ours) - 1 and all(0 <= b["box"][0] <= b["box"][2] <= 64 for b in boxes)
+
+
+def test_a_detector_trains_with_its_cfgs_learning_rate_unless_told(tmp_path: Path, shapes: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The engine's defaults are a classifier's (SGD at 0.1): a YOLO loss sums over boxes and diverged
+    within 8 steps at that rate. A detector takes lr, momentum, decay and batch from its cfg's [net]."""
+    import yaml
+
+    cfg = _small_cfg(tmp_path)
+    args = ["train", "--task", "detect", "--model", f"darknet:{cfg}", "--data", str(shapes), "--epochs", "1", "--amp", "off",
+            "--workers", "0", "--no-progress"]  # fmt: skip
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    assert f"detect: from the [net] of {cfg}: --lr 0.005, --momentum 0.9, --weight-decay 0.0005, --batch-size 16, --warmup-epochs 2.0" in out
+    saved = yaml.safe_load((tmp_path / "a" / "config.yaml").read_text())
+    assert (saved["lr"], saved["weight_decay"], saved["batch_size"], saved["warmup_epochs"]) == (0.005, 0.0005, 16, 2.0)
+    assert main([*args, "--lr", "0.002", "--batch-size", "4", "--out", str(tmp_path / "b")]) == 0
+    assert "--lr" not in capsys.readouterr().out.split("(set them")[0].split("[net]")[-1]
+    saved = yaml.safe_load((tmp_path / "b" / "config.yaml").read_text())
+    assert (saved["lr"], saved["batch_size"], saved["weight_decay"]) == (0.002, 4, 0.0005)
