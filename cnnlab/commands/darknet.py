@@ -34,8 +34,17 @@ def _common(p: argparse.ArgumentParser, weights: bool = True) -> None:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="darknet_command", metavar="COMMAND", required=True)
-
     cls = sub.add_parser("classifier", help="classifier predict | valid | train").add_subparsers(dest="mode", metavar="MODE", required=True)
+    _classifier_parsers(cls)
+    det = sub.add_parser("detector", help="detector test | train | map | valid | calc_anchors").add_subparsers(dest="mode", metavar="MODE", required=True)
+    _detector_test_parser(det)
+    _detector_eval_parsers(det)
+    _detector_train_parser(det)
+    _tool_parsers(sub)
+
+
+def _classifier_parsers(cls: argparse._SubParsersAction) -> None:
+    """darknet's classifier predict / valid / train (cnnlab.darknet.programs, cnnlab.darknet.train)."""
     pr = cls.add_parser("predict", help="top-N classes of one image", allow_abbrev=False)
     pr.add_argument("data")
     pr.add_argument("cfg")
@@ -64,7 +73,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     _common(tr)
     tr.set_defaults(_dn=_train)
 
-    det = sub.add_parser("detector", help="detector test | train | map | valid | calc_anchors").add_subparsers(dest="mode", metavar="MODE", required=True)
+
+def _detector_test_parser(det: argparse._SubParsersAction) -> None:
     te = det.add_parser("test", help="detect objects in one image, write NAME.png with the boxes", allow_abbrev=False)
     te.add_argument("data")
     te.add_argument("cfg")
@@ -81,8 +91,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     _common(te)
     add_engine_arguments(te)
     te.set_defaults(_dn=_test)
-    _detector_eval_parsers(det)
 
+
+def _detector_train_parser(det: argparse._SubParsersAction) -> None:
     dt = det.add_parser("train", help="train a detector cfg as darknet does, writing .weights backups", allow_abbrev=False)
     dt.add_argument("data")
     dt.add_argument("cfg")
@@ -98,6 +109,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     _common(dt)
     dt.set_defaults(_dn=_detector_train)
 
+
+def _tool_parsers(sub: argparse._SubParsersAction) -> None:
+    """partial, convert, layers: working on cfg and weights files."""
     pa = sub.add_parser("partial", help="keep the first N layers' weights (seen reset)", allow_abbrev=False)
     pa.add_argument("cfg")
     pa.add_argument("weights")
@@ -106,7 +120,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     pa.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     _common(pa, weights=False)
     pa.set_defaults(_dn=_partial)
-
     co = sub.add_parser("convert", help="cfg + weights -> a cnnlab checkpoint for cnnlab train/valid/predict", allow_abbrev=False)
     co.add_argument("cfg")
     co.add_argument("weights")
@@ -117,7 +130,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     co.add_argument("--force", action="store_true", help="overwrite OUT.pt if it exists")
     _common(co)
     co.set_defaults(_dn=_convert)
-
     la = sub.add_parser("layers", help="print the layer table darknet prints for a cfg")
     la.add_argument("cfg")
     _common(la, weights=False)
