@@ -31,7 +31,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cnnlab.data.datasets import open_split
     from cnnlab.data.loader import BadImageLog, make_loader
     from cnnlab.data.transforms import DeviceNormalize, eval_transform, tencrop_transform
     from cnnlab.engine.device import pick_device
@@ -51,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     # the checkpoint's task says how the set is scored (classes mapped onto the model's, or not) and by what
     task = inference_task(ckpt, classes, device)
-    source, evaluator = task.evaluation(open_split(data, args.split))
+    source, evaluator = task.evaluation(task.open_data(data, args.split))
     # the engine's copy of the model: BN folded once, packed convs, channels_last, inference_mode
     model = prepare(model, pre.input_size, device, engine_options(args, args.batch_size * (10 if args.tencrop else 1)),
                     cache_key=source_file(args))  # fmt: skip

@@ -20,8 +20,10 @@ def is_voc_folder(root: Path) -> bool:
     return (root / "Annotations").is_dir() and (root / "JPEGImages").is_dir()
 
 
-def open_detection_split(spec: str, split: str, seed: int = 0) -> ImageSource:
-    """The ``split`` ("train" or "val") of ``spec`` as a detection source (see the module docstring)."""
+def open_detection_split(spec: str, split: str, seed: int = 0, classes: list[str] | None = None) -> ImageSource:
+    """The ``split`` ("train" or "val") of ``spec`` as a detection source (see the module docstring).
+    ``classes``: how a VOC folder's class names are numbered (the train split's, or a trained model's);
+    by default read from the train split's annotations."""
     from cnnlab.data.datasets import SPLITS, open_split
 
     if split not in SPLITS:
@@ -35,6 +37,7 @@ def open_detection_split(spec: str, split: str, seed: int = 0) -> ImageSource:
         from cnnlab.data.sources.voc import open_voc
 
         # the val split may lack a class the train split has (or the reverse): number them from train
-        classes = None if split == "train" else open_voc(root, "train").classes
+        if classes is None and split != "train":
+            classes = open_voc(root, "train").classes
         return open_voc(root, split, classes)
     return open_split(spec, split, seed)

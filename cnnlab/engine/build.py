@@ -50,8 +50,11 @@ def load_sources(cfg: TrainConfig) -> Data:
     if cfg.task == "detect" and (cfg.classes or cfg.per_class):
         raise CnnlabError("--classes and --per-class pick images by their one class; detection images hold boxes of "
                           "several: select the classes in the labels (and names=) instead")  # fmt: skip
-    opener = open_detection_split if cfg.task == "detect" else open_split
-    train, val = opener(cfg.data, "train", seed=cfg.seed), opener(cfg.data, "val", seed=cfg.seed)
+    if cfg.task == "detect":
+        train = open_detection_split(cfg.data, "train", seed=cfg.seed)
+        val = open_detection_split(cfg.data, "val", seed=cfg.seed, classes=train.classes)  # numbered as train's
+    else:
+        train, val = open_split(cfg.data, "train", seed=cfg.seed), open_split(cfg.data, "val", seed=cfg.seed)
     if cfg.classes:
         keep = pick_classes(train, cfg.classes)
         train, val = ClassSubset(train, keep), ClassSubset(val, keep)

@@ -131,6 +131,12 @@ class Task(ABC):
 
     # --- using a trained model (``cnnlab valid`` / ``cnnlab predict``; see :func:`inference_task`)
 
+    def open_data(self, spec: str, split: str) -> ImageSource:
+        """``cnnlab valid``: the ``split`` of ``--data`` as this task reads it."""
+        from cnnlab.data.datasets import open_split
+
+        return open_split(spec, split)
+
     def evaluation(self, source: ImageSource) -> tuple[ImageSource, Evaluator]:
         """``cnnlab valid``: the labelled set as this task scores it, and a fresh evaluator for it. By
         default the set's classes are mapped onto the model's (one the model lacks is an error naming it)."""

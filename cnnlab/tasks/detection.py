@@ -72,6 +72,11 @@ class Detection(Task):
         # is the same there as in the image's own frame
         return MapEvaluator(len(self.classes), MapSettings(), self.classes)
 
+    def open_data(self, spec: str, split: str) -> Any:
+        from cnnlab.data.detection_sets import open_detection_split
+
+        return open_detection_split(spec, split, classes=self.classes)  # a VOC folder's classes numbered as the run's
+
     def evaluation(self, source: Any) -> tuple:
         """``cnnlab valid``: mAP@0.5 over the set's boxes, as the run's per-epoch validation measures it."""
         if not hasattr(source, "boxes"):

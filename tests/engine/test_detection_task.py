@@ -90,7 +90,10 @@ def test_a_voc_folder_trains_the_same_as_its_yolo_labels(tmp_path: Path, shapes:
     for i in range(len(yolo)):  # VOC's 1-based corners come back as the YOLO labels they were written from
         torch.testing.assert_close(torch.as_tensor(pascal.boxes(i)), torch.as_tensor(yolo.boxes(i)), atol=2e-3, rtol=0)
     assert _train(_small_cfg(tmp_path), voc, tmp_path / "run", "--epochs", "1") == 0
-    assert "val_map" in json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    trained = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    # cnnlab valid opens the folder as the run's task does (numbering its classes as the run's)
+    assert main(["valid", "--checkpoint", str(tmp_path / "run"), "--no-progress"]) == 0
+    assert abs(json.loads((tmp_path / "run" / "valid-val.json").read_text())["val_map"] - trained["val_map"]) < 0.02
 
 
 def test_a_voc_folder_for_classification_is_one_line(tmp_path: Path, shapes: Path, capsys: pytest.CaptureFixture[str]) -> None:
