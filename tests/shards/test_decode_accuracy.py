@@ -148,3 +148,14 @@ def test_files_without_restart_markers_decode_only_the_rows_a_crop_needs(stored,
         jpeg.decode_crop(bytes(broken), (0, 0, 384, 256), (64, 64))  # whole image: the policy's verdict
     with pytest.raises(BadImage):
         jpeg.decode_crop(bytes(broken), (0, 0, 100, 40), (64, 64))
+
+
+def test_restart_markers_that_do_not_divide_a_row_take_the_whole_image(stored, monkeypatch):
+    odd = io.BytesIO()
+    Image.open(io.BytesIO(stored)).save(odd, "JPEG", quality=90, restart_marker_blocks=5)  # 24 MCUs a row: 5 does not divide it
+    data = odd.getvalue()
+    layout = jpeg.parse_layout(data)
+    assert (layout.restart, layout.interval_rows) == (5, 0)
+    monkeypatch.setattr(jpeg, "_decode_top", lambda *a: pytest.fail("cut the rows of a file whose rest holds restart markers"))
+    box = (40, 30, 200, 100)
+    assert np.array_equal(jpeg.decode_crop(data, box, (224, 224)), jpeg.decode_crop(data, box, (224, 224), partial=False))

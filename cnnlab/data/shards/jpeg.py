@@ -88,6 +88,7 @@ class JpegLayout:
     table_count: int = 0  # offsets in the table: > 0 as 4-byte, < 0 as 2-byte numbers
     exif: bool = False  # has an Exif segment (which may rotate the image: see ``plain``)
     baseline: bool = False  # sequential Huffman (SOF0/SOF1): one scan, MCU rows in order
+    restart: int = 0  # the DRI restart interval in MCUs (0: no restart markers)
 
     @property
     def plain(self) -> bool:
@@ -151,7 +152,7 @@ def parse_layout(data: bytes) -> JpegLayout:
                 rows, cols = 1, restart
             return JpegLayout(
                 width, height, channels, 8 * hmax, 8 * vmax, sof_at, pos + 2 + length, rows, cols, pos, table_at, table_count, exif,
-                baseline,
+                baseline, restart,
             )
         pos += 2 + length
     raise JpegError("no image data (SOS marker missing)")
@@ -299,9 +300,10 @@ def decode_crop(
     need = max(out_w / w, out_h / h)
     scale = next((s for s in (0.125, 0.25, 0.5) if s >= need), 1.0)
     img = None
-    if partial and scale == 1 and layout.baseline and not layout.interval_rows:
+    if partial and scale == 1 and layout.baseline and not layout.restart:
         # No restart markers (a file from elsewhere): decode only the MCU rows down to the crop's
-        # bottom, plus one so chroma upsampling at the edge sees its neighbour.
+        # bottom, plus one so chroma upsampling at the edge sees its neighbour. (With markers that
+        # do not divide a row, the skipped rest would hold RSTn and the shortcut would always fail.)
         rows = min(layout.height, (-(-(y + h) // layout.mcu_height) + 1) * layout.mcu_height)
         if rows < layout.height:
             img = _decode_top(data, layout, rows, colorspace, 1 if gray else 3)
