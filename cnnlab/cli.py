@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         _threads(args)
         return int(args._run(args) or 0)
     except CnnlabError as e:
-        print(f"{_rank_prefix()}cnnlab {args.command}: error: {e}", file=sys.stderr)
+        _say(f"{_rank_prefix()}cnnlab {args.command}: error: {e}")
         return getattr(e, "exit_code", 2)
     except KeyboardInterrupt:
         print(f"cnnlab {args.command}: interrupted", file=sys.stderr)
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         # a file operation outside cnnlab.fileio's writers (a folder made, a log line appended): still one line
         where = f"{e.filename}: " if e.filename else ""
-        print(f"{_rank_prefix()}cnnlab {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
+        _say(f"{_rank_prefix()}cnnlab {args.command}: error: {where}{e.strerror or e}")
         return 1
 
 
@@ -109,6 +109,13 @@ def _threads(args: argparse.Namespace) -> None:
 
 # Disk full, file too large, quota, read-only filesystem, no permission: the system's own words suffice.
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def _say(line: str) -> None:
+    """One line to stderr in one write: the ranks of a distributed run share the terminal, and
+    ``print`` writes the text and its newline separately when stderr is unbuffered (torchrun)."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 def _rank_prefix() -> str:
