@@ -350,6 +350,9 @@ ZYGOTE = r"""
 import ctypes, json, os, signal, subprocess, sys, time, traceback, resource
 import torch, torchvision, torchmetrics  # noqa: F401  (the imports every child would repeat)
 import cnnlab.cli, cnnlab.commands.train, cnnlab.commands.valid, cnnlab.data.datasets  # noqa: F401
+# Ctrl-C as a user at a terminal gives it: a shell without job control starts background commands
+# (the suite itself, run with `&` from a script) with SIGINT ignored, which Python then keeps.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 def run(req):
     if req.get("slow"):
