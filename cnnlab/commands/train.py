@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = config.resolve(config.load_saved(saved), overrides)
     else:
         recipe = config.load_recipe(args.config) if args.config else {}
-        cfg = config.resolve({**_task_defaults({**recipe, **overrides}, overrides), **recipe}, overrides)
+        cfg = config.resolve({**_task_defaults({**recipe, **overrides}), **recipe}, overrides)
     summary = train(cfg, resume=args.resume)
     if summary is None:  # not the main process of a distributed run
         return 0
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _task_defaults(chosen: dict, overrides: dict) -> dict:
+def _task_defaults(chosen: dict) -> dict:
     """The task's own defaults for what neither the recipe nor the command line set; says so once."""
     from cnnlab.engine.task import task_defaults
 
