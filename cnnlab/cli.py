@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"{_rank_prefix()}cnnlab {args.command}: error: {e}")
         return getattr(e, "exit_code", 2)
     except KeyboardInterrupt:
-        print(f"cnnlab {args.command}: interrupted", file=sys.stderr)
+        _say(f"cnnlab {args.command}: interrupted")
         return 130
     except OSError as e:
         if e.errno not in _WRITE_ERRNOS:

@@ -95,8 +95,7 @@ class Detection(Task):
     def predictor(self, model: nn.Module, pre: Any, device: torch.device, ckpt: dict, where: str) -> Any:
         from cnnlab.tasks.detection_predict import BoxPredictor
 
-        net = darknet_net(model)
-        return BoxPredictor(model, self.classes, BoxAugment.from_net(net, net.flavor).letter_box, device)
+        return BoxPredictor(model, self.classes, device)
 
     def loaders(self, cfg: Any, data: Any, model: nn.Module, rank: int, world: int, pin: bool) -> tuple:
         """``(train, val)`` loaders of images at the network's size with their boxes."""

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cnnlab.darknet.box_augment import eval_transform
+from cnnlab.darknet.box_augment import BoxAugment, eval_transform
 from cnnlab.darknet.detect import Detections, network_boxes, nms_sort
 from cnnlab.darknet.detector_task import darknet_net
 from cnnlab.darknet.programs import alexeyab_box_lines
@@ -70,9 +70,10 @@ class BoxPredictor:
 
     csv_header = ["path", "label", "index", "probability", "xmin", "ymin", "xmax", "ymax"]
 
-    def __init__(self, model: nn.Module, names: list[str], letter_box: bool, device: torch.device, thresh: float = THRESH) -> None:
-        self.model, self.names, self.letter_box, self.device, self.thresh = model, names, letter_box, device, thresh
+    def __init__(self, model: nn.Module, names: list[str], device: torch.device, thresh: float = THRESH) -> None:
+        self.model, self.names, self.device, self.thresh = model, names, device, thresh
         self.net = darknet_net(model)  # for decoding: the heads' anchors, masks, input size
+        self.letter_box = BoxAugment.from_net(self.net, self.net.flavor).letter_box  # as the run validated
         last = self.net.layers[self.net.detection_layers[-1]]
         self.nms_kind = getattr(last, "nms_kind", "default")
 
