@@ -182,3 +182,28 @@ def test_batch_fetch_equals_the_samples_one_by_one(shards, tmp_path, channels):
     assert batch.indices.tolist() == [7, 0, 12, 3] and batch.labels.tolist() == [s[1] for s in singles]
     assert batch.images.shape == (4, channels, *SIZE) and batch.images.dtype == torch.uint8
     assert torch.equal(batch.images, torch.stack([s[0] for s in singles]))
+
+
+def test_worker_batches_reuse_slots_and_stay_intact_when_kept(shards, monkeypatch):
+    """Workers write batches into shared slots they reuse (cnnlab.data.batch_slots): the batches equal
+    those made in-process; a slot comes free once its batch is dropped (so few are mapped); and
+    batches kept past the slot limit stay intact while the workers go on (one-off buffers then)."""
+    from cnnlab.data import batch_slots
+
+    monkeypatch.setattr(batch_slots, "MAX_SLOTS", 2)  # forked workers inherit it
+    monkeypatch.setattr(batch_slots, "_mapped", {})
+    source = ShardSource(shards / "train")
+
+    def loader(workers):
+        return make_shard_loader(source, SIZE, 3, 2, workers=workers, seed=4, drop_last=False)
+
+    expected = [(b.images.clone(), b.indices.clone()) for b in loader(0)]
+    assert len(expected) > 2 * 2 * batch_slots.MAX_SLOTS  # more batches than both workers' slots
+    kept = list(loader(2))  # every batch held, none cloned
+    assert [b.indices.tolist() for b in kept] == [e[1].tolist() for e in expected]
+    assert all(torch.equal(b.images, e[0]) for b, e in zip(kept, expected))
+    del kept
+    batch_slots._mapped.clear()
+    for got, (images, _) in zip(loader(2), expected):  # dropped as it goes: the slots come back
+        assert torch.equal(got.images, images) and got.images.is_contiguous(memory_format=torch.channels_last)
+    assert 0 < len(batch_slots._mapped) <= 2 * batch_slots.MAX_SLOTS

@@ -335,19 +335,23 @@ def warp_into(img: np.ndarray, box: tuple[int, int, int, int], f: float, size: t
 
     Output pixel u samples the source at ``(x + (u + 0.5) w / out_w) f - 0.5`` (``cv2.resize``'s and
     torchvision's half-pixel rule, edges clamped); mirrored for a flip. One pass instead of cut,
-    resize and flip: 48 µs against 80 + 4 for a 224-px crop of a 256-px store (OpenCV 5.1, one core),
-    at 1/32-pixel sampling precision. Bilinear only: strong shrinks go through :func:`resize_into`."""
+    resize: 48 µs against 80 for a 224-px crop of a 256-px store (OpenCV 5.1, one core, Intel Xeon),
+    at 1/32-pixel sampling precision. Bilinear only: strong shrinks go through :func:`resize_into`.
+
+    A flip mirrors the warped crop in place afterwards (9 µs) rather than warping with a negative
+    x scale: OpenCV leaves its fast path for a mirrored map (on an AMD EPYC Zen 4, 252 against 97 µs
+    per crop)."""
     x, y, w, h = box
     out_h, out_w = size
     sx, sy = w / out_w * f, h / out_h * f
     cx, cy = (x + 0.5 * w / out_w) * f - 0.5, (y + 0.5 * h / out_h) * f - 0.5
-    if flip:  # output column u takes what column out_w - 1 - u would have
-        cx, sx = cx + sx * (out_w - 1), -sx
     m = np.array(((sx, 0.0, cx), (0.0, sy, cy)))
     plane = img.ndim == 3 and img.shape[2] == 1  # OpenCV reads and writes one channel as 2-D
     dst = None if out is None else out[:, :, 0] if plane else out
     got = cv2.warpAffine(img[:, :, 0] if plane else img, m, (out_w, out_h), dst=dst,
                          flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
+    if flip:  # in place: OpenCV swaps the columns pairwise
+        cv2.flip(got, 1, dst=got)
     if out is not None:
         return out
     return got[:, :, None] if got.ndim == 2 else got

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from cnnlab.data.batch_slots import BatchBuffer
 from cnnlab.data.loader import Batch, batch_loader, sample_seed
 from cnnlab.data.shards.jpeg import AREA_ABOVE, decode_crop, parse_layout, resize_into, warp_into
 from cnnlab.data.sources.base import BadImage
@@ -91,16 +92,6 @@ class SampleRandom:
         return a + int(self.random() * (b - a + 1))
 
 
-def _batch_buffer(shape: tuple[int, ...]) -> torch.Tensor:
-    """uint8 storage for a batch; in a DataLoader worker, allocated in shared memory so handing the
-    batch to the main process moves no pixels (what torch's ``default_collate`` does for its stack)."""
-    numel = math.prod(shape)
-    if torch.utils.data.get_worker_info() is None:
-        return torch.empty(shape, dtype=torch.uint8)
-    storage = torch.empty(0, dtype=torch.uint8)._typed_storage()._new_shared(numel)
-    return torch.empty(0, dtype=torch.uint8).new(storage).view(shape)
-
-
 class FastCropDataset(Dataset):
     """``(epoch, index)`` → ``(uint8 (C, H, W), label, index)``, or ``(None, reason, index)`` for a bad sample.
 
@@ -155,22 +146,22 @@ class FastCropDataset(Dataset):
 
     def __getitems__(self, keys: list[tuple[int, int]]) -> Batch:
         """A whole batch (the DataLoader's fetch when the dataset has this method): each crop is
-        resized straight into its slot of one uint8 ``(B, H, W, C)`` buffer, shared memory in a
-        worker, so there is no per-sample tensor, stack or pickling. Images come out as a
+        resized straight into its slot of one uint8 ``(B, H, W, C)`` buffer — in a worker, shared
+        memory that the worker reuses (:mod:`cnnlab.data.batch_slots`) —, so there is no per-sample
+        tensor, stack or pickling. Images come out as a
         ``(B, C, H, W)`` view in channels_last layout; ``DeviceNormalize`` makes the layout the model's."""
         h, w = self.size
-        images = _batch_buffer((len(keys), h, w, self.channels))
-        slots = images.numpy()
+        buffer = BatchBuffer((len(keys), h, w, self.channels))
         labels, indices, bad = [], [], []
         for epoch, index in keys:
-            got = self.crop(epoch, index, slots[len(labels)])
+            got = self.crop(epoch, index, buffer.array[len(labels)])
             if isinstance(got, str):
                 bad.append(got)
             else:
                 labels.append(self.source.label(index))
                 indices.append(index)
         n = len(labels)
-        return Batch(images[:n].permute(0, 3, 1, 2), torch.tensor(labels, dtype=torch.int64),
+        return Batch(buffer.images(n), torch.tensor(labels, dtype=torch.int64),
                      torch.tensor(indices, dtype=torch.int64), bad, len(keys))  # fmt: skip
 
 
