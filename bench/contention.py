@@ -15,6 +15,7 @@ torch loads) and kept for every round, so a round costs seconds rather than a to
   --threads 1   cnnlab's flag (one thread; the wait policy does not matter)
   --threads 2   cnnlab's flag (two threads, cnnlab's wait policy)
   2 spin        OMP_NUM_THREADS=2 GOMP_SPINCOUNT=300000: libgomp's own waiting, cnnlab's default before
+  2 spin 30k    OMP_NUM_THREADS=2 GOMP_SPINCOUNT=30000: a brief spin (tens of µs), then sleep
 Training: `cnnlab train --config lenet5_mnist5k --epochs E --train-limit N` called in that process
 (the demo recipe; 1,280 images are 20 steps of 64), images/s as the run's summary.json reports it
 (training steps only). Predict: ResNet-18 at 224x224, one image per forward, fp32 eval under
@@ -41,8 +42,9 @@ SETTINGS: dict[str, tuple[list[str], dict[str, str]]] = {  # name -> (extra cnnl
     "--threads 1": (["--threads", "1"], {}),
     "--threads 2": (["--threads", "2"], {}),
     "2 spin": ([], {"OMP_NUM_THREADS": "2", "GOMP_SPINCOUNT": "300000"}),
+    "2 spin 30k": ([], {"OMP_NUM_THREADS": "2", "GOMP_SPINCOUNT": "30000"}),
 }
-FIXED = ["--threads 1", "--threads 2", "2 spin"]
+FIXED = ["--threads 1", "--threads 2", "2 spin", "2 spin 30k"]
 USER_VARS = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "MKL_NUM_THREADS", "KMP_BLOCKTIME")
 
 
