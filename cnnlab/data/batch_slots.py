@@ -26,7 +26,10 @@ import torch
 from torch.utils.data import get_worker_info
 
 HEADER = 64  # bytes before the pixels: byte 0 is 1 from the worker's write until the main process lets go
-MAX_SLOTS = 10  # per worker: prefetch_factor (4) in flight, one being written, a few held by the consumer
+# Per worker: prefetch_factor (4) in flight, one being written, one or two held by the consumer.
+# The shared memory this takes (8 × a batch per worker at most, one batch per slot) stays mapped in
+# the main process until the next loader's workers start, so it is bounded rather than generous.
+MAX_SLOTS = 8
 
 
 class _Slot:
