@@ -197,13 +197,14 @@ def test_worker_batches_reuse_slots_and_stay_intact_when_kept(shards, monkeypatc
     def loader(workers):
         return make_shard_loader(source, SIZE, 3, 2, workers=workers, seed=4, drop_last=False)
 
-    expected = [(b.images.clone(), b.indices.clone()) for b in loader(0)]
+    expected = [(b.images.clone(), b.indices.clone(), b.labels.clone()) for b in loader(0)]
     assert len(expected) > 2 * 2 * batch_slots.MAX_SLOTS  # more batches than both workers' slots
     kept = list(loader(2))  # every batch held, none cloned
     assert [b.indices.tolist() for b in kept] == [e[1].tolist() for e in expected]
+    assert all(torch.equal(b.labels, e[2]) and b.labels.dtype == torch.int64 for b, e in zip(kept, expected))
     assert all(torch.equal(b.images, e[0]) for b, e in zip(kept, expected))
     del kept
     batch_slots._mapped.clear()
-    for got, (images, _) in zip(loader(2), expected):  # dropped as it goes: the slots come back
+    for got, (images, _, _) in zip(loader(2), expected):  # dropped as it goes: the slots come back
         assert torch.equal(got.images, images) and got.images.is_contiguous(memory_format=torch.channels_last)
     assert 0 < len(batch_slots._mapped) <= 2 * batch_slots.MAX_SLOTS
