@@ -3,9 +3,10 @@
 ``batch_size`` is per process and per micro-batch (torchrun's convention); the global batch, the
 images of one optimizer step, is processes × batch_size × accum_steps. ``--global-batch N`` fixes
 that product: with a number for ``--batch-size`` the accumulation follows from it; with
-``--batch-size auto`` the micro-batch is the largest that fits in memory — tried by a forward and
-backward of synthetic images of the model's input size, starting from each process's whole share and
-halving (to a divisor of the share) when memory runs out — and the accumulation makes up the rest.
+``--batch-size auto`` the micro-batch is the largest that fits in memory with a quarter to spare —
+tried by a forward and backward of synthetic images of the model's input size, starting from each
+process's whole share and halving (to a divisor of the share) when memory runs out — and the
+accumulation makes up the rest.
 The global batch, and so the optimisation, is the same whatever the machine; only its pieces change.
 The resolved numbers are what the run saves (``config.yaml``), so a resume or a restart keeps them.
 """
@@ -97,15 +98,23 @@ def step_fits(step: Callable[[int], None], micro: int, device: torch.device) -> 
         _release(device)
 
 
+def with_headroom(micro: int) -> int:
+    """The images a try of ``micro`` carries: a quarter more. The run holds a little more than the
+    probe (its loaders, a validation pass, what other threads allocate, fragmentation over many
+    steps), so a micro-batch that only just fits the probe runs out in the run: on an AMD EPYC a
+    probe that passed 32 by a hair left the run out of memory at its first step."""
+    return micro + (micro + 3) // 4
+
+
 def _fits(cfg: TrainConfig, data, world: int, device: torch.device, amp: torch.dtype | None) -> Callable[[int], bool]:
     """``fits(micro)``. On the CPU each try runs in a forked child: the C heap of a process keeps the
     pages a big try touched, and they would count against every later try and the run itself (a
     failed try would leave no room for a smaller one). On CUDA, in this process: the caching
     allocator gives its blocks back (and CUDA does not survive a fork)."""
     if device.type == "cpu" and hasattr(os, "fork"):
-        return lambda micro: _in_child(lambda: step_fits(_probe(cfg, data, world, device, amp), micro, device))
+        return lambda micro: _in_child(lambda: step_fits(_probe(cfg, data, world, device, amp), with_headroom(micro), device))
     step = _probe(cfg, data, world, device, amp)
-    return lambda micro: step_fits(step, micro, device)
+    return lambda micro: step_fits(step, with_headroom(micro), device)
 
 
 def _in_child(try_: Callable[[], bool]) -> bool:
