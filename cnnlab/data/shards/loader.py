@@ -148,8 +148,8 @@ class FastCropDataset(Dataset):
         """A whole batch (the DataLoader's fetch when the dataset has this method): each crop is
         resized straight into its slot of one uint8 ``(B, H, W, C)`` buffer — in a worker, shared
         memory that the worker reuses (:mod:`cnnlab.data.batch_slots`) —, so there is no per-sample
-        tensor, stack or pickling. Images come out as a
-        ``(B, C, H, W)`` view in channels_last layout; ``DeviceNormalize`` makes the layout the model's."""
+        tensor, stack or pickling. Images come out as a ``(B, C, H, W)`` view in channels_last
+        layout; ``DeviceNormalize`` makes the layout the model's."""
         h, w = self.size
         buffer = BatchBuffer((len(keys), h, w, self.channels))
         labels, indices, bad = [], [], []
