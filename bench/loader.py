@@ -130,7 +130,7 @@ def profile_stages(shards, rounds: int = 3) -> dict[str, float]:
     from cnnlab.data.shards import jpeg
     from cnnlab.data.shards.loader import SampleRandom, rrc_box
 
-    stages = ["read", "parse header", "draw crop", "cut region", "decode (libjpeg-turbo)", "crop + resize + flip (one cv2.warpAffine)", "label"]
+    stages = ["read", "parse header", "draw crop", "cut region", "decode (libjpeg-turbo)", "crop + resize (cv2.warpAffine) + flip", "label"]
     spent = dict.fromkeys(stages, 0)
     slots = np.empty((64, 224, 224, 3), np.uint8)
     scratch = np.empty(1 << 20, np.uint8)  # as decode_crop's reused buffer
