@@ -128,7 +128,7 @@ def profile_stages(shards, rounds: int = 3) -> dict[str, float]:
     from cnnlab.data.images import decode_jpeg_checked
     from cnnlab.data.loader import sample_seed
     from cnnlab.data.shards import jpeg
-    from cnnlab.data.shards.loader import SampleRandom, rrc_box
+    from cnnlab.data.shards.crop_draw import draw_crop
 
     stages = ["read", "parse header", "draw crop", "cut region", "decode (libjpeg-turbo)", "crop + resize (cv2.warpAffine) + flip", "label"]
     spent = dict.fromkeys(stages, 0)
@@ -143,11 +143,9 @@ def profile_stages(shards, rounds: int = 3) -> dict[str, float]:
             t.append(clock())
             layout = jpeg.parse_layout(data)
             t.append(clock())
-            rng = SampleRandom(sample_seed(0, r, i))
-            x, y, w, h = rrc_box(layout.width, layout.height, rng, (0.08, 1.0), (3 / 4, 4 / 3))
-            flip = rng.random() < 0.5
+            (x, y, w, h), flip = draw_crop(sample_seed(0, r, i), layout.width, layout.height, (0.08, 1.0), (3 / 4, 4 / 3), 0.5)
             t.append(clock())
-            region, left, top, _ = jpeg._region(data, layout, x, y, x + w, y + h)
+            region, left, top, _, _ = jpeg._region(data, layout, x, y, x + w, y + h)
             t.append(clock())
             img = decode_jpeg_checked(region, colorspace="RGB", buffer=scratch, **jpeg.FAST)
             t.append(clock())

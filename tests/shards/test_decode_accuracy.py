@@ -27,7 +27,7 @@ from cnnlab.data.images import decode_image
 from cnnlab.data.sources.base import BadImage
 from cnnlab.data.shards import jpeg
 from cnnlab.data.shards.fields import ImageField
-from cnnlab.data.shards.loader import rrc_box
+from .reference_crop import rrc_box
 
 MEAN_BOUND, CROP_BOUND = 2.0, 6.0
 
@@ -114,17 +114,40 @@ def test_jpegs_without_restart_markers_and_grayscale(stored):
         jpeg.decode_crop(b"\xff\xd8" + b"\x00" * 100, (0, 0, 8, 8), (8, 8))
 
 
-def test_marker_table_is_used_and_a_wrong_one_is_ignored(stored):
+def test_marker_table_is_used_and_a_wrong_one_is_ignored(stored, monkeypatch):
     layout = jpeg.parse_layout(stored)
-    buf = np.frombuffer(stored, dtype=np.uint8)
     assert abs(layout.table_count) == 16 * 12 - 1  # 384 × 256: 16 MCU rows of 12 two-MCU intervals
-    assert (jpeg._table(buf, layout) == jpeg.restart_markers(buf, layout.scan_start)).all()
-    # A table that does not point at markers (damaged, or another tool's APP9) is not trusted.
-    broken = bytearray(stored)
-    broken[layout.table_at + 1] ^= 0x01
-    assert jpeg._table(np.frombuffer(bytes(broken), dtype=np.uint8), jpeg.parse_layout(bytes(broken))) is None
+    offsets = np.frombuffer(stored, dtype=">u2", count=-layout.table_count, offset=layout.table_at)
+    assert (offsets + layout.scan_start == jpeg.restart_markers(np.frombuffer(stored, dtype=np.uint8), layout.scan_start)).all()
+    scans = []
+    real_scan = jpeg.restart_markers
+    monkeypatch.setattr(jpeg, "restart_markers", lambda *a: scans.append(1) or real_scan(*a))
     box = (30, 40, 150, 120)
-    assert np.array_equal(jpeg.decode_crop(bytes(broken), box, (224, 224)), jpeg.decode_crop(stored, box, (224, 224)))
+    good = jpeg.decode_crop(stored, box, (224, 224))
+    assert not scans  # the table was enough
+    # A table that does not point at markers (damaged, or another tool's APP9) is not trusted: the
+    # markers are found by scanning, and the crop is the same.
+    broken = bytearray(stored)
+    broken[layout.table_at + 2 * (3 * 12 + 2) + 1] ^= 0x01  # the marker ending row 3's third interval: in the crop
+    cut, *_ = jpeg._region(bytes(broken), layout, 30, 40, 180, 160)
+    assert len(scans) == 1 and len(cut) < len(stored)
+    assert np.array_equal(jpeg.decode_crop(bytes(broken), box, (224, 224)), good)
+
+
+def test_region_cut_refuses_markers_that_are_not_where_they_should_be(stored):
+    """Every way of pointing the cut at wrong bytes returns the whole image, never a bad read."""
+    layout = jpeg.parse_layout(stored)
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        broken = bytearray(stored)
+        at = int(rng.integers(layout.table_at, layout.table_at + 2 * -layout.table_count))
+        broken[at] = int(rng.integers(0, 256))  # a table entry pointing anywhere, inside the data or past it
+        if trial % 4 == 0:
+            broken[layout.scan_start + int(rng.integers(0, len(stored) - layout.scan_start - 2))] = 0xFF  # a stray byte
+        data = bytes(broken)
+        cut, left, top, w, h = jpeg._region(data, jpeg.parse_layout(data), 100, 50, 300, 200)
+        if len(cut) < len(data):  # a cut-out was made: it is a JPEG of the region's size
+            assert simplejpeg.decode_jpeg_header(cut)[:2] == (h, w)
 
 
 def test_files_without_restart_markers_decode_only_the_rows_a_crop_needs(stored, monkeypatch):

@@ -16,7 +16,8 @@ Two savings, both exact up to rounding (``tests/shards/test_decode_accuracy.py``
 
 The marker surgery is hand-written because no maintained binding exposes libjpeg-turbo's partial
 decoding (``tj3SetCroppingRegion`` / ``jpeg_skip_scanlines``): simplejpeg and PyTurboJPEG decode
-whole images only, and PyTurboJPEG also needs a system ``libturbojpeg``. JPEGs without suitable
+whole images only, and PyTurboJPEG also needs a system ``libturbojpeg``. Its byte loops (and the
+header parse) are compiled with numba (:mod:`.jpeg_kernels`). JPEGs without suitable
 restart markers (any file from elsewhere) simply take the whole-image path.
 """
 
@@ -26,21 +27,18 @@ import math
 import re
 import struct
 import threading
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import cv2
 import numpy as np
 import simplejpeg
 
 from cnnlab.data.images import decode_jpeg_checked
+from cnnlab.data.shards import jpeg_kernels as kernels
 
 # OpenCV would otherwise start a thread pool in every DataLoader worker; the loader's parallelism
 # is its workers.
 cv2.setNumThreads(1)
-
-_SOF_BASELINE = (0xC0, 0xC1)  # baseline / extended sequential Huffman: restart-splittable
-_SOF_ANY = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
-
 
 AREA_ABOVE = 1.5  # shrink factor past which resizing averages areas instead of bilinear sampling
 # libjpeg-turbo's fast chroma upsampling (nearest instead of triangle) saves 7% of a region decode
@@ -51,18 +49,18 @@ AREA_ABOVE = 1.5  # shrink factor past which resizing averages areas instead of 
 FAST = {"fastdct": False, "fastupsample": True}
 
 
-_TABLE_MARKER = 0xE9  # APP9
-_TABLE_TAG = b"cnnlab-rst\0"  # identifies our segment among other APP9 uses
+_TABLE_TAG = kernels.TABLE_TAG.tobytes()
 _local = threading.local()
-_RST_CYCLE = (0xD0 + np.arange(1 << 16) % 8).astype(np.uint8)  # more than the intervals of any JPEG
 
 
-def _scratch(nbytes: int) -> np.ndarray:
-    """A per-thread decode buffer, reused: a fresh 100-300 KB array per image costs ~5% in page
-    faults. The decoded pixels never leave :func:`decode_crop` (the resize makes a new array)."""
-    buf = getattr(_local, "buf", None)
+def _scratch(nbytes: int, name: str = "pixels") -> np.ndarray:
+    """A per-thread buffer, reused: a fresh 100-300 KB array per image costs ~5% in page faults.
+    What is in it never leaves :func:`decode_crop`: the decoded pixels (the resize makes a new
+    array) and the cut-out JPEG (``name="cut"``)."""
+    buf = getattr(_local, name, None)
     if buf is None or buf.size < nbytes:
-        buf = _local.buf = np.empty(max(nbytes, 1 << 20), dtype=np.uint8)
+        buf = np.empty(max(nbytes, 1 << 20), dtype=np.uint8)
+        setattr(_local, name, buf)
     return buf
 
 
@@ -70,8 +68,7 @@ class JpegError(ValueError):
     """Not a JPEG this module can parse (the caller falls back to a general decoder)."""
 
 
-@dataclass(frozen=True)
-class JpegLayout:
+class JpegLayout(NamedTuple):  # a tuple: built per sample, 4x cheaper than a frozen dataclass
     width: int
     height: int
     channels: int
@@ -105,57 +102,29 @@ class JpegLayout:
         return -(-self.height // self.mcu_height)
 
 
+_PARSE_ERRORS = {
+    kernels.NO_SOI: "not a JPEG (no SOI marker)",
+    kernels.BAD_MARKER: "corrupt JPEG header at byte {at}",
+    kernels.TRUNCATED_SOF: "truncated SOF",
+    kernels.SOS_BEFORE_SOF: "SOS before SOF",
+    kernels.NO_SOS: "no image data (SOS marker missing)",
+}
+
+
 def parse_layout(data: bytes) -> JpegLayout:
-    """Read the markers up to the scan (headers only, microseconds); raises :class:`JpegError`."""
-    if data[:2] != b"\xff\xd8":
-        raise JpegError("not a JPEG (no SOI marker)")
-    pos, n = 2, len(data)
-    width = height = channels = sof_at = 0
-    restart = table_at = table_count = 0
-    baseline = exif = False
-    hmax = vmax = 1
-    while pos + 4 <= n:
-        if data[pos] != 0xFF:
-            raise JpegError(f"corrupt JPEG header at byte {pos}")
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        (length,) = struct.unpack_from(">H", data, pos + 2)
-        if marker in _SOF_ANY:
-            # SOF: length(2) precision(1) height(2) width(2) components(1), then id/sampling/table each.
-            height, width, channels = struct.unpack_from(">HHB", data, pos + 5)
-            if pos + 10 + 3 * channels > n or not channels:
-                raise JpegError("truncated SOF")
-            sof_at = pos + 5
-            baseline = marker in _SOF_BASELINE
-            hmax = max(data[pos + 11 + 3 * c] >> 4 for c in range(channels))
-            vmax = max(data[pos + 11 + 3 * c] & 0x0F for c in range(channels))
-        elif marker == _TABLE_MARKER and data[pos + 4 : pos + 4 + len(_TABLE_TAG)] == _TABLE_TAG:
-            width_code = data[pos + 4 + len(_TABLE_TAG)]  # bytes per offset: 2 or 4
-            table_at = pos + 5 + len(_TABLE_TAG)
-            table_count = (length - 3 - len(_TABLE_TAG)) // 4 if width_code == 4 else -((length - 3 - len(_TABLE_TAG)) // 2)
-        elif marker == 0xE1 and data[pos + 4 : pos + 10] == b"Exif\x00\x00":
-            exif = True
-        elif marker == 0xDD:  # DRI: restart interval in MCUs
-            (restart,) = struct.unpack_from(">H", data, pos + 4)
-        elif marker == 0xDA:  # SOS: entropy-coded data follows the segment
-            if not width or not height:
-                raise JpegError("SOS before SOF")
-            if channels == 1:  # a single-component scan is not interleaved: 8×8 blocks
-                hmax = vmax = 1
-            per_row = -(-width // (8 * hmax))
-            rows = cols = 0
-            if baseline and restart and restart % per_row == 0:
-                rows, cols = restart // per_row, per_row
-            elif baseline and restart and per_row % restart == 0:
-                rows, cols = 1, restart
-            return JpegLayout(
-                width, height, channels, 8 * hmax, 8 * vmax, sof_at, pos + 2 + length, rows, cols, pos, table_at, table_count, exif,
-                baseline, restart,
-            )
-        pos += 2 + length
-    raise JpegError("no image data (SOS marker missing)")
+    """Read the markers up to the scan (headers only, about a microsecond); raises :class:`JpegError`."""
+    status, at, width, height, channels, hmax, vmax, sof_at, scan_start, sos_at, table_at, table_count, exif, baseline, restart = (
+        kernels.parse_header(data))  # fmt: skip
+    if status != kernels.OK:
+        raise JpegError(_PARSE_ERRORS[status].format(at=at))
+    per_row = -(-width // (8 * hmax))
+    rows = cols = 0
+    if baseline and restart and restart % per_row == 0:
+        rows, cols = restart // per_row, per_row
+    elif baseline and restart and per_row % restart == 0:
+        rows, cols = 1, restart
+    return JpegLayout(width, height, channels, 8 * hmax, 8 * vmax, sof_at, scan_start, rows, cols, sos_at, table_at,
+                      table_count, exif, baseline, restart)  # fmt: skip
 
 
 def restart_blocks(width: int, mcu_width: int = 16) -> int:
@@ -165,44 +134,40 @@ def restart_blocks(width: int, mcu_width: int = 16) -> int:
     return next((k for k in (2, 3, 4) if per_row % k == 0), 1)
 
 
-def _region(data: bytes, layout: JpegLayout, x0: int, y0: int, x1: int, y1: int) -> tuple[bytes, int, int, int]:
+def _region(data: bytes, layout: JpegLayout, x0: int, y0: int, x1: int, y1: int) -> tuple[bytes | np.ndarray, int, int, int, int]:
     """A valid JPEG holding the restart intervals that pixels ``[x0, x1) × [y0, y1)`` touch.
 
-    Returns it with its left, top and width in the original. Interval k ends with RST(k mod 8),
-    the last with EOI. The kept intervals, row by row, are concatenated and their markers
-    renumbered from RST0; SOF gets the new width and height (the restart interval stays valid
-    because whole intervals make up each new MCU row). Any surprise (markers not as we write
-    them) returns the whole image, which is always correct, just slower.
+    Returns it with its left, top, width and height in the original. The kept intervals, row by
+    row, are concatenated and their markers renumbered from RST0; SOF gets the new width and height
+    (the restart interval stays valid because whole intervals make up each new MCU row); the last
+    marker becomes EOI (:func:`~.jpeg_kernels.cut_region`). The markers are found from our APP9
+    table, or by scanning the data when there is none or it is wrong. Any other surprise (markers
+    not as we write them) returns the whole image, which is always correct, just slower. The
+    cut-out lives in a per-thread buffer until the next call.
     """
     iw, ih = layout.interval_cols * layout.mcu_width, layout.interval_rows * layout.mcu_height  # pixels
     n_rows = -(-layout.mcu_rows // layout.interval_rows)
     n_cols = layout.mcus_per_row // layout.interval_cols
     a0, a1, b0, b1 = y0 // ih, (y1 - 1) // ih, x0 // iw, (x1 - 1) // iw
+    whole = data, 0, 0, layout.width, layout.height
     if a0 == 0 and a1 == n_rows - 1 and b0 == 0 and b1 == n_cols - 1:
-        return data, 0, 0, layout.width
-    buf = np.frombuffer(data, dtype=np.uint8)
+        return whole
     count = n_rows * n_cols
-    ends = _table(buf, layout) if abs(layout.table_count) == count - 1 else None
-    if ends is None:
-        ends = restart_markers(buf, layout.scan_start)
-    if len(ends) != count - 1 or data[-2:] != b"\xff\xd9":
-        return data, 0, 0, layout.width  # markers not as written by us: decode the whole image
-    bounds = np.empty(count + 1, dtype=np.int64)  # interval k spans bounds[k] .. bounds[k+1] - 2
-    bounds[0], bounds[1:-1], bounds[-1] = layout.scan_start - 2, ends, len(data) - 2
-    grid = bounds[1:].reshape(n_rows, n_cols)  # position of the marker (or EOI) ending each interval
-    # Row r contributes intervals b0..b1 in one piece, with the marker after it (EOI after the last).
-    s0 = bounds[a0 * n_cols + b0 : (a1 + 1) * n_cols : n_cols] + 2
-    e1 = grid[a0 : a1 + 1, b1] + 2
-    lengths = e1 - s0
-    body = np.concatenate([buf[i:j] for i, j in zip(s0.tolist(), e1.tolist())])
-    body[-2:] = (0xFF, 0xD9)  # the last piece's marker becomes EOI
-    offsets = np.cumsum(lengths) - lengths - s0  # new position = old position + offset of its row
-    markers = (grid[a0 : a1 + 1, b0 : b1 + 1] + offsets[:, None]).ravel()[:-1]
-    body[markers + 1] = _RST_CYCLE[: len(markers)]  # RST0, RST1, … in the new order
     left, top = b0 * iw, a0 * ih
-    new_w, new_h = min(layout.width, (b1 + 1) * iw) - left, min(layout.height, (a1 + 1) * ih) - top
-    header = data[: layout.sof_at] + struct.pack(">HH", new_h, new_w) + data[layout.sof_at + 4 : layout.scan_start]
-    return header + body.tobytes(), left, top, new_w
+    size = min(layout.height, (a1 + 1) * ih) - top, min(layout.width, (b1 + 1) * iw) - left
+    out = _scratch(len(data), "cut")
+    cut = -1
+    if abs(layout.table_count) == count - 1:
+        width = 4 if layout.table_count > 0 else 2
+        cut = kernels.cut_region(data, out, data, layout.table_at, width, count, layout.scan_start, n_cols, (a0, a1), (b0, b1),
+                                 layout.sof_at, size)  # fmt: skip
+    if cut < 0:  # no table, or one that does not point at markers (damaged, or another tool's APP9)
+        ends = restart_markers(np.frombuffer(data, dtype=np.uint8), layout.scan_start) - layout.scan_start
+        if len(ends) == count - 1:
+            cut = kernels.cut_region(data, out, ends.astype(">u4").tobytes(), 0, 4, count, layout.scan_start, n_cols, (a0, a1), (b0, b1), layout.sof_at, size)
+    if cut < 0:
+        return whole  # markers not as written by us: decode the whole image
+    return out[:cut], left, top, size[1], size[0]
 
 
 def restart_markers(buf: np.ndarray, scan_start: int) -> np.ndarray:
@@ -211,16 +176,6 @@ def restart_markers(buf: np.ndarray, scan_start: int) -> np.ndarray:
     ff = np.flatnonzero(buf[scan_start:-1] == 0xFF)
     ff += scan_start
     return ff[(buf[ff + 1] & 0xF8) == 0xD0]
-
-
-def _table(buf: np.ndarray, layout: JpegLayout) -> np.ndarray | None:
-    """The marker offsets stored by :func:`add_marker_table`, checked against the data (None if wrong)."""
-    dtype = ">u4" if layout.table_count > 0 else ">u2"
-    ends = np.frombuffer(buf, dtype=dtype, count=abs(layout.table_count), offset=layout.table_at).astype(np.int64)
-    ends += layout.scan_start
-    if len(ends) and (ends[-1] + 1 >= len(buf) or not ((buf[ends] == 0xFF) & ((buf[ends + 1] & 0xF8) == 0xD0)).all()):
-        return None
-    return ends
 
 
 def add_marker_table(data: bytes) -> bytes:
@@ -235,7 +190,7 @@ def add_marker_table(data: bytes) -> bytes:
     payload = _TABLE_TAG + (b"\x04" + ends.astype(">u4").tobytes() if wide else b"\x02" + ends.astype(">u2").tobytes())
     if len(payload) + 2 > 0xFFFF:
         return data
-    segment = bytes((0xFF, _TABLE_MARKER)) + struct.pack(">H", len(payload) + 2) + payload
+    segment = bytes((0xFF, kernels.TABLE_MARKER)) + struct.pack(">H", len(payload) + 2) + payload
     return data[: layout.sos_at] + segment + data[layout.sos_at :]
 
 
@@ -266,10 +221,6 @@ def _decode_top(data: bytes, layout: JpegLayout, rows: int, colorspace: str, cha
     return buf[:n].reshape(rows, layout.width, channels)
 
 
-def _sof_height(data: bytes, layout: JpegLayout) -> int:
-    return struct.unpack_from(">H", data, layout.sof_at)[0]  # the cut-out keeps the SOF where it was
-
-
 def decode_crop(
     data: bytes,
     box: tuple[int, int, int, int],
@@ -289,11 +240,9 @@ def decode_crop(
     x, y, w, h = box
     out_h, out_w = size
     layout = layout or parse_layout(data)
-    left = top = 0
-    region_w = layout.width
-    original = data
+    left, top, region_w, region_h = 0, 0, layout.width, layout.height
     if partial and layout.interval_rows:
-        data, left, top, region_w = _region(data, layout, x, y, x + w, y + h)
+        data, left, top, region_w, region_h = _region(data, layout, x, y, x + w, y + h)
     colorspace = "GRAY" if gray else "RGB"
     # The smallest of 1/8, 1/4, 1/2 at which the crop still has at least the output's pixels. Other
     # n/8 scales would fit tighter, but libjpeg-turbo has SIMD code only for these: 7/8 is 2× slower.
@@ -308,7 +257,6 @@ def decode_crop(
         if rows < layout.height:
             img = _decode_top(data, layout, rows, colorspace, 1 if gray else 3)
     if img is None:
-        region_h = layout.height if data is original else _sof_height(data, layout)
         nbytes = (region_w + 8) * (region_h + 8) * (1 if gray else 3)  # ≥ any scaled size, rounded up
         kw = {"min_width": math.ceil(region_w * scale), "min_height": 1} if scale < 1 else {}
         # The damaged-JPEG policy of every other path (cnnlab.data.images): damage is BadImage, benign complaints pass.

@@ -17,8 +17,6 @@ worker, so the batches do not depend on the number of workers.
 
 from __future__ import annotations
 
-import math
-import random
 from collections.abc import Iterator, Sequence
 
 import cv2
@@ -28,32 +26,13 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from cnnlab.data.batch_slots import BatchBuffer
 from cnnlab.data.loader import Batch, batch_loader, sample_seed
+from cnnlab.data.shards import crop_draw, jpeg_kernels
+from cnnlab.data.shards.crop_draw import draw_crop
 from cnnlab.data.shards.jpeg import AREA_ABOVE, decode_crop, parse_layout, resize_into, warp_into
 from cnnlab.data.sources.base import BadImage
 from cnnlab.errors import CnnlabError
 
 WINDOW = 4  # shards shuffled together within a rank
-
-
-def rrc_box(width: int, height: int, rng: "SampleRandom | random.Random", scale: Sequence[float], ratio: Sequence[float]) -> tuple[int, int, int, int]:
-    """``(left, top, w, h)`` of a random-resized crop (the rule of Szegedy et al. that torchvision uses)."""
-    area = width * height
-    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
-    for _ in range(10):
-        target = area * rng.uniform(scale[0], scale[1])
-        aspect = math.exp(rng.uniform(log_lo, log_hi))
-        w, h = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
-        if 0 < w <= width and 0 < h <= height:
-            return rng.randint(0, width - w), rng.randint(0, height - h), w, h
-    # Fallback: the whole image, trimmed to the nearest allowed aspect ratio.
-    aspect = width / height
-    if aspect < ratio[0]:
-        w, h = width, round(width / ratio[0])
-    elif aspect > ratio[1]:
-        w, h = round(height * ratio[1]), height
-    else:
-        w, h = width, height
-    return (width - w) // 2, (height - h) // 2, w, h
 
 
 def crop_array(img: np.ndarray, box: tuple[int, int, int, int], size: tuple[int, int], flip: bool,
@@ -63,33 +42,6 @@ def crop_array(img: np.ndarray, box: tuple[int, int, int, int], size: tuple[int,
     if min(w / size[1], h / size[0]) <= AREA_ABOVE:
         return warp_into(img, box, 1.0, size, flip, out)
     return resize_into(np.ascontiguousarray(img[y : y + h, x : x + w]), size, flip, out)
-
-
-class SampleRandom:
-    """The few uniform draws of one sample's crop and flip, from its key: splitmix64 over a counter.
-
-    ``random.Random(seed)`` costs 5 µs to seed (Mersenne Twister's 624 words) for the ~5 numbers a
-    crop needs, over 1% of a shard sample's time; this costs nothing to create and 0.3 µs a draw."""
-
-    __slots__ = ("state",)
-    _MASK = (1 << 64) - 1
-
-    def __init__(self, seed: int) -> None:
-        self.state = seed & self._MASK
-
-    def random(self) -> float:
-        """Uniform in [0, 1) with 53 random bits."""
-        self.state = z = (self.state + 0x9E3779B97F4A7C15) & self._MASK
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & self._MASK
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & self._MASK
-        return ((z ^ (z >> 31)) >> 11) * (1.0 / (1 << 53))
-
-    def uniform(self, a: float, b: float) -> float:
-        return a + (b - a) * self.random()
-
-    def randint(self, a: int, b: int) -> int:
-        """Uniform over ``a .. b`` inclusive (as :meth:`random.Random.randint`)."""
-        return a + int(self.random() * (b - a + 1))
 
 
 class FastCropDataset(Dataset):
@@ -104,23 +56,28 @@ class FastCropDataset(Dataset):
         if channels not in (1, 3):
             raise CnnlabError(f"the fast loader makes 1- or 3-channel images, not {channels}")
         self.source, self.size, self.channels, self.seed = source, tuple(size), channels, seed
-        self.scale, self.ratio, self.hflip, self.partial = tuple(scale), tuple(ratio), hflip, partial
+        # Floats, so the compiled draw sees one argument type whatever the recipe wrote.
+        self.scale, self.ratio, self.hflip = (float(scale[0]), float(scale[1])), (float(ratio[0]), float(ratio[1])), float(hflip)
+        self.partial = partial
+        # Compiled here, before DataLoader workers fork: each would otherwise compile or load them.
+        jpeg_kernels.compile_now()
+        crop_draw.compile_now()
 
     def __len__(self) -> int:
         return len(self.source)
 
-    def _decoded(self, data: bytes, rng: SampleRandom, out: np.ndarray | None) -> np.ndarray:
+    def _decoded(self, data: bytes, seed: int, out: np.ndarray | None) -> np.ndarray:
         from cnnlab.data.images import decode_image
         from cnnlab.data.transforms import MatchChannels
 
         img = MatchChannels(self.channels)(decode_image(data)).permute(1, 2, 0).numpy()
-        box = rrc_box(img.shape[1], img.shape[0], rng, self.scale, self.ratio)
-        return crop_array(img, box, self.size, rng.random() < self.hflip, out)
+        box, flip = draw_crop(seed, img.shape[1], img.shape[0], self.scale, self.ratio, self.hflip)
+        return crop_array(img, box, self.size, flip, out)
 
     def crop(self, epoch: int, index: int, out: np.ndarray | None = None) -> np.ndarray | str:
         """Sample ``index``'s crop for ``epoch`` as uint8 ``(H, W, C)`` (into ``out`` when given), or
         why it could not be read."""
-        rng = SampleRandom(sample_seed(self.seed, epoch, index))
+        seed = sample_seed(self.seed, epoch, index)
         try:
             data = self.source.encoded(index)
             layout = None
@@ -130,9 +87,8 @@ class FastCropDataset(Dataset):
                 except ValueError:  # not a JPEG after all (a PNG named .jpg): the general decoder knows
                     pass
             if layout is None or not layout.plain:
-                return self._decoded(data, rng, out)
-            box = rrc_box(layout.width, layout.height, rng, self.scale, self.ratio)
-            flip = rng.random() < self.hflip
+                return self._decoded(data, seed, out)
+            box, flip = draw_crop(seed, layout.width, layout.height, self.scale, self.ratio, self.hflip)
             return decode_crop(data, box, self.size, flip, self.channels == 1, self.partial, layout, out)
         except (BadImage, ValueError, OSError, cv2.error) as e:
             return f"{self.source.describe(index)}: {str(e)[:100] or type(e).__name__}"
