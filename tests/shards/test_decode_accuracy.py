@@ -26,6 +26,7 @@ from sklearn.datasets import load_sample_image
 from cnnlab.data.images import decode_image
 from cnnlab.data.sources.base import BadImage
 from cnnlab.data.shards import jpeg
+from cnnlab.data.shards import jpeg_kernels as kernels
 from cnnlab.data.shards.fields import ImageField
 from .reference_crop import rrc_box
 
@@ -134,20 +135,58 @@ def test_marker_table_is_used_and_a_wrong_one_is_ignored(stored, monkeypatch):
     assert np.array_equal(jpeg.decode_crop(bytes(broken), box, (224, 224)), good)
 
 
-def test_region_cut_refuses_markers_that_are_not_where_they_should_be(stored):
-    """Every way of pointing the cut at wrong bytes returns the whole image, never a bad read."""
+def _python_kernels(monkeypatch) -> None:
+    """The kernels as plain Python (numba's ``py_func``): indexing past the end raises there, where
+    the compiled code, built without bounds checks, would read or write memory that is not ours."""
+    for name in ("_u16", "_is_table", "_offset", "_copy", "_is_rst"):
+        monkeypatch.setattr(kernels, name, getattr(kernels, name).py_func)
+
+
+def test_region_cut_refuses_markers_that_are_not_where_they_should_be(stored, monkeypatch):
+    """Pointed at wrong bytes, the cut returns -1 (the caller decodes the whole image) or a JPEG of
+    the region's size, never reads or writes past its arrays, and compiled = plain Python."""
     layout = jpeg.parse_layout(stored)
     rng = np.random.default_rng(0)
-    for trial in range(200):
+    cases = []
+    for trial in range(300):
         broken = bytearray(stored)
         at = int(rng.integers(layout.table_at, layout.table_at + 2 * -layout.table_count))
         broken[at] = int(rng.integers(0, 256))  # a table entry pointing anywhere, inside the data or past it
-        if trial % 4 == 0:
-            broken[layout.scan_start + int(rng.integers(0, len(stored) - layout.scan_start - 2))] = 0xFF  # a stray byte
+        if trial % 3 == 0:
+            broken[layout.scan_start + int(rng.integers(0, len(stored) - layout.scan_start))] = 0xFF  # a stray byte
+        if trial % 5 == 0:
+            del broken[int(rng.integers(len(stored) - 4000, len(stored))):]  # truncated
         data = bytes(broken)
-        cut, left, top, w, h = jpeg._region(data, jpeg.parse_layout(data), 100, 50, 300, 200)
-        if len(cut) < len(data):  # a cut-out was made: it is a JPEG of the region's size
-            assert simplejpeg.decode_jpeg_header(cut)[:2] == (h, w)
+        rows, cols = sorted(rng.integers(0, 16, 2).tolist()), sorted(rng.integers(0, 12, 2).tolist())
+        args = (data, data, layout.table_at, 2, 16 * 12, layout.scan_start, 12, tuple(rows), tuple(cols), layout.sof_at, (64, 64))
+        out = np.zeros(len(data), np.uint8)
+        got = kernels.cut_region(args[0], out, *args[1:])
+        cases.append((args, got, out))
+        if got > 0:
+            assert simplejpeg.decode_jpeg_header(out[:got].tobytes())[:2] == (64, 64)
+    assert {got > 0 for _, got, _ in cases} == {True, False}  # both outcomes were tried
+    _python_kernels(monkeypatch)
+    for args, got, out in cases:
+        plain = np.zeros(len(args[0]), np.uint8)
+        assert kernels.cut_region.py_func(args[0], plain, *args[1:]) == got
+        assert np.array_equal(plain, out)
+
+
+def test_header_parse_of_damaged_headers_stays_inside_the_data(stored, monkeypatch):
+    rng = np.random.default_rng(1)
+    layout = jpeg.parse_layout(stored)
+    cases = []
+    for trial in range(400):
+        broken = bytearray(stored[: layout.scan_start + 64])
+        for _ in range(int(rng.integers(1, 4))):
+            broken[int(rng.integers(0, layout.scan_start))] = int(rng.integers(0, 256))
+        data = bytes(broken[: int(rng.integers(2, len(broken) + 1))]) if trial % 2 else bytes(broken)
+        cases.append((data, kernels.parse_header(data)))
+    cases += [(stored[:n], kernels.parse_header(stored[:n])) for n in range(layout.scan_start + 4)]  # cut at every byte
+    assert {c[1][0] for c in cases} >= {kernels.OK, kernels.NO_SOS, kernels.BAD_MARKER}
+    _python_kernels(monkeypatch)
+    for data, got in cases:
+        assert kernels.parse_header.py_func(data) == got
 
 
 def test_files_without_restart_markers_decode_only_the_rows_a_crop_needs(stored, monkeypatch):

@@ -156,15 +156,14 @@ def _region(data: bytes, layout: JpegLayout, x0: int, y0: int, x1: int, y1: int)
     left, top = b0 * iw, a0 * ih
     size = min(layout.height, (a1 + 1) * ih) - top, min(layout.width, (b1 + 1) * iw) - left
     out = _scratch(len(data), "cut")
+    grid = count, layout.scan_start, n_cols, (a0, a1), (b0, b1), layout.sof_at, size
     cut = -1
     if abs(layout.table_count) == count - 1:
-        width = 4 if layout.table_count > 0 else 2
-        cut = kernels.cut_region(data, out, data, layout.table_at, width, count, layout.scan_start, n_cols, (a0, a1), (b0, b1),
-                                 layout.sof_at, size)  # fmt: skip
+        cut = kernels.cut_region(data, out, data, layout.table_at, 4 if layout.table_count > 0 else 2, *grid)
     if cut < 0:  # no table, or one that does not point at markers (damaged, or another tool's APP9)
         ends = restart_markers(np.frombuffer(data, dtype=np.uint8), layout.scan_start) - layout.scan_start
         if len(ends) == count - 1:
-            cut = kernels.cut_region(data, out, ends.astype(">u4").tobytes(), 0, 4, count, layout.scan_start, n_cols, (a0, a1), (b0, b1), layout.sof_at, size)
+            cut = kernels.cut_region(data, out, ends.astype(">u4").tobytes(), 0, 4, *grid)
     if cut < 0:
         return whole  # markers not as written by us: decode the whole image
     return out[:cut], left, top, size[1], size[0]

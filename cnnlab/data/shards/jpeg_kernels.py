@@ -147,7 +147,7 @@ def cut_region(data, out, table, table_at: int, width: int, count: int, scan_sta
         shift = at - start
         for k in range(k0, k1 + 1):
             m = end if k == k1 else scan_start + _offset(table, table_at, width, k)
-            if m < start or m > end or not (_is_rst(data, m) or (m == n - 2 and data[m + 1] == 0xD9)):
+            if m < start or m > end or not (_is_rst(data, m) or (m == n - 2 and data[m] == 0xFF and data[m + 1] == 0xD9)):
                 return -1
             out[m + shift + 1] = 0xD0 + (number & 7)
             number += 1
