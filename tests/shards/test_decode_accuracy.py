@@ -138,7 +138,7 @@ def test_marker_table_is_used_and_a_wrong_one_is_ignored(stored, monkeypatch):
 def _python_kernels(monkeypatch) -> None:
     """The kernels as plain Python (numba's ``py_func``): indexing past the end raises there, where
     the compiled code, built without bounds checks, would read or write memory that is not ours."""
-    for name in ("_u16", "_is_table", "_offset", "_copy", "_is_rst"):
+    for name in ("_u16", "_starts_with", "_failed", "_offset", "_copy", "_is_rst"):
         monkeypatch.setattr(kernels, name, getattr(kernels, name).py_func)
 
 
