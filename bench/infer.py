@@ -115,6 +115,7 @@ def variants(name: str, batch: int, threads: int, folder: Path, with_compile: bo
     out: dict[str, Runner] = {"eager fp32": eager}
     for precision in ("fp32", "bf16"):
         engine = prepare(net, input_shape(name), torch.device("cpu"), InferenceOptions(precision=precision, batch=batch), log=quiet)
+        settle(engine, x)
         out[f"cnnlab {precision}"] = lambda e=engine: e(x)
     if with_compile:
         for precision in ("fp32", "bf16"):
@@ -126,6 +127,18 @@ def variants(name: str, batch: int, threads: int, folder: Path, with_compile: bo
     out["OpenVINO f32"] = openvino_runner(path, xn, threads, "f32")
     out["OpenVINO bf16"] = openvino_runner(path, xn, threads, "bf16")
     return out
+
+
+def settle(engine: nn.Module, x: torch.Tensor) -> None:
+    """Run the engine until it has chosen its chunk size for this batch (it times each size on the
+    first few batches, cnnlab.engine.chunking): the timings are of the steady state."""
+    calls = 0
+    while engine.chunker is not None and engine.chunker.size is None and x.shape[0] > 1:
+        engine(x)
+        calls += 1
+    if calls:
+        size = engine.chunker.size
+        print(f"  (engine {engine.options.precision}, batch {x.shape[0]}: runs chunks of {size}, chosen over {calls} batches)")
 
 
 def ms_per_image(run: Runner, batch: int, seconds: float) -> float:

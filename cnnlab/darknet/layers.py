@@ -333,6 +333,8 @@ class BatchNorm(DarknetLayer):
 
 class MaxPool(DarknetLayer):
     kind = "max"
+    # the pooling of the padded input; the inference engine swaps in a faster equal one
+    max_pool: Callable[..., torch.Tensor] = staticmethod(F.max_pool2d)
 
     def __init__(self, sec: Section, ctx: BuildContext, average: bool = False) -> None:
         c, h, w = ctx.in_shape
@@ -360,7 +362,7 @@ class MaxPool(DarknetLayer):
     def forward(self, x: torch.Tensor, outputs: list[torch.Tensor | None]) -> torch.Tensor:
         k, s = (self.size, self.size), (self.sy, self.sx)
         if not self.average:
-            return F.max_pool2d(self._pad(x, -math.inf), k, s)  # out-of-range counts as -inf
+            return self.max_pool(self._pad(x, -math.inf), k, s)  # out-of-range counts as -inf
         # local_avgpool averages only the in-range pixels
         total = F.avg_pool2d(self._pad(x, 0.0), k, s, divisor_override=1)
         ones = self._pad(torch.ones_like(x[:1, :1]), 0.0)

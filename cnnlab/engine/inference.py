@@ -5,12 +5,14 @@
 
 * a copy of the model in eval mode with BatchNorm folded into the convolutions (:mod:`.fold`);
 * channels_last activations, convolution weights prepacked for oneDNN with ReLU/leaky fused
-  (:mod:`.packed_conv`) on the CPU;
+  (:mod:`.packed_conv`) and unpadded max pools as strided maxima (:mod:`.strided_pool`) on the CPU;
 * ``precision="bf16"``: weights and activations in bfloat16 where the CPU computes it natively
   (AVX-512 BF16 / AMX); refused elsewhere. A darknet net's [softmax]/[yolo]/[region] heads still
   run in float32, so probabilities and boxes are decoded at full precision;
 * ``compile=True``: ``torch.compile`` (inductor, frozen weights) on top; inductor caches what it
   builds, so only the first run of a model pays the full compile time;
+* batches on the CPU run in chunks of the size that proves fastest on them (:mod:`.chunking`;
+  darknet.cfg in fp32 runs 1.45x faster an image one at a time than in batches of 32);
 * calls run under ``torch.inference_mode``; outputs come back in float32.
 
 The default (fp32, no compile) gives the eager model's outputs up to float rounding (the darknet
@@ -29,6 +31,7 @@ from typing import Literal, TextIO
 import torch
 from torch import nn
 
+from cnnlab.engine.chunking import Chunker
 from cnnlab.errors import CnnlabError
 
 Precision = Literal["fp32", "bf16"]
@@ -83,6 +86,8 @@ class InferenceModel(nn.Module):
         super().__init__()
         self._run, self.options, self.device = run, options, device
         self.inner = inner  # the prepared torch module (None for another backend)
+        # a compiled graph is traced for one batch size, and a GPU wants the whole batch
+        self.chunker = Chunker() if device.type == "cpu" and inner is not None and not options.compile else None
         self.dtype = torch.bfloat16 if options.precision == "bf16" and options.backend == "torch" else torch.float32
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
@@ -90,7 +95,7 @@ class InferenceModel(nn.Module):
             x = x.to(self.device, self.dtype, non_blocking=True)
             if x.ndim == 4 and self.device.type == "cpu" and self.inner is not None:
                 x = x.contiguous(memory_format=torch.channels_last)
-            out = self._run(x)
+            out = self.chunker(self._run, x) if self.chunker is not None and x.shape[0] > 1 else self._run(x)
             if isinstance(out, (list, tuple)):
                 return [o.float() for o in out]
             return out.float()
@@ -122,6 +127,7 @@ def prepare(model: nn.Module, example: tuple[int, ...], device: torch.device, op
 def _torch_model(model: nn.Module, input_size: tuple[int, ...], device: torch.device, options: InferenceOptions) -> nn.Module:
     from cnnlab.engine.fold import fold_batchnorm
     from cnnlab.engine.packed_conv import pack_convolutions, packing_available
+    from cnnlab.engine.strided_pool import use_strided_pools
 
     net = copy.deepcopy(model).to(device).eval()
     for p in net.parameters():
@@ -132,6 +138,7 @@ def _torch_model(model: nn.Module, input_size: tuple[int, ...], device: torch.de
         _darknet_heads_in_fp32(net)
     if device.type == "cpu":
         net = net.to(memory_format=torch.channels_last)
+        use_strided_pools(net)
         if packing_available() and not options.compile:  # inductor packs (and fuses) by itself
             pack_convolutions(net, input_size)
     return net
