@@ -133,12 +133,12 @@ def settle(engine: nn.Module, x: torch.Tensor) -> None:
     """Run the engine until it has chosen its chunk size for this batch (it times each size on the
     first few batches, cnnlab.engine.chunking): the timings are of the steady state."""
     calls = 0
-    while engine.chunker is not None and engine.chunker.size is None and x.shape[0] > 1:
+    while engine.batches is not None and engine.batches.chunker.size is None and x.shape[0] > 1:
         engine(x)
         calls += 1
     if calls:
-        size = engine.chunker.size
-        print(f"  (engine {engine.options.precision}, batch {x.shape[0]}: runs chunks of {size}, chosen over {calls} batches)")
+        size, streams = engine.batches.chunker.size, engine.batches.streams
+        print(f"  (engine {engine.options.precision}, batch {x.shape[0]}: chunks of {size} on {streams} stream(s), chosen over {calls} batches)")
 
 
 def ms_per_image(run: Runner, batch: int, seconds: float) -> float:

@@ -1,90 +1,144 @@
-"""Run a large CPU batch as smaller chunks, with the chunk size measured on the batches themselves.
+"""Run a large CPU batch as chunks: of the size measured fastest, one core to a chunk.
 
-On a CPU a batch is not free: oneDNN's convolutions walk the whole batch layer by layer, and once
-a layer's activations for the batch outgrow the caches each layer streams them through memory.
-darknet.cfg at 256 (one thread, fp32, AMD EPYC Zen 4) costs 11.1 ms an image one at a time and
-16.1 ms an image in batches of 32; in bf16 the best chunk is 8 (5.8 ms against 8.6 at 32); ResNet-18
-is flatter (33-38 ms at every size). Where the optimum lies depends on the network, the precision,
-the cache sizes and the thread count, so no rule of bytes predicts it: :class:`Chunker` times each
-power-of-two chunk size on the real batches it is given (every image is still computed exactly
-once), then keeps the fastest.
+**Chunk size.** On a CPU a batch is not free: oneDNN's convolutions walk the whole batch layer by
+layer, and once a layer's activations for the batch outgrow the caches each layer streams them
+through memory. darknet.cfg at 256 (one thread, fp32, AMD EPYC Zen 4) costs 11.1 ms an image one at
+a time and 16.1 ms an image in batches of 32; in bf16 the best chunk is 8 (5.8 ms against 8.6 at
+32); ResNet-18 is flatter (33-38 ms at every size). The optimum depends on the network, the
+precision, the caches and the threads, so no rule of bytes predicts it: :class:`Chunker` times each
+power-of-two size on the real batches (every image is still computed exactly once), then keeps the
+fastest.
 
-Neither torch nor oneDNN offers this (oneDNN picks kernels, not how much of a batch to feed them),
-which is why it is written here.
+**Streams.** With several threads, splitting every convolution across them costs a wake-up and a
+barrier per layer, and a thread held up by another process stalls the rest at each barrier.
+Independent chunks on one thread each (what OpenVINO calls streams) need neither: each worker
+pulls the next chunk, so a slowed core simply takes fewer. Measured (darknet.cfg, batches of 8,
+two threads, OpenMP threads sleeping between regions as cnnlab sets them): 128 images/s with both
+threads on each layer, 184 with two single-threaded streams (one thread: 93).
+
+Neither torch nor oneDNN offers either (oneDNN picks kernels, not how much of a batch to feed them
+or how to spread a batch over cores), which is why they are written here.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 import torch
 
 Output = torch.Tensor | list[torch.Tensor]
+Run = Callable[[torch.Tensor], Output]
 
 SAMPLES = 2  # timed runs per chunk size, after one untimed run (its first call builds oneDNN's primitives)
 
 
+class Piece(NamedTuple):
+    start: int
+    size: int
+    timed: bool  # part of the exploration: its time per image is recorded
+
+
 class Chunker:
-    """``chunker(run, x)``: ``run`` over ``x`` in chunks along dim 0, outputs concatenated.
+    """Cuts batches into chunks; while exploring, each batch spends its images on the chunk sizes
+    still to be timed (1, 2, 4, ... up to the largest batch seen, shared out between ``streams``:
+    a chunk bigger than its share would leave a stream idle, which a per-image time does not
+    show), the rest at the best size so far. Once every size has ``SAMPLES`` timings, :attr:`size`
+    is the fastest per image."""
 
-    While exploring, each call spends its images on the chunk sizes still to be timed (1, 2, 4, ...
-    up to the largest batch seen), the rest at the best size so far; once every size has
-    ``SAMPLES`` timings, :attr:`size` is the one with the lowest time per image."""
-
-    def __init__(self) -> None:
+    def __init__(self, streams: int = 1) -> None:
+        self.streams = max(1, streams)
         self.times: dict[int, list[float]] = {}  # chunk size -> seconds per image of each timed run
-        self._runs: dict[int, int] = {}  # chunk size -> runs so far (the first is not timed)
+        self._planned: dict[int, int] = {}  # chunk size -> runs planned (the first is not timed)
         self._largest = 0
+        self._lock = threading.Lock()  # streams record their timings concurrently
 
     @property
     def size(self) -> int | None:
         """The chosen chunk size, or None while some size still needs timing."""
-        if not self._largest or self._pending():
-            return None
-        return self._best()
+        with self._lock:
+            if not self._largest or any(len(self.times.get(s, [])) < SAMPLES for s in self._candidates()):
+                return None
+            return self._best()
 
-    def __call__(self, run: Callable[[torch.Tensor], Output], x: torch.Tensor) -> Output:
-        n = x.shape[0]
-        self._largest = max(self._largest, n)
-        outputs, start = [], 0
-        while start < n:
-            size = self._next_size(n - start)
-            outputs.append(self._timed(run, x[start : start + size], size))
-            start += size
-        return _concat(outputs)
+    def plan(self, n: int) -> list[Piece]:
+        """The chunks of a batch of ``n``, in order."""
+        with self._lock:
+            self._largest = max(self._largest, n)
+            pieces, start = [], 0
+            while start < n:
+                size, timed = self._next(n - start)
+                pieces.append(Piece(start, size, timed))
+                start += size
+            return pieces
 
-    def _next_size(self, left: int) -> int:
-        for size in self._pending():
-            if size <= left:
-                return size
+    def record(self, size: int, seconds: float) -> None:
+        with self._lock:
+            self.times.setdefault(size, []).append(seconds / size)
+
+    def _next(self, left: int) -> tuple[int, bool]:
+        for size in self._candidates():
+            runs = self._planned.get(size, 0)
+            if runs < SAMPLES + 1 and size <= left:
+                self._planned[size] = runs + 1
+                return size, runs > 0
         best = self._best()
-        return min(left, best) if best else left
-
-    def _timed(self, run: Callable[[torch.Tensor], Output], x: torch.Tensor, size: int) -> Output:
-        if size not in self._pending():
-            return run(x)
-        t0 = time.perf_counter()
-        out = run(x)
-        elapsed = time.perf_counter() - t0
-        self._runs[size] = self._runs.get(size, 0) + 1
-        if self._runs[size] > 1:
-            self.times.setdefault(size, []).append(elapsed / size)
-        return out
+        return (min(left, best) if best else left), False
 
     def _candidates(self) -> list[int]:
         sizes, size = [], 1
-        while size <= self._largest:
+        while size <= max(1, self._largest // self.streams):
             sizes.append(size)
             size *= 2
         return sizes
 
-    def _pending(self) -> list[int]:
-        return [s for s in self._candidates() if len(self.times.get(s, [])) < SAMPLES]
-
     def _best(self) -> int | None:
         timed = {s: min(t) for s, t in self.times.items() if len(t) >= SAMPLES}
         return min(timed, key=timed.__getitem__) if timed else None
+
+
+class BatchRunner:
+    """``runner(run, x)``: ``run`` over the chunks of ``x`` (along dim 0), on ``streams`` worker
+    threads of one intra-op thread each when ``streams > 1``; outputs concatenated in order."""
+
+    def __init__(self, streams: int) -> None:
+        self.chunker = Chunker(streams)
+        self.streams = streams
+        self._pool: ThreadPoolExecutor | None = None
+
+    def __call__(self, run: Run, x: torch.Tensor) -> Output:
+        pieces = self.chunker.plan(x.shape[0])
+        if self.streams > 1 and len(pieces) > 1:
+            outputs = list(self._executor().map(lambda p: self._in_stream(run, x, p), pieces))
+        else:
+            outputs = [self._piece(run, x, p) for p in pieces]
+        return _concat(outputs)
+
+    def _piece(self, run: Run, x: torch.Tensor, p: Piece) -> Output:
+        part = x[p.start : p.start + p.size]
+        if not p.timed:
+            return run(part)
+        t0 = time.perf_counter()
+        out = run(part)
+        self.chunker.record(p.size, time.perf_counter() - t0)
+        return out
+
+    def _in_stream(self, run: Run, x: torch.Tensor, p: Piece) -> Output:
+        with torch.inference_mode():  # thread-local, so entered in every worker
+            return self._piece(run, x, p)
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            # torch.set_num_threads in a worker sets that thread's OpenMP team size only; it also clears
+            # a oneDNN cache, so every worker is started (and has run it) before any chunk runs
+            pool = ThreadPoolExecutor(self.streams, "cnnlab-stream", initializer=torch.set_num_threads, initargs=(1,))
+            started = threading.Barrier(self.streams)
+            list(pool.map(lambda _: started.wait(), range(self.streams)))
+            self._pool = pool
+        return self._pool
 
 
 def _concat(outputs: list[Output]) -> Output:

@@ -11,8 +11,8 @@
   run in float32, so probabilities and boxes are decoded at full precision;
 * ``compile=True``: ``torch.compile`` (inductor, frozen weights) on top; inductor caches what it
   builds, so only the first run of a model pays the full compile time;
-* batches on the CPU run in chunks of the size that proves fastest on them (:mod:`.chunking`;
-  darknet.cfg in fp32 runs 1.45x faster an image one at a time than in batches of 32);
+* batches on the CPU run in chunks of the size that proves fastest on them, one chunk to a
+  single-threaded stream when there are several threads (:mod:`.chunking`);
 * calls run under ``torch.inference_mode``; outputs come back in float32.
 
 The default (fp32, no compile) gives the eager model's outputs up to float rounding (the darknet
@@ -31,7 +31,7 @@ from typing import Literal, TextIO
 import torch
 from torch import nn
 
-from cnnlab.engine.chunking import Chunker
+from cnnlab.engine.chunking import BatchRunner
 from cnnlab.errors import CnnlabError
 
 Precision = Literal["fp32", "bf16"]
@@ -87,18 +87,23 @@ class InferenceModel(nn.Module):
         self._run, self.options, self.device = run, options, device
         self.inner = inner  # the prepared torch module (None for another backend)
         # a compiled graph is traced for one batch size, and a GPU wants the whole batch
-        self.chunker = Chunker() if device.type == "cpu" and inner is not None and not options.compile else None
+        on_cpu = device.type == "cpu" and inner is not None and not options.compile
+        self.batches = BatchRunner(streams=torch.get_num_threads()) if on_cpu else None
         self.dtype = torch.bfloat16 if options.precision == "bf16" and options.backend == "torch" else torch.float32
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         with torch.inference_mode():
-            x = x.to(self.device, self.dtype, non_blocking=True)
-            if x.ndim == 4 and self.device.type == "cpu" and self.inner is not None:
-                x = x.contiguous(memory_format=torch.channels_last)
-            out = self.chunker(self._run, x) if self.chunker is not None and x.shape[0] > 1 else self._run(x)
+            out = self.batches(self._piece, x) if self.batches is not None and x.shape[0] > 1 else self._piece(x)
             if isinstance(out, (list, tuple)):
                 return [o.float() for o in out]
             return out.float()
+
+    def _piece(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        """The network on (part of) a batch, converted here so each stream converts its own part."""
+        x = x.to(self.device, self.dtype, non_blocking=True)
+        if x.ndim == 4 and self.device.type == "cpu" and self.inner is not None:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self._run(x)
 
     def train(self, mode: bool = True) -> "InferenceModel":
         if mode:

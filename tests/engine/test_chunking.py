@@ -1,9 +1,10 @@
 """The inference engine's batch chunking (each image computed once, outputs in order, the fastest size
-kept) and its strided max pools (equal to torch's on every unpadded shape, darknet's padded ones too)."""
+kept, on one stream or several) and its strided max pools (equal to torch's on every unpadded shape, darknet's padded ones too)."""
 
 from __future__ import annotations
 
 import itertools
+import threading
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from cnnlab.engine import chunking
-from cnnlab.engine.chunking import Chunker
+from cnnlab.engine.chunking import BatchRunner, Chunker
 from cnnlab.engine.inference import InferenceOptions, prepare
 from cnnlab.engine.strided_pool import StridedMaxPool2d, strided_max_pool, use_strided_pools
 from cnnlab.models import create_model
@@ -32,17 +33,31 @@ class _Recorder:
         return [out, out + 1] if self.as_list else out
 
 
-@pytest.mark.parametrize("as_list", [False, True])
-def test_chunks_cover_every_image_once_in_order(as_list: bool) -> None:
-    chunker, run = Chunker(), _Recorder(as_list)
+@pytest.mark.parametrize("as_list, streams", [(False, 1), (True, 1), (False, 2), (True, 3)])
+def test_chunks_cover_every_image_once_in_order(as_list: bool, streams: int) -> None:
+    runner, run = BatchRunner(streams), _Recorder(as_list)
     for n in (32, 32, 7, 32, 32, 32, 32, 32, 32, 32):
         x = torch.arange(n, dtype=torch.float32).reshape(n, 1, 1, 1).expand(n, 1, 2, 2).contiguous() + 100
-        out = chunker(run, x)
+        out = runner(run, x)
         parts = out if as_list else [out]
         assert torch.equal(parts[0][:, 0], x[:, 0, 0, 0])
         if as_list:
             assert torch.equal(parts[1], parts[0] + 1)
     assert sum(run.sizes) == 32 * 9 + 7
+    assert runner.chunker.size in (1, 2, 4, 8, 16, 32)
+
+
+def test_streams_run_single_threaded_in_inference_mode() -> None:
+    seen: list[tuple[int, bool, str]] = []
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        seen.append((torch.get_num_threads(), torch.is_inference_mode_enabled(), threading.current_thread().name))
+        return x.flatten(1)
+
+    before = torch.get_num_threads()
+    BatchRunner(streams=2)(run, torch.zeros(8, 1, 1, 1))
+    assert len(seen) > 1 and all(n == 1 and inference and name.startswith("cnnlab-stream") for n, inference, name in seen)
+    assert torch.get_num_threads() == before  # the caller's threads are left as they were
 
 
 def test_every_power_of_two_is_timed_then_the_fastest_kept(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -55,30 +70,34 @@ def test_every_power_of_two_is_timed_then_the_fastest_kept(monkeypatch: pytest.M
         now[0] += cost[x.shape[0]] * x.shape[0] if x.shape[0] in cost else 100.0
         return x.flatten(1)
 
-    chunker = Chunker()
+    runner = BatchRunner(streams=1)
     x = torch.zeros(16, 1, 1, 1)
     calls = 0
-    while chunker.size is None:
-        chunker(run, x)
+    while runner.chunker.size is None:
+        runner(run, x)
         calls += 1
         assert calls < 20
+    chunker: Chunker = runner.chunker
     assert chunker.size == 4
     assert sorted(chunker.times) == [1, 2, 4, 8, 16]
     assert all(len(t) == chunking.SAMPLES for t in chunker.times.values())
     sizes: list[int] = []
-    chunker(lambda x: sizes.append(x.shape[0]) or x.flatten(1), x)
+    runner(lambda x: sizes.append(x.shape[0]) or x.flatten(1), x)
     assert sizes == [4, 4, 4, 4]
 
 
-def test_engine_outputs_do_not_depend_on_the_chunk_size() -> None:
+@pytest.mark.parametrize("threads", [1, 2])
+def test_engine_outputs_do_not_depend_on_the_chunk_size_or_streams(threads: int, monkeypatch: pytest.MonkeyPatch) -> None:
     model = create_model("resnet18", num_classes=5).eval()
     x = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)  # streams follow the caller's threads
     engine = prepare(model, (3, 32, 32), CPU, InferenceOptions(batch=8))
+    assert engine.batches is not None and engine.batches.streams == threads
     with torch.no_grad():
         want = model(x)
     for _ in range(12):  # through the exploration and after it
         np.testing.assert_allclose(engine(x).numpy(), want.numpy(), rtol=1e-4, atol=1e-5)
-    assert engine.chunker is not None and engine.chunker.size in (1, 2, 4, 8)
+    assert engine.batches is not None and engine.batches.chunker.size in (1, 2, 4, 8)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
