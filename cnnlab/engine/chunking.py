@@ -102,12 +102,20 @@ class Chunker:
 
 class BatchRunner:
     """``runner(run, x)``: ``run`` over the chunks of ``x`` (along dim 0), on ``streams`` worker
-    threads of one intra-op thread each when ``streams > 1``; outputs concatenated in order."""
+    threads of ``threads_per_stream`` intra-op threads each when ``streams > 1``; outputs
+    concatenated in order."""
 
-    def __init__(self, streams: int) -> None:
+    def __init__(self, streams: int, threads_per_stream: int = 1) -> None:
         self.chunker = Chunker(streams)
-        self.streams = streams
+        self.streams, self.threads_per_stream = streams, threads_per_stream
         self._pool: ThreadPoolExecutor | None = None
+
+    @classmethod
+    def for_threads(cls, threads: int, batch: int) -> "BatchRunner":
+        """A stream per thread, but no more streams than the batch has images (a 64-core machine
+        running batches of 32 gets 32 streams of 2 threads)."""
+        streams = max(1, min(threads, batch))
+        return cls(streams, max(1, threads // streams))
 
     def __call__(self, run: Run, x: torch.Tensor) -> Output:
         pieces = self.chunker.plan(x.shape[0])
@@ -134,7 +142,8 @@ class BatchRunner:
         if self._pool is None:
             # torch.set_num_threads in a worker sets that thread's OpenMP team size only; it also clears
             # a oneDNN cache, so every worker is started (and has run it) before any chunk runs
-            pool = ThreadPoolExecutor(self.streams, "cnnlab-stream", initializer=torch.set_num_threads, initargs=(1,))
+            pool = ThreadPoolExecutor(self.streams, "cnnlab-stream", initializer=torch.set_num_threads,
+                                      initargs=(self.threads_per_stream,))  # fmt: skip
             started = threading.Barrier(self.streams)
             list(pool.map(lambda _: started.wait(), range(self.streams)))
             self._pool = pool

@@ -11,8 +11,8 @@
   run in float32, so probabilities and boxes are decoded at full precision;
 * ``compile=True``: ``torch.compile`` (inductor, frozen weights) on top; inductor caches what it
   builds, so only the first run of a model pays the full compile time;
-* batches on the CPU run in chunks of the size that proves fastest on them, one chunk to a
-  single-threaded stream when there are several threads (:mod:`.chunking`);
+* batches on the CPU run in chunks of the size that proves fastest on them, on a single-threaded
+  stream per thread when there are several threads and ``batch`` is more than 1 (:mod:`.chunking`);
 * calls run under ``torch.inference_mode``; outputs come back in float32.
 
 The default (fp32, no compile) gives the eager model's outputs up to float rounding (the darknet
@@ -88,7 +88,7 @@ class InferenceModel(nn.Module):
         self.inner = inner  # the prepared torch module (None for another backend)
         # a compiled graph is traced for one batch size, and a GPU wants the whole batch
         on_cpu = device.type == "cpu" and inner is not None and not options.compile
-        self.batches = BatchRunner(streams=torch.get_num_threads()) if on_cpu else None
+        self.batches = BatchRunner.for_threads(torch.get_num_threads(), options.batch) if on_cpu else None
         self.dtype = torch.bfloat16 if options.precision == "bf16" and options.backend == "torch" else torch.float32
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:

@@ -92,7 +92,7 @@ def test_engine_outputs_do_not_depend_on_the_chunk_size_or_streams(threads: int,
     x = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     monkeypatch.setattr(torch, "get_num_threads", lambda: threads)  # streams follow the caller's threads
     engine = prepare(model, (3, 32, 32), CPU, InferenceOptions(batch=8))
-    assert engine.batches is not None and engine.batches.streams == threads
+    assert engine.batches is not None and engine.batches.streams == threads and engine.batches.threads_per_stream == 1
     with torch.no_grad():
         want = model(x)
     for _ in range(12):  # through the exploration and after it
@@ -112,6 +112,12 @@ def test_strided_max_pool_equals_torch(dtype: torch.dtype) -> None:
         got = strided_max_pool(x, k, s)
         assert got.shape == want.shape and torch.equal(got.isnan(), want.isnan())
         assert torch.equal(got.nan_to_num(), want.nan_to_num()), (k, s, h, w)
+
+
+def test_streams_follow_threads_and_batch() -> None:
+    assert (BatchRunner.for_threads(2, 32).streams, BatchRunner.for_threads(2, 32).threads_per_stream) == (2, 1)
+    assert (BatchRunner.for_threads(64, 32).streams, BatchRunner.for_threads(64, 32).threads_per_stream) == (32, 2)
+    assert BatchRunner.for_threads(8, 1).streams == 1  # darknet's stdin loop: one image at a time
 
 
 def test_only_unpadded_pools_are_swapped() -> None:
