@@ -5,7 +5,8 @@
 
 * a copy of the model in eval mode with BatchNorm folded into the convolutions (:mod:`.fold`);
 * channels_last activations, convolution weights prepacked for oneDNN with ReLU/leaky fused
-  (:mod:`.packed_conv`) and unpadded max pools as strided maxima (:mod:`.strided_pool`) on the CPU;
+  (:mod:`.packed_conv`; a zoo net's ReLUs and residual adds by :mod:`.fuse_relu`) and unpadded max
+  pools as strided maxima (:mod:`.strided_pool`) on the CPU;
 * ``precision="bf16"``: weights and activations in bfloat16 where the CPU computes it natively
   (AVX-512 BF16 / AMX); refused elsewhere. A darknet net's [softmax]/[yolo]/[region] heads still
   run in float32, so probabilities and boxes are decoded at full precision;
@@ -32,6 +33,8 @@ import torch
 from torch import nn
 
 from cnnlab.engine.chunking import BatchRunner
+from cnnlab.engine.fuse_relu import fuse_relus
+from cnnlab.engine.packed_conv import packing_available
 from cnnlab.errors import CnnlabError
 
 Precision = Literal["fp32", "bf16"]
@@ -126,12 +129,14 @@ def prepare(model: nn.Module, example: tuple[int, ...], device: torch.device, op
     run: Callable = net
     if options.compile:
         run = _compiled(net)
+    elif device.type == "cpu" and packing_available():
+        run = fuse_relus(net)
     return InferenceModel(run, options, device, net)
 
 
 def _torch_model(model: nn.Module, input_size: tuple[int, ...], device: torch.device, options: InferenceOptions) -> nn.Module:
     from cnnlab.engine.fold import fold_batchnorm
-    from cnnlab.engine.packed_conv import pack_convolutions, packing_available
+    from cnnlab.engine.packed_conv import pack_convolutions
     from cnnlab.engine.strided_pool import use_strided_pools
 
     net = copy.deepcopy(model).to(device).eval()
