@@ -85,8 +85,7 @@ class Chunker:
             if runs < SAMPLES + 1 and size <= left:
                 self._planned[size] = runs + 1
                 return size, runs > 0
-        best = self._best()
-        return (min(left, best) if best else left), False
+        return min(left, self._best() or self._candidates()[-1]), False
 
     def _candidates(self) -> list[int]:
         sizes, size = [], 1
