@@ -7,7 +7,9 @@ convolution (post-ops: the add as a binary post-op, then the ReLU). ResNet-18 at
 fuses the same way. Darknet nets get their activations fused at packing (:mod:`.packed_conv`) and
 are left alone here.
 
-The pattern is found in the traced forward (torch.fx); a network that does not trace runs as it was.
+The pattern is found in the traced forward (torch.fx), run once on an example input so the add is
+fused only where both sides have the same shape and dtype (oneDNN's binary post-op would otherwise
+broadcast or refuse); a network that does not trace runs as it was.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 import torch.fx
 import torch.nn.functional as F
 from torch import nn
+from torch.fx.passes.shape_prop import ShapeProp
 
 from cnnlab.engine.packed_conv import PackedConv2d
 from cnnlab.engine.strided_pool import StridedMaxPool2d
@@ -46,9 +49,10 @@ class _Tracer(torch.fx.Tracer):
         return isinstance(m, (PackedConv2d, StridedMaxPool2d)) or super().is_leaf_module(m, qualname)
 
 
-def fuse_relus(model: nn.Module) -> nn.Module:
+def fuse_relus(model: nn.Module, example: torch.Tensor) -> nn.Module:
     """``model`` (folded and packed) with its conv→ReLU and conv→add→ReLU runs fused, as a new
-    GraphModule sharing the weights; ``model`` itself when nothing fuses or it does not trace."""
+    GraphModule sharing the weights; ``model`` itself when nothing fuses or it does not trace.
+    ``example`` is an input of the size, dtype and layout the model will see."""
     from cnnlab.darknet.model import DarknetNet
 
     if any(isinstance(m, DarknetNet) for m in model.modules()):
@@ -58,6 +62,8 @@ def fuse_relus(model: nn.Module) -> nn.Module:
     except Exception:  # data-dependent control flow etc.
         return model
     gm = torch.fx.GraphModule(model, graph)
+    with torch.inference_mode():
+        ShapeProp(gm).propagate(example)  # each node's output shape, in node.meta["tensor_meta"]
     fused = sum(_fuse_at(gm, node) for node in list(gm.graph.nodes) if _is_relu(gm, node))
     if not fused:
         return model
@@ -74,19 +80,25 @@ def _fuse_at(gm: torch.fx.GraphModule, relu: torch.fx.Node) -> bool:
         conv = copy.copy(gm.get_submodule(str(src.target)))  # shares the weights; the traced-from model keeps its conv
         conv.attr, conv.scalars = "relu", []
         name = _add_module(gm, f"{src.target}_relu", conv)
-        with gm.graph.inserting_before(relu):
-            relu.replace_all_uses_with(gm.graph.call_module(name, src.args))
+        _replace(gm, relu, name, src.args)
         return True
     if not _is_add(src):
         return False
     for conv_side, other in ((src.args[0], src.args[1]), (src.args[1], src.args[0])):
         conv = _through_identities(gm, conv_side)
-        if conv is not None and _packed(gm, conv) and isinstance(other, torch.fx.Node):
+        if conv is not None and _packed(gm, conv) and _same_tensor_meta(conv, other):
             name = _add_module(gm, f"{conv.target}_add_relu", PackedConvAddReLU(gm.get_submodule(str(conv.target))))
-            with gm.graph.inserting_before(relu):
-                relu.replace_all_uses_with(gm.graph.call_module(name, (conv.args[0], other)))
+            _replace(gm, relu, name, (conv.args[0], other))
             return True
     return False
+
+
+def _replace(gm: torch.fx.GraphModule, relu: torch.fx.Node, module: str, args: tuple) -> None:
+    """A call of ``module`` in place of ``relu``, keeping its example shape for later matches."""
+    with gm.graph.inserting_before(relu):
+        fused = gm.graph.call_module(module, args)
+    fused.meta = dict(relu.meta)
+    relu.replace_all_uses_with(fused)
 
 
 def _through_identities(gm: torch.fx.GraphModule, node: object) -> torch.fx.Node | None:
@@ -99,6 +111,14 @@ def _through_identities(gm: torch.fx.GraphModule, node: object) -> torch.fx.Node
         if not isinstance(node, torch.fx.Node) or len(node.users) != 1:
             return None
     return node
+
+
+def _same_tensor_meta(a: torch.fx.Node, b: object) -> bool:
+    """Both nodes give tensors of one shape and dtype in the example run."""
+    if not isinstance(b, torch.fx.Node):
+        return False
+    ma, mb = a.meta.get("tensor_meta"), b.meta.get("tensor_meta")
+    return ma is not None and mb is not None and ma.shape == mb.shape and ma.dtype == mb.dtype
 
 
 def _packed(gm: torch.fx.GraphModule, node: torch.fx.Node) -> bool:

@@ -130,7 +130,8 @@ def prepare(model: nn.Module, example: tuple[int, ...], device: torch.device, op
     if options.compile:
         run = _compiled(net)
     elif device.type == "cpu" and packing_available():
-        run = fuse_relus(net)
+        dtype = torch.bfloat16 if options.precision == "bf16" else torch.float32
+        run = fuse_relus(net, torch.zeros(options.batch, *example, dtype=dtype).contiguous(memory_format=torch.channels_last))
     return InferenceModel(run, options, device, net)
 
 

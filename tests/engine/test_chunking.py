@@ -1,5 +1,6 @@
 """The inference engine's batch chunking (each image computed once, outputs in order, the fastest size
-kept, on one stream or several) and its strided max pools (equal to torch's on every unpadded shape, darknet's padded ones too)."""
+kept, on one stream or several) and its strided max pools (equal to torch's on unpadded shapes; darknet's
+padded [maxpool] through them is checked against the real darknet's outputs in tests/darknet)."""
 
 from __future__ import annotations
 

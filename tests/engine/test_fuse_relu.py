@@ -1,5 +1,5 @@
 """ReLUs and residual adds fused into packed convolutions: where the pattern is safe, equal outputs,
-and nothing fused where a value is used twice or the forward does not trace."""
+and nothing fused where a value is used twice, the add broadcasts, or the forward does not trace."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def test_resnet18_blocks_fuse_and_give_the_same_outputs() -> None:
     with torch.no_grad():
         want = model(x)
     net = _prepared(model, (2, 3, 64, 64))
-    fused = fuse_relus(net)
+    fused = fuse_relus(net, x)
     # the stem and each block's first conv take their ReLU; each block's second conv its add + ReLU
     assert _kinds(fused) == (1 + 8, 8)
     assert _kinds(net) == (0, 0)  # the traced-from network is left as it was
@@ -61,6 +61,16 @@ class _ConvUsedTwice(nn.Module):
         return self.relu(y) + y  # the pre-ReLU value is needed too
 
 
+class _BiasAdd(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.shift = nn.Parameter(torch.randn(1, 4, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.conv(x) + self.shift)  # a broadcast add, not a residual
+
+
 class _Branchy(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -72,11 +82,11 @@ class _Branchy(nn.Module):
         return x
 
 
-def test_nothing_fuses_where_a_value_is_used_twice_or_the_forward_does_not_trace() -> None:
+def test_nothing_fuses_where_a_value_is_used_twice_the_add_broadcasts_or_the_forward_does_not_trace() -> None:
     x = torch.randn(1, 3, 8, 8).contiguous(memory_format=torch.channels_last)
-    for model in (_ConvUsedTwice(), _Branchy()):
+    for model in (_ConvUsedTwice(), _BiasAdd(), _Branchy()):
         net = _prepared(model, (1, 3, 8, 8))
         with torch.inference_mode():
             want = net(x)
-            assert fuse_relus(net) is net
-            assert torch.allclose(fuse_relus(net)(x), want)
+            assert fuse_relus(net, x) is net, type(model).__name__
+            assert torch.allclose(fuse_relus(net, x)(x), want)
