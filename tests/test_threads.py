@@ -108,3 +108,41 @@ def test_train_with_omp_num_threads_1_runs_and_records_one_thread(tmp_path: Path
     assert "threads:" not in proc.stderr  # the user's choice is not announced
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["threads"]
     assert saved == {"threads": 1, "source": "OMP_NUM_THREADS", "cpus": threads.cpus_available(), "wait_policy": "PASSIVE"}
+
+
+class _Digits:
+    """Four 1x4x4 images whose transform notes the thread count it ran on."""
+
+    def __len__(self) -> int:
+        return 4
+
+    def load(self, index: int) -> torch.Tensor:
+        return torch.full((1, 4, 4), index, dtype=torch.uint8)
+
+    def label(self, index: int) -> int:
+        return index
+
+    def describe(self, index: int) -> str:
+        return f"digit {index}"
+
+
+def test_main_process_transforms_run_on_one_thread_and_the_count_comes_back() -> None:
+    from cnnlab.data.loader import make_loader
+
+    seen: list[int] = []
+
+    def transform(img: torch.Tensor) -> torch.Tensor:
+        seen.append(torch.get_num_threads())
+        return img + 1
+
+    loader = make_loader(_Digits(), transform, 2, shuffle=False, seed=0, workers=0)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        batches = list(loader)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1, 1, 1, 1]
+    assert torch.equal(torch.cat([b.images for b in batches]), torch.arange(1, 5, dtype=torch.uint8).view(4, 1, 1, 1).expand(4, 1, 4, 4))
+    assert torch.cat([b.labels for b in batches]).tolist() == [0, 1, 2, 3]

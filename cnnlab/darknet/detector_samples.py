@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from cnnlab.darknet.box_augment import BoxAugment, eval_transform
 from cnnlab.darknet.samples import RunOrder, TrainSamples
+from cnnlab.data.loader import PerImageDataset
 from cnnlab.data.sources.base import BadImage
 from cnnlab.data.sources.yolo_labels import YoloSource
 from cnnlab.errors import CnnlabError
@@ -68,7 +68,7 @@ class DetectionSamples(TrainSamples):
         raise CnnlabError(f"none of the images in {self.listing} can be read")
 
 
-class ValidDetections(Dataset):
+class ValidDetections(PerImageDataset):
     """The ``valid=`` list as ``validate_detector_map`` feeds it: index → (image at the network size,
     boxes, index), or (None, reason, index) for an image or label file that cannot be read."""
 

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Sampler
 
 from cnnlab.darknet.augment import Augment
 from cnnlab.darknet.cfg import resolve_data_path
 from cnnlab.darknet.preprocess import load_image, preprocess
-from cnnlab.data.loader import BadImageLog, Batch
+from cnnlab.data.loader import BadImageLog, Batch, PerImageDataset
 from cnnlab.errors import CnnlabError
 
 
@@ -58,7 +58,7 @@ class DarknetSampler(Sampler[tuple[int, int]]):
         return max(0, self.end - self.start)
 
 
-class TrainSamples(Dataset):
+class TrainSamples(PerImageDataset):
     """Key ``(k, index)`` → (augmented image, label, index). An image that cannot be read is
     remembered (never tried again) and replaced by the next readable one of the order."""
 
@@ -136,7 +136,7 @@ class ListBadImages(BadImageLog):
             raise CnnlabError(f"{len(self.bad)} of the {self.n} images in {self.listing} cannot be read (limit 1 %); fix or remove them") from None
 
 
-class ValidImages(Dataset):
+class ValidImages(PerImageDataset):
     """The ``valid=`` list with the flavor's classifier preprocessing (as ``classifier valid``):
     index → (image, label, index), or (None, reason, index) for an image that cannot be read."""
 

@@ -61,7 +61,16 @@ class ResumableSampler(Sampler[tuple[int, int]]):
         return max(0, len(self.indices()) - self.start)
 
 
-class TransformedSource(Dataset):
+class PerImageDataset(Dataset):
+    """A map-style dataset whose items are per-image work (decode, augment): a batch drawn in the main
+    process (``workers: 0``) runs on one intra-op thread (:func:`cnnlab.threads.one_thread`)."""
+
+    def __getitems__(self, keys: list) -> list:  # what the DataLoader fetches when a dataset has it
+        with threads.one_thread():
+            return [self[key] for key in keys]
+
+
+class TransformedSource(PerImageDataset):
     """``(epoch, index)`` → ``(image, label, index)``, or ``(None, reason, index)`` for a bad image."""
 
     def __init__(self, source: ImageSource, transform: Callable[[torch.Tensor], torch.Tensor], seed: int) -> None:
@@ -87,6 +96,7 @@ class TransformedSource(Dataset):
         finally:
             generator.set_state(saved)
         return img, self.source.label(index), index
+
 
 
 @dataclass

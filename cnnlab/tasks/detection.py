@@ -20,11 +20,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Dataset
 
 from cnnlab.darknet.box_augment import BoxAugment, eval_transform
 from cnnlab.darknet.detector_task import MapEvaluator, MapSettings, batch_boxes, darknet_net, heads_loss
-from cnnlab.data.loader import Batch, ResumableSampler, batch_loader, sample_seed
+from cnnlab.data.loader import Batch, PerImageDataset, ResumableSampler, batch_loader, sample_seed
 from cnnlab.data.sources.base import BadImage
 from cnnlab.engine.task import TASK_DEFAULTS, TASKS, Task
 from cnnlab.errors import CnnlabError
@@ -110,7 +109,7 @@ class Detection(Task):
         )  # fmt: skip
 
 
-class BoxSamples(Dataset):
+class BoxSamples(PerImageDataset):
     """``(epoch, index)`` → (uint8 image at width × height, its (N, 5) boxes, index); augmented when
     ``augment`` is given, seeded by the sample; (None, reason, index) for a bad image or label file."""
 
