@@ -106,8 +106,12 @@ class BatchRunner:
 
     def __init__(self, streams: int, threads_per_stream: int = 1) -> None:
         self.chunker = Chunker(streams)
-        self.streams, self.threads_per_stream = streams, threads_per_stream
+        self.threads_per_stream = threads_per_stream
         self._pool: ThreadPoolExecutor | None = None
+
+    @property
+    def streams(self) -> int:
+        return self.chunker.streams
 
     @classmethod
     def for_threads(cls, threads: int, batch: int) -> "BatchRunner":

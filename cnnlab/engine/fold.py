@@ -74,11 +74,12 @@ def _conv_bn_pairs(model: nn.Module) -> list[tuple[Slot, Slot, nn.Conv2d, nn.Bat
         conv, bn = mods[conv_name], mods[bn_name]
         if bn.training or not bn.track_running_stats or bn.running_var is None or conv.padding_mode != "zeros":
             continue
-        out.append((_slot(model, conv_name), _slot(model, bn_name), conv, bn))
+        out.append((slot(model, conv_name), slot(model, bn_name), conv, bn))
     return out
 
 
-def _slot(model: nn.Module, name: str) -> Slot:
+def slot(model: nn.Module, name: str) -> Slot:
+    """The module that holds submodule ``name`` and the attribute it is held under."""
     parent, _, attr = name.rpartition(".")
     return (model.get_submodule(parent) if parent else model), attr
 

@@ -17,6 +17,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from cnnlab.engine.fold import slot
+
 # darknet activation name → (oneDNN post-op, its scalars); the rest run after the conv as before
 FUSABLE = {"linear": ("none", []), "relu": ("relu", []), "leaky": ("leaky_relu", [0.1])}
 
@@ -66,8 +68,7 @@ def pack_convolutions(model: nn.Module, input_size: tuple[int, ...]) -> int:
     for name, conv in list(model.named_modules()):
         if name not in shapes or not PackedConv2d.can_pack(conv):
             continue
-        parent, _, attr = name.rpartition(".")
-        owner = model.get_submodule(parent) if parent else model
+        owner, attr = slot(model, name)
         post = _darknet_post_op(owner, attr)
         packed = PackedConv2d(conv, shapes[name], *(post or ("none", [])))
         setattr(owner, attr, packed)

@@ -56,9 +56,8 @@ def use_strided_pools(model: nn.Module) -> int:
     n = 0
     for name, m in list(model.named_modules()):
         if name and type(m) is nn.MaxPool2d and _replaceable(m):
-            parent, _, attr = name.rpartition(".")
             stride = m.stride if m.stride is not None else m.kernel_size
-            setattr(model.get_submodule(parent) if parent else model, attr, StridedMaxPool2d(_pair(m.kernel_size), _pair(stride)))
+            model.set_submodule(name, StridedMaxPool2d(_pair(m.kernel_size), _pair(stride)))
             n += 1
         elif isinstance(m, MaxPool) and not m.average:
             m.max_pool = strided_max_pool  # darknet pads (with -inf) itself, then pools unpadded

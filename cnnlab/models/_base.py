@@ -100,7 +100,5 @@ class Classifier(nn.Module):
         if not isinstance(old, nn.Linear):
             raise NotImplementedError(f"{type(self).__name__} must override reset_classifier")
         new = nn.Linear(old.in_features, num_classes).to(old.weight.device, old.weight.dtype)
-        parent_name, _, attr = self.meta.classifier.rpartition(".")
-        parent = self.get_submodule(parent_name) if parent_name else self
-        setattr(parent, attr, new)
+        self.set_submodule(self.meta.classifier, new)
         self.num_classes = num_classes
