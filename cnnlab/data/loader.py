@@ -98,7 +98,6 @@ class TransformedSource(PerImageDataset):
         return img, self.source.label(index), index
 
 
-
 @dataclass
 class Batch:
     images: torch.Tensor  # (B, C, H, W) uint8, or (B, 10, C, H, W) for ten-crop
