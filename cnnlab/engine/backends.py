@@ -3,9 +3,9 @@ folded, dynamic batch) and run by that runtime.
 
 The ONNX file is the one exported graph; OpenVINO reads its IR converted from that file. Both are
 cached beside the checkpoint or weights file they came from (``<name>.<key>.onnx`` / ``.xml``; the key
-hashes what the graph depends on: the file's size and modification time, the model's class and a darknet
-net's cfg and flavor), or in the system's temp folder when that folder is not writable. A later run with
-the same file loads the cache instead of exporting again.
+hashes what the graph depends on: the weights, the model's class and a darknet net's cfg and flavor),
+or in the system's temp folder when that folder is not writable. A later run with the same weights
+loads the cache instead of exporting again; a cached file the runtime cannot read is exported again.
 """
 
 from __future__ import annotations
@@ -28,18 +28,16 @@ OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
 def exported_runner(model: nn.Module, example: tuple[int, ...], options, cache_key: str | None) -> Callable:
     """``run(x)`` for (N, C, H, W) float32 tensors → a tensor (one output) or a list (a detector's heads)."""
     export = _export_module(options.backend)
-    if options.backend == "onnxruntime" and options.precision != "fp32":
-        raise CnnlabError("--backend onnxruntime runs fp32 only (its CPU provider has no bf16 convolutions); "
-                          "use --backend openvino or --backend torch for --precision bf16")  # fmt: skip
-    onnx_path = _cached_onnx(export, model, cache_key)
-    threads = torch.get_num_threads()
-    if options.backend == "onnxruntime":
-        runner = export.load_onnxruntime(onnx_path, threads=threads)
-    else:
-        xml = onnx_path.with_suffix(".xml")
-        if not xml.is_file():
-            export.onnx_to_openvino(onnx_path, xml)
-        runner = export.load_openvino(xml, precision=OV_PRECISION[options.precision], threads=threads)
+    onnx_path = _cache_path(model, cache_key)
+    cached = onnx_path.is_file()
+    try:
+        runner = _load_runner(export, model, onnx_path, options)
+    except Exception:  # a cached file the runtime cannot read (a run killed while writing it): export it again, once
+        if not cached:
+            raise
+        for stale in (onnx_path, onnx_path.with_suffix(".xml"), onnx_path.with_suffix(".bin")):
+            stale.unlink(missing_ok=True)
+        runner = _load_runner(export, model, onnx_path, options)
     detector = bool(getattr(_darknet_of(model), "is_detector", False))
 
     def run(x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
@@ -76,27 +74,31 @@ def _preprocess_of(model: nn.Module):
     return darknet_preprocess(net)
 
 
-def _cached_onnx(export, model: nn.Module, cache_key: str | None) -> Path:
-    path = _cache_path(model, cache_key)
-    if not path.is_file():
-        export.export_onnx(model.eval(), _preprocess_of(model), path)
-    return path
+def _load_runner(export, model: nn.Module, onnx_path: Path, options) -> Callable:
+    """The runtime's runner on the cached graph, exported (and converted for OpenVINO) first if absent."""
+    if not onnx_path.is_file():
+        export.export_onnx(model.eval(), _preprocess_of(model), onnx_path)
+    threads = torch.get_num_threads()
+    if options.backend == "onnxruntime":
+        return export.load_onnxruntime(onnx_path, threads=threads)
+    xml = onnx_path.with_suffix(".xml")
+    if not xml.is_file():
+        export.onnx_to_openvino(onnx_path, xml)
+    return export.load_openvino(xml, precision=OV_PRECISION[options.precision], threads=threads)
 
 
 def _cache_path(model: nn.Module, cache_key: str | None) -> Path:
-    """Beside the source file when it is writable, else in the temp folder; named by a key of what the graph depends on."""
+    """Beside the source file when it is writable, else in the temp folder; named by a key of what the
+    graph depends on: the class, a darknet net's cfg, and the weights themselves (one checkpoint file
+    holds two sets, the EMA and the raw ones, so the file alone does not say which graph to run)."""
     h = hashlib.sha1(type(model).__qualname__.encode())
     net = _darknet_of(model)
     if net is not None:
         h.update(f"{net.cfg_text}\0{net.flavor}".encode())
+    for t in model.state_dict().values():
+        if isinstance(t, torch.Tensor):
+            h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     src = Path(cache_key) if cache_key else None
-    if src is not None and src.is_file():
-        st = src.stat()
-        h.update(f"{src.resolve()}\0{st.st_size}\0{st.st_mtime_ns}".encode())
-    else:  # no file to key on: the weights themselves
-        for t in model.state_dict().values():
-            if isinstance(t, torch.Tensor):
-                h.update(t.detach().cpu().contiguous().numpy().tobytes())
     name = f"{src.name if src else 'model'}.{h.hexdigest()[:12]}.onnx"
     if src is not None and os.access(src.parent, os.W_OK):
         return src.parent / name

@@ -72,6 +72,11 @@ def check_options(opts: InferenceOptions, device: torch.device) -> None:
         raise CnnlabError(f"unknown --precision {opts.precision!r}; use one of {', '.join(PRECISIONS)}")
     if opts.backend not in BACKENDS:
         raise CnnlabError(f"unknown --backend {opts.backend!r}; use one of {', '.join(BACKENDS)}")
+    if opts.backend == "onnxruntime" and opts.precision != "fp32":
+        raise CnnlabError("--backend onnxruntime runs fp32 only (its CPU provider has no bf16 convolutions); "
+                          "use --backend openvino or --backend torch for --precision bf16")  # fmt: skip
+    if opts.backend != "torch" and opts.compile:
+        raise CnnlabError(f"--compile (torch.compile) applies to --backend torch; drop it for --backend {opts.backend}")
     if opts.precision == "bf16" and not bf16_supported(device):
         raise CnnlabError(
             f"--precision bf16 needs native bfloat16 on {device} (AVX-512 BF16 or AMX on a CPU); this one has "
