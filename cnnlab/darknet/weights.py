@@ -83,6 +83,8 @@ def load_weights(model: "DarknetNet", path: str | Path, allow_partial: bool = Fa
     if body % 4:
         raise CnnlabError(f"{p}: {body} bytes after the header is not a whole number of float32 values; the file is corrupt")
     floats = np.frombuffer(data, dtype="<f4", offset=header.nbytes)
+    if upto is not None:
+        _check_backbone(model, p, floats.size, upto, header)
     sizes = _layer_floats(model, header.transpose)[:upto]
     need = sum(sizes)
     have = floats.size
@@ -101,13 +103,13 @@ def load_weights(model: "DarknetNet", path: str | Path, allow_partial: bool = Fa
             f"the file has {have} ({len(data)} bytes)"
         )
         if not allow_partial:
-            raise CnnlabError(msg + "; use the matching cfg, or --allow-partial to load only the layers that fit")
+            raise CnnlabError(msg + "; use the matching cfg (`cnnlab darknet ... --allow-partial` loads only the layers that fit)")
         n_load = first_bad
     elif have > need and not allow_partial and upto is None:
         raise CnnlabError(
             f"{p} is too long for {model.source}: the cfg needs {need} floats ({need * 4 + header.nbytes} bytes) but the "
             f"file has {have} ({len(data)} bytes); is this the cfg the weights were trained with? "
-            "(--allow-partial ignores the extra values)"
+            "(`cnnlab darknet ... --allow-partial` ignores the extra values)"
         )
     off = 0
     with torch.no_grad():
@@ -120,6 +122,33 @@ def load_weights(model: "DarknetNet", path: str | Path, allow_partial: bool = Fa
     model.header = header
     model.loaded_layers = n_load
     return header
+
+
+def _check_backbone(model: "DarknetNet", p: Path, have: int, k: int, header: WeightsHeader) -> None:
+    """Fine-tuning reads layers [0, k) and puts a new classifier at layer k, so the file must be a
+    backbone of this cfg: a prefix that ends where a layer ends (darknet's ``partial``), or layers
+    [0, k) followed by a classifier like layer k for some other class count. darknet itself reads
+    whatever floats are there; a file of another cfg would load as noise without this."""
+    sizes = _layer_floats(model, header.transpose)
+    need = sum(sizes[:k])
+    if have < need:
+        ends = np.cumsum([0, *sizes[:k]])
+        if have in ends[1:]:
+            return
+        i = int(np.searchsorted(ends, have, side="right")) - 1
+        sec = model.sections[i + 1]
+        raise CnnlabError(
+            f"{p} ends inside layer {i} [{sec.type}] (cfg line {sec.line}) of {model.source}: it is truncated, or the "
+            f"weights of another cfg (a darknet `partial` backbone ends where a layer ends); use the cfg it was trained with"
+        )
+    rest = have - need - sum(sizes[k + 1 :])
+    per_class = sizes[k] // max(1, model.layers[k].out_shape[0])
+    if rest != 0 and (rest < 0 or per_class == 0 or rest % per_class):
+        raise CnnlabError(
+            f"{p} does not fit {model.source} as a backbone: layers 0-{k - 1} take {need} floats, and the "
+            f"{have - need} after them are not a classifier like layer {k} ({per_class} floats per class); "
+            "is this the cfg the weights were trained with?"
+        )
 
 
 def weights_bytes(model: "DarknetNet", upto: int | None = None, header: WeightsHeader | None = None) -> bytes:

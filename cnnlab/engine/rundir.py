@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,11 +43,37 @@ def check_out(out: str) -> None:
         raise CnnlabError(f"run directory {p} already exists; continue it with --resume {p}, or choose another --out")
 
 
+_STARTING: list[tuple[Path, bool]] = []  # (run folder, made by this process) of a run not started yet
+_START_FILES = {"config.yaml", ".lock"}  # what a run writes before it begins
+
+
+def discard_unstarted() -> None:
+    """Undo the folders of runs that failed before they began (a flag out of range, weights that do
+    not fit, no data): left behind, each would block the same ``--out`` next time and pile up in
+    ``runs/``. A folder this process made goes; an empty one the user made is emptied again. Only a
+    folder holding nothing but what the start wrote is touched."""
+    while _STARTING:
+        p, made = _STARTING.pop()
+        if not p.is_dir() or not {c.name for c in p.iterdir()} <= _START_FILES:
+            continue
+        if made:
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            for name in _START_FILES:
+                (p / name).unlink(missing_ok=True)
+
+
+def mark_started() -> None:
+    """The run began: its folder is the user's now, whatever happens next."""
+    _STARTING.clear()
+
+
 def new_run_dir(out: str, model: str, data: str) -> Path:
     """``out`` if given (it must not hold a run already), else ``runs/<model>-<data>[-N]``."""
     if out:
         check_out(out)
         p = Path(out)
+        _STARTING.append((p, not p.exists()))  # an empty folder the user made stays theirs
         _mkdir(p, exist_ok=True)
         return p
     # "darknet:cfg/yolo.cfg" → "darknet-yolo": a model given as a file must not put its path in the name
@@ -58,6 +85,7 @@ def new_run_dir(out: str, model: str, data: str) -> Path:
         p = base / (stem if n == 1 else f"{stem}-{n}")
         if not p.exists():
             _mkdir(p, exist_ok=False)
+            _STARTING.append((p, True))
             return p
     raise CnnlabError("too many runs in ./runs; pass --out")
 

@@ -38,7 +38,7 @@ from cnnlab.engine.finetune import Finetune
 from cnnlab.engine.logger import RunLogger
 from cnnlab.engine.loop import NonFiniteLoss, Trainer, train_one_epoch  # noqa: F401  (NonFiniteLoss: public)
 from cnnlab.engine.preemption import Preemption
-from cnnlab.engine.rundir import RunDir, check_out, open_run, read_jsonl, release_runs, write_json
+from cnnlab.engine.rundir import RunDir, check_out, discard_unstarted, mark_started, open_run, read_jsonl, release_runs, write_json
 from cnnlab.engine.state import RankState, TrainState
 from cnnlab.engine.train_checkpoint import CheckpointWriter, check_resume, restore
 from cnnlab.engine.task import Report, Task, build_task
@@ -74,7 +74,7 @@ def train(cfg: TrainConfig, resume: str | None = None) -> dict | None:
         check_out(cfg.out)  # a wrong --out is said at once, not after the data and model are built
     dist, device = distributed.setup(pick_device(cfg.device))
     try:
-        r = setup(cfg, resume, dist, device)
+        r = setup_or_discard(cfg, resume, dist, device)
         with Preemption() as preempt, out_of_memory_explained(r.cfg):
             try:
                 report = fit(r, preempt)
@@ -102,6 +102,18 @@ def out_of_memory_explained(cfg: TrainConfig) -> Iterator[None]:
             f"batch in smaller pieces with --batch-size {half} --accum-steps {cfg.accum_steps * cfg.batch_size // half} "
             "(gradient accumulation: darknet's subdivisions=), or use a smaller --model input"
         ) from None
+
+
+def setup_or_discard(cfg: TrainConfig, resume: str | None, dist: Dist, device: torch.device) -> Run:
+    """:func:`setup`; a run that fails before it begins (a flag out of range, weights that do not
+    fit) leaves no folder behind to block the same ``--out`` next time."""
+    try:
+        r = setup(cfg, resume, dist, device)
+    except BaseException:
+        discard_unstarted()
+        raise
+    mark_started()
+    return r
 
 
 def setup(cfg: TrainConfig, resume: str | None, dist: Dist, device: torch.device) -> Run:

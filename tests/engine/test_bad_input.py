@@ -54,7 +54,9 @@ def test_folder_without_images(cli, tmp_path: Path) -> None:
 
 
 def test_unknown_model_and_dataset_suggest_names(cli) -> None:
+    runs = set(Path("runs").glob("*"))
     _one_line_error(cli("train", "--model", "resnt18"), "unknown model 'resnt18'", "resnet18")
+    assert set(Path("runs").glob("*")) == runs  # the failed start left no runs/resnt18-... behind
     _one_line_error(cli("train", "--data", "mnist6k"), "unknown dataset 'mnist6k'", "mnist5k")
     _one_line_error(cli("summary", "vgg17"), "unknown model")
 
@@ -124,3 +126,13 @@ def test_nan_loss_stops_naming_the_step_and_saves_nothing(cli, tmp_path: Path) -
     r = cli("train", *TINY, "--lr", "1e30", "--warmup-epochs", "0", "--out", tmp_path / "run")
     _one_line_error(r, "loss became", "optimizer step", "lower --lr")
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_run_that_fails_before_it_begins_leaves_no_folder(cli, tmp_path: Path) -> None:
+    args = ("train", "--config", "lenet5_mnist5k", "--epochs", "1", "--freeze", "100")
+    _one_line_error(cli(*args, "--out", tmp_path / "new"), "--freeze 100", "at most")
+    assert not (tmp_path / "new").exists()
+    assert cli(*args, "--out", tmp_path / "new").err.count("already exists") == 0  # the same --out works again
+    (tmp_path / "mine").mkdir()  # an empty folder the user made stays
+    _one_line_error(cli(*args, "--out", tmp_path / "mine"), "--freeze 100", "at most")
+    assert (tmp_path / "mine").is_dir() and not any((tmp_path / "mine").iterdir())

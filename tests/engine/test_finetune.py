@@ -3,6 +3,7 @@ optimizer's groups, --unfreeze-at with exact resume, and the lines a run prints 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -247,6 +248,29 @@ def test_darknet_weights_start_a_finetune_with_a_new_classifier_layer(tmp_path: 
         for i in range(loaded):
             for key, value in src.net.layers[i].state_dict().items():
                 assert torch.equal(value, model.net.layers[i].state_dict()[key])
+
+
+def test_darknet_weights_that_are_not_a_backbone_of_the_cfg_are_refused(tmp_path: Path) -> None:
+    """darknet reads whatever floats a file holds; a fine-tune must not start from another cfg's
+    weights or a truncated file as if they fitted."""
+    from cnnlab.engine.checkpoint import start_weights
+    from cnnlab.errors import CnnlabError
+
+    cfg = tmp_path / "stop.cfg"
+    cfg.write_text(STOP_CFG)
+    src = create_model(f"darknet:{cfg}", num_classes=3)
+    src.net.save_weights(tmp_path / "full.weights")
+    data = (tmp_path / "full.weights").read_bytes()
+    (tmp_path / "longer.weights").write_bytes(data + b"\0" * 4 * 7)  # 7 floats more: not a whole class of layer 3
+    (tmp_path / "cut.weights").write_bytes(data[:40])  # 20-byte header, then 5 floats: inside layer 0
+    wider = create_model(f"darknet:{cfg}", num_classes=9)
+    wider.net.save_weights(tmp_path / "nine.weights")  # same backbone, a classifier of 9 classes: fits
+    cases = {"longer.weights": "does not fit", "cut.weights": "ends inside layer 0 [convolutional]"}
+    for name, says in cases.items():
+        with pytest.raises(CnnlabError, match=re.escape(says)):
+            start_weights(create_model(f"darknet:{cfg}", num_classes=5), "", str(tmp_path / name))
+    (line,) = start_weights(create_model(f"darknet:{cfg}", num_classes=5), "", str(tmp_path / "nine.weights"))
+    assert "layers 0-2 of 6" in line
 
 
 def test_frozen_resnet_layers_are_bit_identical_after_finetuning_batchnorm_statistics_included(cli, tmp_path: Path) -> None:
