@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     # the checkpoint's task says how the set is scored (classes mapped onto the model's, or not) and by what
     task = inference_task(ckpt, classes, device)
-    source, evaluator = task.evaluation(task.open_data(data, args.split))
+    source, evaluator = task.evaluation(_as_trained(task.open_data(data, args.split), data, ckpt))
     # the engine's copy of the model: BN folded once, packed convs, channels_last, inference_mode
     model = prepare(model, pre.input_size, device, engine_options(args, args.batch_size * (10 if args.tencrop else 1)),
                     cache_key=source_file(args))  # fmt: skip
@@ -72,6 +72,16 @@ def run(args: argparse.Namespace) -> int:
         write_json_atomic(out, doc)
         print(f"report: {out}")
     return 0
+
+
+def _as_trained(source, data: str, ckpt: dict):
+    """The run's own data is scored on the classes it trained on (``--classes``), not on all of them."""
+    config = ckpt.get("config") or {}
+    if not config.get("classes") or data != config.get("data"):
+        return source
+    from cnnlab.data.sources.subset import ClassSubset, pick_classes
+
+    return ClassSubset(source, pick_classes(source, config["classes"]))
 
 
 def _check_json_target(path: Path, force: bool) -> None:

@@ -297,3 +297,6 @@ def test_frozen_resnet_layers_are_bit_identical_after_finetuning_batchnorm_stati
         assert torch.equal(after[key], before[key]), f"{key} changed"
     assert not torch.equal(after["layer3.0.bn1.running_mean"], before["layer3.0.bn1.running_mean"])  # the rest trained
     assert not torch.equal(after["layer3.0.conv1.weight"], before["layer3.0.conv1.weight"])
+    v = cli("valid", "-c", tmp_path / "ft", "--no-progress", "--workers", "0")  # scored on the run's own 3 classes
+    assert v.code == 0, v.err
+    assert [line.split()[0] for line in v.out.splitlines() if line[:1].isdigit()] == ["0", "1", "2"]
