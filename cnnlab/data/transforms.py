@@ -86,6 +86,26 @@ def eval_transform(pre: Preprocess) -> Callable[[torch.Tensor], torch.Tensor]:
     return v2.Compose([MatchChannels(pre.channels), *resize_steps(pre)])
 
 
+class PadToAtLeast(nn.Module):
+    """Zero-pad an image smaller than (h, w) around its centre, as CenterCrop does; leave a larger one."""
+
+    def __init__(self, h: int, w: int) -> None:
+        super().__init__()
+        self.h, self.w = h, w
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        H, W = img.shape[-2:]
+        return v2.functional.center_crop(img, [max(H, self.h), max(W, self.w)]) if H < self.h or W < self.w else img
+
+
+class StackCrops(nn.Module):
+    """TenCrop's tuple of crops → one (10, C, H, W) tensor. (v2.Lambda would call its function on
+    each crop of the tuple, not on the tuple.)"""
+
+    def forward(self, crops: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return torch.stack(crops)
+
+
 def tencrop_transform(pre: Preprocess) -> Callable[[torch.Tensor], torch.Tensor]:
     """uint8 image → (10, C, H, W): the four corners, the centre and their mirror images."""
     _, h, w = pre.input_size
@@ -93,8 +113,9 @@ def tencrop_transform(pre: Preprocess) -> Callable[[torch.Tensor], torch.Tensor]
         [
             MatchChannels(pre.channels),
             *resize_steps(pre)[:1],  # letterbox fills the input exactly, so its ten crops are two views
+            PadToAtLeast(h, w),  # resized smaller than the input (LeNet: 28 in 32), the crops are of the padded image
             v2.TenCrop((h, w)),
-            v2.Lambda(lambda crops: torch.stack(crops)),
+            StackCrops(),
         ]
     )
 
