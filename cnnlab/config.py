@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -113,8 +114,13 @@ class TrainConfig:
                 raise CnnlabError(f"config key {name!r} must be one of {choices}, got {getattr(self, name)!r}")
         if self.freeze not in ("", "features") and not self.freeze.isdigit():
             raise CnnlabError(f"--freeze takes a number of stages or 'features', got {self.freeze!r}")
-        if self.per_class < 0 or self.unfreeze_at < 0 or self.head_lr_mult < 0 or not 0 < self.layer_decay <= 1:
-            raise CnnlabError("--per-class and --unfreeze-at must be >= 0, --head-lr-mult >= 0 and 0 < --layer-decay <= 1")
+        for flag, bad in (("--per-class", self.per_class < 0), ("--unfreeze-at", self.unfreeze_at < 0)):
+            if bad:
+                raise CnnlabError(f"{flag} must be 0 or more, got {getattr(self, flag[2:].replace('-', '_'))}")
+        if not (math.isfinite(self.head_lr_mult) and self.head_lr_mult >= 0):
+            raise CnnlabError(f"--head-lr-mult must be a finite number >= 0, got {self.head_lr_mult}")
+        if not 0 < self.layer_decay <= 1:
+            raise CnnlabError(f"--layer-decay must be in (0, 1], got {self.layer_decay}")
 
 
 def _field_types() -> dict[str, Any]:

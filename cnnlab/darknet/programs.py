@@ -326,6 +326,9 @@ def _refuse_overwrite(path: str | Path, force: bool, inputs: dict[str, str | Non
     """An existing output needs --force; an output that is one of the command's inputs (same file, through
     any link) is refused even with it: writing it would replace what the command reads."""
     out = Path(path)
+    folder = next((p for p in out.parents if p.exists()), None)
+    if folder is not None and not folder.is_dir():
+        raise CnnlabError(f"cannot write {out}: {folder} is a file, not a folder; choose another -out")
     if not out.exists():
         return
     for what, src in inputs.items():

@@ -173,3 +173,14 @@ def test_detector_test_keeps_an_existing_predictions_png_without_force(weights_f
     err = capsys.readouterr().err
     assert "predictions.png already exists" in err and "--force" in err and len(err.strip().splitlines()) == 1
     assert main([*args, "--force"]) == 0 and (tmp_path / "predictions.png").read_bytes() == first
+
+
+def test_detector_test_out_under_a_file_is_one_line(weights_for, monkeypatch, capsys, tmp_path: Path) -> None:
+    monkeypatch.chdir(REF)
+    (tmp_path / "mine.png").write_bytes(b"the user's picture")
+    args = ["darknet", "detector", "test", "data/detect80.data", "cfg/yolov3-tiny.cfg", str(weights_for("yolov3-tiny")),
+            "images/img2_224x224.png", "-out", str(tmp_path / "mine.png" / "x")]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "mine.png is a file, not a folder" in err and len(err.strip().splitlines()) == 1
+    assert (tmp_path / "mine.png").read_bytes() == b"the user's picture"

@@ -136,3 +136,13 @@ def test_a_run_that_fails_before_it_begins_leaves_no_folder(cli, tmp_path: Path)
     (tmp_path / "mine").mkdir()  # an empty folder the user made stays
     _one_line_error(cli(*args, "--out", tmp_path / "mine"), "--freeze 100", "at most")
     assert (tmp_path / "mine").is_dir() and not any((tmp_path / "mine").iterdir())
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "says"),
+    [("--head-lr-mult", "nan", "finite"), ("--head-lr-mult", "inf", "finite"), ("--head-lr-mult", "-1", "finite"),
+     ("--per-class", "-3", "0 or more"), ("--unfreeze-at", "-1", "0 or more"), ("--layer-decay", "0", "(0, 1]")],
+)  # fmt: skip
+def test_finetuning_numbers_out_of_range_name_their_flag(cli, tmp_path: Path, flag: str, value: str, says: str) -> None:
+    _one_line_error(cli("train", "--config", "lenet5_mnist5k", flag, value, "--out", tmp_path / "r"), flag, says)
+    assert not (tmp_path / "r").exists()
