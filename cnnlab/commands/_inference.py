@@ -76,5 +76,10 @@ def load_model(args: argparse.Namespace, classes_hint: list[str] | None = None) 
     else:
         raise CnnlabError("--model/--weights need class names: pass --labels FILE (one name per line)")
     model = create_model(args.model, num_classes=len(classes))
-    ckpt_mod.load_weights(model, ckpt_mod.weights_from(args.weights), args.weights)
+    try:
+        ckpt_mod.load_weights(model, ckpt_mod.weights_from(args.weights), args.weights)
+    except ckpt_mod.ClassCountMismatch as e:
+        where = f"the labels file {args.labels} names" if args.labels else "the data has"
+        raise CnnlabError(f"{where} {len(classes)} classes but {args.weights} was trained for {e.trained}; "
+                          "give the class names it was trained with, one per line") from None  # fmt: skip
     return model, classes, model.meta.preprocess, {}

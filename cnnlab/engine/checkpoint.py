@@ -44,6 +44,18 @@ def resolve_path(path: str | Path) -> Path:
     return p
 
 
+class NotACheckpoint(CnnlabError):
+    """A readable file without cnnlab's checkpoint marker (a plain state_dict, most often)."""
+
+
+class ClassCountMismatch(CnnlabError):
+    """Weights whose classifier has another number of classes (``trained``) than the model built for them."""
+
+    def __init__(self, message: str, trained: int) -> None:
+        super().__init__(message)
+        self.trained = trained
+
+
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     p = resolve_path(path)
     try:
@@ -51,7 +63,7 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     except Exception as e:  # torch raises many types for a damaged file
         raise CnnlabError(f"checkpoint {p} is corrupt or not a cnnlab checkpoint ({type(e).__name__}); re-train or pick another file") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise CnnlabError(f"{p} is not a cnnlab checkpoint (no '{FORMAT}' marker); plain state_dicts load with --weights")
+        raise NotACheckpoint(f"{p} is not a cnnlab checkpoint (no '{FORMAT}' marker); plain state_dicts load with --model NAME --weights FILE")
     return ckpt
 
 
@@ -114,9 +126,10 @@ def load_weights(model: nn.Module, state_dict: dict, source: str) -> list[str]:
     for key, value in state_dict.items():
         if key in own and _shape(own[key]) != _shape(value):
             if isinstance(model, Classifier) and key.startswith(model.meta.classifier + "."):
-                raise CnnlabError(
+                raise ClassCountMismatch(
                     f"{source} was trained for {value.shape[0]} classes but this model has {own[key].shape[0]}; "
-                    f"to fine-tune it on the new classes use --finetune {source} (keeps the features, new classifier)"
+                    f"to fine-tune it on the new classes use --finetune {source} (keeps the features, new classifier)",
+                    trained=value.shape[0],
                 )
             raise CnnlabError(f"{source} does not fit this model: {key} is {tuple(value.shape)} there, {tuple(own[key].shape)} here")
     missing, unexpected = model.load_state_dict(state_dict, strict=False)

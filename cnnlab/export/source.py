@@ -44,6 +44,8 @@ def _darknet_source(cfg: str, weights: str | None, data: str | None, flavor: str
         raise CnnlabError(f"cfg {cfg} does not exist; write darknet:PATH/TO/NET.cfg")
     if not weights:
         raise CnnlabError(f"darknet:{cfg} needs its trained weights: pass --weights FILE.weights (a cfg alone is untrained)")
+    if Path(weights).is_dir():
+        raise CnnlabError(f"--weights {weights} is a folder; give the .weights file")
     if not Path(weights).is_file():
         raise CnnlabError(f"weights file {weights} does not exist")
     net = load_darknet(cfg, weights, flavor)
@@ -69,7 +71,12 @@ def load_source(spec: str, *, weights: str | None = None, data: str | None = Non
     if not Path(spec).exists():
         raise CnnlabError(f"{spec} does not exist; give a run folder, a checkpoint .pt, or darknet:CFG --weights W")
     path = ckpt_mod.resolve_path(spec)
-    model, classes, pre = ckpt_mod.model_from_checkpoint(ckpt_mod.load(path), use_ema=use_ema)
+    try:
+        ckpt = ckpt_mod.load(path)
+    except ckpt_mod.NotACheckpoint:
+        raise CnnlabError(f"{path} is not a cnnlab checkpoint (a plain state_dict?); export takes a run folder or a cnnlab "
+                          "checkpoint: start a run from it first (cnnlab train --model NAME --init FILE)") from None  # fmt: skip
+    model, classes, pre = ckpt_mod.model_from_checkpoint(ckpt, use_ema=use_ema)
     if data:
         classes = _names_from_data(data, len(classes), str(path))
     return ExportSource(model.eval(), classes, pre, path.with_suffix(""), (path,))

@@ -146,3 +146,17 @@ def test_a_run_that_fails_before_it_begins_leaves_no_folder(cli, tmp_path: Path)
 def test_finetuning_numbers_out_of_range_name_their_flag(cli, tmp_path: Path, flag: str, value: str, says: str) -> None:
     _one_line_error(cli("train", "--config", "lenet5_mnist5k", flag, value, "--out", tmp_path / "r"), flag, says)
     assert not (tmp_path / "r").exists()
+
+
+def test_a_plain_state_dict_with_the_wrong_labels_or_given_to_export_says_what_to_do(cli, tmp_path: Path) -> None:
+    import torch
+
+    from cnnlab.models import create_model
+
+    torch.save(create_model("lenet5", num_classes=7).state_dict(), tmp_path / "sd.pt")
+    (tmp_path / "two.txt").write_text("a\nb\n")
+    image = tmp_path / "x.png"
+    image.write_bytes(_jpeg((1, 2, 3)))
+    _one_line_error(cli("predict", "--model", "lenet5", "--weights", tmp_path / "sd.pt", "--labels", tmp_path / "two.txt", image),
+                    "names 2 classes", "trained for 7")  # fmt: skip
+    _one_line_error(cli("export", tmp_path / "sd.pt", "--format", "onnx"), "not a cnnlab checkpoint", "--init")
