@@ -111,6 +111,12 @@ class Finetune:
         n = frozen_count(model, cfg.freeze)
         if cfg.unfreeze_at and not n:
             raise CnnlabError("--unfreeze-at needs frozen stages: add --freeze N or --freeze features")
+        if cfg.unfreeze_at == 1:
+            raise CnnlabError("--unfreeze-at 1 trains every stage from the first epoch, so nothing stays frozen: "
+                              "use 2 or later, or drop --freeze")  # fmt: skip
+        if cfg.unfreeze_at > cfg.epochs:
+            raise CnnlabError(f"--unfreeze-at {cfg.unfreeze_at} is after the last epoch (--epochs {cfg.epochs}): "
+                              f"use at most {cfg.epochs}, or drop --unfreeze-at to keep the stages frozen")  # fmt: skip
         return cls(n, cfg.unfreeze_at)
 
     @property

@@ -141,10 +141,12 @@ def test_a_run_that_fails_before_it_begins_leaves_no_folder(cli, tmp_path: Path)
 @pytest.mark.parametrize(
     ("flag", "value", "says"),
     [("--head-lr-mult", "nan", "finite"), ("--head-lr-mult", "inf", "finite"), ("--head-lr-mult", "-1", "finite"),
-     ("--per-class", "-3", "0 or more"), ("--unfreeze-at", "-1", "0 or more"), ("--layer-decay", "0", "(0, 1]")],
+     ("--per-class", "-3", "0 or more"), ("--unfreeze-at", "-1", "0 or more"), ("--layer-decay", "0", "(0, 1]"),
+     ("--unfreeze-at", "1", "nothing stays frozen"), ("--unfreeze-at", "30", "after the last epoch")],
 )  # fmt: skip
 def test_finetuning_numbers_out_of_range_name_their_flag(cli, tmp_path: Path, flag: str, value: str, says: str) -> None:
-    _one_line_error(cli("train", "--config", "lenet5_mnist5k", flag, value, "--out", tmp_path / "r"), flag, says)
+    freeze = ("--freeze", "2") if flag == "--unfreeze-at" else ()
+    _one_line_error(cli("train", "--config", "lenet5_mnist5k", *freeze, flag, value, "--out", tmp_path / "r"), flag, says)
     assert not (tmp_path / "r").exists()
 
 
