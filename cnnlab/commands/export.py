@@ -35,6 +35,11 @@ def _out_path(args: argparse.Namespace, stem: Path, inputs: tuple[Path, ...]) ->
     out = Path(args.out) if args.out else default_path(stem, args.format, args.precision, args.input == "uint8")
     if args.out and args.format == "openvino" and out.suffix != ".xml":
         raise CnnlabError(f"--out {out}: an OpenVINO model is an .xml file (with its .bin beside it); name it {out.with_suffix('.xml')}")
+    if args.out and args.format != "openvino" and out.suffix in (".xml", ".bin"):
+        raise CnnlabError(f"--out {out}: an {out.suffix} name is OpenVINO's; name the {args.format} file e.g. {out.with_suffix('.onnx' if args.format == 'onnx' else '.pt')}")
+    folder = next((q for q in out.parents if q.exists()), None)
+    if folder is not None and not folder.is_dir():
+        raise CnnlabError(f"--out {out}: {folder} is a file, not a folder; choose another --out")
     for f in written_files(out, args.format):
         if any(i.exists() and f.exists() and os.path.samefile(f, i) for i in inputs):
             raise CnnlabError(f"{f} is one of the export's inputs; choose another --out (even --force does not overwrite an input)")
@@ -46,6 +51,8 @@ def _out_path(args: argparse.Namespace, stem: Path, inputs: tuple[Path, ...]) ->
 def run(args: argparse.Namespace) -> int:
     from cnnlab.export.exporter import check_installed, check_request
 
+    if args.check_images < 0:
+        raise CnnlabError(f"--check-images {args.check_images}: give a number of images, or 0 to skip the parity check")
     if args.input not in ("float32", "uint8"):
         raise CnnlabError(f"unknown --input {args.input!r}; use float32 or uint8")
     check_request(args.format, args.precision)

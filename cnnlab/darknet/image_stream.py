@@ -28,12 +28,13 @@ def engine_for(model: DarknetNet, options: InferenceOptions, err: TextIO, weight
 
 
 def stdin_paths() -> Iterator[str]:
-    """darknet's "Enter Image Path:" answers, one per line, until end of input."""
+    """darknet's "Enter Image Path:" answers, one per line, until end of input (blank lines are no answer)."""
     while True:
         line = sys.stdin.readline()
         if not line:
             return
-        yield line.rstrip("\n")
+        if line.strip():
+            yield line.rstrip("\n")
 
 
 def images_ahead(paths: Iterable[str], prep: Callable[[np.ndarray], np.ndarray],

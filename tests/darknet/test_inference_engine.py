@@ -76,7 +76,7 @@ def _bad_list(tmp_path: Path) -> tuple[Path, list[str]]:
 
 def test_predict_on_stdin_skips_counts_and_reports_bad_images(weights_for, tmp_path: Path, monkeypatch) -> None:
     bad, paths = _bad_list(tmp_path)
-    monkeypatch.setattr("sys.stdin", io.StringIO("".join(p + "\n" for p in paths)))
+    monkeypatch.setattr("sys.stdin", io.StringIO("".join(p + "\n" for p in paths) + "\n  \n"))  # blank lines are no answer
     out, err = io.StringIO(), io.StringIO()
     code = classifier_predict(data=str(REF / "data/classify40.data"), cfg=str(REF / "cfg/oracle-mini-pj.cfg"),
                               weights=str(weights_for("oracle-mini-pj")), top=1, out=out, err=err)  # fmt: skip

@@ -116,6 +116,9 @@ def test_bf16_openvino_export_is_close(mnist_train, mnist_val, tmp_path) -> None
         (["darknet:missing.cfg", "--weights", "w", "--format", "onnx"], "cfg missing.cfg does not exist"),
         (["{run}", "--format", "onnx", "--input", "int8"], "unknown --input 'int8'"),
         (["{run}", "--format", "onnx"], "already exists; pass --force"),
+        (["{run}", "--format", "onnx", "--out", "{run}/m.xml"], "an .xml name is OpenVINO's"),
+        (["{run}", "--format", "onnx", "--out", "{run}/checkpoints/best.pt/m.onnx"], "best.pt is a file, not a folder"),
+        (["{run}", "--format", "onnx", "--check-images", "-1"], "--check-images -1"),
     ],
 )
 def test_errors_are_one_line(args: list[str], message: str, detector, tmp_path, capsys) -> None:
