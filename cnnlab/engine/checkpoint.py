@@ -192,9 +192,18 @@ def weights_from(path: str) -> dict:
         raise CnnlabError(f"{p} is corrupt or not a PyTorch weights file ({type(e).__name__})") from None
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         return obj["ema"] if obj.get("ema") is not None else obj["model"]
-    if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        return obj
-    raise CnnlabError(f"{p} holds neither a cnnlab checkpoint nor a state_dict")
+    # other trainers' checkpoints hold the state_dict under one of these keys (timm's load_state_dict looks
+    # for the same ones), and DDP / torch.compile prefix every key: timm's clean_state_dict strips those
+    for key in ("state_dict_ema", "model_ema", "state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        from timm.models import clean_state_dict
+
+        return clean_state_dict(obj)
+    raise CnnlabError(f"{p} holds neither a cnnlab checkpoint nor a state_dict (a dict of tensors, or one under "
+                      "'state_dict' / 'model' / 'state_dict_ema' / 'model_ema')")  # fmt: skip
 
 
 def start_weights(model: nn.Module, init: str, finetune: str) -> list[str]:

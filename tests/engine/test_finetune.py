@@ -300,3 +300,18 @@ def test_frozen_resnet_layers_are_bit_identical_after_finetuning_batchnorm_stati
     v = cli("valid", "-c", tmp_path / "ft", "--no-progress", "--workers", "0")  # scored on the run's own 3 classes
     assert v.code == 0, v.err
     assert [line.split()[0] for line in v.out.splitlines() if line[:1].isdigit()] == ["0", "1", "2"]
+
+
+def test_other_trainers_checkpoints_load_through_their_wrapper_and_ddp_prefix(tmp_path: Path) -> None:
+    from cnnlab.engine.checkpoint import weights_from
+
+    sd = create_model("lenet5", num_classes=7).state_dict()
+    wrapped = {
+        "ddp.pt": {"state_dict": {f"module.{k}": v for k, v in sd.items()}, "epoch": 3},
+        "model.pt": {"model": sd, "optimizer": {}},
+        "compiled.pt": {f"_orig_mod.{k}": v for k, v in sd.items()},
+    }
+    for name, obj in wrapped.items():
+        torch.save(obj, tmp_path / name)
+        got = weights_from(str(tmp_path / name))
+        assert got.keys() == sd.keys() and all(torch.equal(got[k], sd[k]) for k in sd), name
