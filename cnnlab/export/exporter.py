@@ -26,7 +26,7 @@ def check_request(fmt: str, precision: str) -> None:
     if precision not in ("fp32", "bf16"):
         raise CnnlabError(f"unknown precision {precision!r}; use fp32 or bf16")
     if precision == "bf16" and fmt != "openvino":
-        why = "onnxruntime's CPU provider lacks bf16 kernels" if fmt == "onnx" else "a TorchScript file is exported as the model runs, in fp32"
+        why = "onnxruntime's CPU provider lacks bf16 kernels" if fmt == "onnx" else "cnnlab exports TorchScript in fp32"
         raise CnnlabError(f"bf16 export goes to OpenVINO only ({why}); use --format openvino or --precision fp32 with {fmt}")
 
 
