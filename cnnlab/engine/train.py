@@ -16,6 +16,7 @@ the remaining batches bit for bit (at the same number of processes).
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -254,6 +255,9 @@ def end_epoch(r: Run, bad_log: BadImageLog, seconds: float, images_before: int) 
     record |= t.task.train_record(sums, seen) | report.record()
     record |= {"epoch_seconds": seconds, "images_per_second": new_images / max(seconds, 1e-9)}
     r.logger.epoch(record, _epoch_line(r, record, report))
+    if not math.isfinite(record.get("val_loss", 0.0)):  # training's own loss was finite, or the step would have stopped
+        r.logger.warn(f"warning: the held-out loss is {record['val_loss']}: the network's outputs on held-out images are not finite "
+                      "(EMA or BatchNorm statistics gone bad?); lower --lr, set --clip-grad, or check the data")  # fmt: skip
     is_best = report.primary > state.best
     if is_best:
         state.best, state.best_epoch = report.primary, state.epoch + 1
