@@ -25,28 +25,26 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from cnnlab.engine.packed_conv import PackedConv2d
 from cnnlab.engine.strided_pool import StridedMaxPool2d
+from cnnlab.engine.winograd import WinogradConv2d
 
 RELU_FUNCTIONS = (torch.relu, torch.relu_, F.relu)
 ADD_FUNCTIONS = (operator.add, torch.add)
 
 
 class PackedConvAddReLU(nn.Module):
-    """``relu(conv(x) + other)`` in one oneDNN call."""
+    """``relu(conv(x) + other)``: one oneDNN call for a packed conv, the sum after the product for Winograd."""
 
-    def __init__(self, conv: PackedConv2d) -> None:
+    def __init__(self, conv: PackedConv2d | WinogradConv2d) -> None:
         super().__init__()
         self.conv = conv
 
     def forward(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
-        c = self.conv
-        return torch.ops.mkldnn._convolution_pointwise.binary(
-            x, other, c.weight, c.bias, c.padding, c.stride, c.dilation, c.groups, "add", 1.0, "relu", [], ""
-        )  # fmt: skip
+        return self.conv.add_relu(x, other)
 
 
 class _Tracer(torch.fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, (PackedConv2d, StridedMaxPool2d)) or super().is_leaf_module(m, qualname)
+        return isinstance(m, (PackedConv2d, WinogradConv2d, StridedMaxPool2d)) or super().is_leaf_module(m, qualname)
 
 
 def fuse_relus(model: nn.Module, example: torch.Tensor) -> nn.Module:
@@ -125,7 +123,7 @@ def _packed(gm: torch.fx.GraphModule, node: torch.fx.Node) -> bool:
     if node.op != "call_module" or len(node.args) != 1 or node.kwargs:
         return False
     m = gm.get_submodule(str(node.target))
-    return isinstance(m, PackedConv2d) and m.attr == "none"
+    return isinstance(m, (PackedConv2d, WinogradConv2d)) and m.attr == "none"
 
 
 def _is_relu(gm: torch.fx.GraphModule, node: torch.fx.Node) -> bool:

@@ -17,9 +17,15 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from cnnlab.engine import winograd
 from cnnlab.engine.fold import slot
 
 # darknet activation name → (oneDNN post-op, its scalars); the rest run after the conv as before
+MARGIN = 1.1  # a Winograd kernel replaces the packed one only when at least 10 % faster (timings wobble)
+# Darknet nets promise the real darknet's outputs (its reference runs within rtol 1e-4), and some
+# sit near that edge already (yolov3-tiny: 0.93 of the tolerance used with direct convolutions);
+# F(4×4)'s rounding, ~2x the direct convolution's, reaches 1.04 there, F(2×2)'s stays below it.
+DARKNET_TILES = (2,)
 FUSABLE = {"linear": ("none", []), "relu": ("relu", []), "leaky": ("leaky_relu", [0.1])}
 
 
@@ -56,6 +62,12 @@ class PackedConv2d(nn.Module):
             x, self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups, self.attr, self.scalars, ""
         )  # fmt: skip
 
+    def add_relu(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+        """``relu(conv(x) + other)`` in one oneDNN call (the sum as a binary post-op)."""
+        return torch.ops.mkldnn._convolution_pointwise.binary(
+            x, other, self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups, "add", 1.0, "relu", [], ""
+        )  # fmt: skip
+
 
 def pack_convolutions(model: nn.Module, input_size: tuple[int, ...]) -> int:
     """Replace the convolutions of ``model`` (already folded, in its final dtype) by packed ones, in
@@ -70,7 +82,8 @@ def pack_convolutions(model: nn.Module, input_size: tuple[int, ...]) -> int:
             continue
         owner, attr = slot(model, name)
         post = _darknet_post_op(owner, attr)
-        packed = PackedConv2d(conv, shapes[name], *(post or ("none", [])))
+        tiles = DARKNET_TILES if _in_darknet(owner) else winograd.TILES
+        packed = _fastest_kernel(conv, shapes[name], *(post or ("none", [])), tiles)
         setattr(owner, attr, packed)
         if post is not None:
             owner.act = _identity  # the activation now runs inside the conv
@@ -78,8 +91,26 @@ def pack_convolutions(model: nn.Module, input_size: tuple[int, ...]) -> int:
     return n
 
 
+def _fastest_kernel(conv: nn.Conv2d, input_size: tuple[int, ...], attr: str, scalars: list[float], tiles: tuple[int, ...]) -> nn.Module:
+    """The packed oneDNN convolution, or a Winograd one (output tiles of ``tiles``) where that is
+    faster by :data:`MARGIN` on one image of the layer's input size (timed here: which is faster
+    depends on the CPU and the shape)."""
+    packed = PackedConv2d(conv, input_size, attr, scalars)
+    if not tiles or not winograd.eligible(conv):
+        return packed
+    candidates = [packed] + [winograd.WinogradConv2d(conv, tile, attr, scalars) for tile in tiles]
+    x = torch.zeros((1, *input_size[1:]), dtype=conv.weight.dtype).contiguous(memory_format=torch.channels_last)
+    return candidates[winograd.fastest(candidates, x, handicaps=[1.0] + [MARGIN] * len(tiles))]
+
+
 def _identity(x: torch.Tensor) -> torch.Tensor:
     return x
+
+
+def _in_darknet(owner: nn.Module) -> bool:
+    from cnnlab.darknet.layers import Convolutional
+
+    return isinstance(owner, Convolutional)
 
 
 def _darknet_post_op(owner: nn.Module, attr: str) -> tuple[str, list[float]] | None:

@@ -17,7 +17,9 @@ from cnnlab.darknet.layers import Convolutional
 from cnnlab.darknet.preprocess import load_image, preprocess
 from cnnlab.darknet.programs import classifier_predict, classifier_valid
 from cnnlab.engine.inference import InferenceModel, InferenceOptions, bf16_supported, prepare
-from cnnlab.engine.packed_conv import PackedConv2d
+from cnnlab.engine import winograd
+from cnnlab.engine.packed_conv import DARKNET_TILES, PackedConv2d
+from cnnlab.engine.winograd import WinogradConv2d
 
 from .refdata import REF, Run, all_runs
 from .test_reference import ATOL, STORED_RTOL
@@ -40,13 +42,28 @@ def test_engine_gives_darknets_outputs(run: Run, weights_for) -> None:
     np.testing.assert_allclose(got, run.output(), rtol=STORED_RTOL, atol=ATOL, err_msg=f"{run.id}: network output")
 
 
+@pytest.mark.parametrize("run", RUNS, ids=[r.id for r in RUNS])
+def test_winograd_everywhere_still_gives_darknets_outputs(run: Run, weights_for, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Which convolutions run as Winograd is timed at prepare; with every eligible one forced to it
+    (F(2×2), the only tile darknet nets take) the outputs still hold the reference tolerance."""
+    assert DARKNET_TILES == (2,)
+    monkeypatch.setattr(winograd, "fastest", lambda candidates, x, handicaps: 1)
+    net = load_darknet(REF / "cfg" / f"{run.cfg_name}.cfg", weights_for(run.cfg_name), run.flavor)
+    engine = prepare(net, (net.channels, net.height, net.width), CPU, log=io.StringIO())
+    eligible = [m for m in net.modules() if winograd.eligible(m)]
+    assert sum(isinstance(m, WinogradConv2d) for m in engine.modules()) == len(eligible)
+    out = engine(torch.from_numpy(run.input()))
+    got = (out[-1] if isinstance(out, list) else out).flatten().numpy()
+    np.testing.assert_allclose(got, run.output(), rtol=STORED_RTOL, atol=ATOL, err_msg=f"{run.id}: network output")
+
+
 def test_engine_folds_once_and_leaves_the_model_alone(weights_for) -> None:
     net = load_darknet(REF / "cfg" / "darknet.cfg", weights_for("darknet"))
     before = {k: v.clone() for k, v in net.state_dict().items() if isinstance(v, torch.Tensor)}
     engine = prepare(net, (3, net.height, net.width), CPU)
     convs = [m for m in engine.inner.modules() if isinstance(m, Convolutional)]
     assert convs and all(m.bn is None for m in convs)  # folded at prepare, never again in forward
-    assert all(isinstance(m.conv, PackedConv2d) for m in convs)
+    assert all(isinstance(m.conv, (PackedConv2d, WinogradConv2d)) for m in convs)
     assert all(m.bn is not None for m in net.modules() if isinstance(m, Convolutional) and m.bn_enabled)
     after = net.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)

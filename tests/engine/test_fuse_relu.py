@@ -10,7 +10,9 @@ from torch import nn
 
 from cnnlab.engine.fold import fold_batchnorm
 from cnnlab.engine.fuse_relu import PackedConvAddReLU, fuse_relus
+from cnnlab.engine import winograd
 from cnnlab.engine.packed_conv import PackedConv2d, pack_convolutions, packing_available
+from cnnlab.engine.winograd import WinogradConv2d
 from cnnlab.models import create_model
 
 pytestmark = pytest.mark.skipif(not packing_available(), reason="needs oneDNN's packed convolutions")
@@ -26,11 +28,15 @@ def _prepared(model: nn.Module, size: tuple[int, ...]) -> nn.Module:
 
 def _kinds(m: nn.Module) -> tuple[int, int]:
     """(convs with a fused ReLU, conv+add+ReLU modules)"""
-    relu = sum(isinstance(c, PackedConv2d) and c.attr == "relu" for c in m.modules())
+    relu = sum(isinstance(c, (PackedConv2d, WinogradConv2d)) and c.attr == "relu" for c in m.modules())
     return relu, sum(isinstance(c, PackedConvAddReLU) for c in m.modules())
 
 
-def test_resnet18_blocks_fuse_and_give_the_same_outputs() -> None:
+@pytest.mark.parametrize("kernel", ["timed", "packed", "winograd F(2x2)", "winograd F(4x4)"])
+def test_resnet18_blocks_fuse_and_give_the_same_outputs(kernel: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if kernel != "timed":  # candidates are [packed, F(2×2), F(4×4)]: force one on every 3×3 stride-1 conv
+        pick = ["packed", "winograd F(2x2)", "winograd F(4x4)"].index(kernel)
+        monkeypatch.setattr(winograd, "fastest", lambda candidates, x, handicaps: pick)
     model = create_model("resnet18", num_classes=5).eval()
     g = torch.Generator().manual_seed(0)
     for m in model.modules():
@@ -45,6 +51,8 @@ def test_resnet18_blocks_fuse_and_give_the_same_outputs() -> None:
     # the stem and each block's first conv take their ReLU; each block's second conv its add + ReLU
     assert _kinds(fused) == (1 + 8, 8)
     assert _kinds(net) == (0, 0)  # the traced-from network is left as it was
+    if kernel.startswith("winograd"):  # layer1-4: 4 + 3 + 3 + 3 stride-1 3×3 convs
+        assert sum(isinstance(c, WinogradConv2d) for c in net.modules()) == 13
     with torch.inference_mode():
         np.testing.assert_allclose(fused(x).numpy(), want.numpy(), rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(net(x).numpy(), want.numpy(), rtol=1e-4, atol=1e-5)

@@ -1,0 +1,128 @@
+"""Winograd 3×3 convolutions: equal to conv2d (in float64) within their rounding for every tile,
+padding, size, activation and the residual add; correct with several threads at once; only the
+convolutions they compute are eligible; the engine keeps the packed conv unless Winograd is faster."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cnnlab.engine import packed_conv, winograd
+from cnnlab.engine.packed_conv import PackedConv2d, pack_convolutions, packing_available
+from cnnlab.engine.winograd import WinogradConv2d
+
+ACTIVATIONS = {"none": ([], lambda y: y), "relu": ([], F.relu), "leaky_relu": ([0.1], lambda y: F.leaky_relu(y, 0.1))}
+
+
+def _exact(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    return F.conv2d(x.double(), conv.weight.double(), conv.bias.double(), padding=conv.padding)
+
+
+@pytest.mark.parametrize("tile", winograd.TILES)
+@pytest.mark.parametrize("attr", list(ACTIVATIONS))
+@pytest.mark.parametrize("shape", [(3, 5, 7, 9, 1), (16, 8, 13, 10, 0), (4, 4, 6, 5, 2), (32, 48, 28, 28, 1)])
+def test_equals_conv2d_within_its_rounding(tile: int, attr: str, shape: tuple[int, ...]) -> None:
+    c, o, h, w, pad = shape
+    g = torch.Generator().manual_seed(tile * 100 + h)
+    conv = nn.Conv2d(c, o, 3, padding=pad)
+    x = torch.randn(2, c, h, w, generator=g).contiguous(memory_format=torch.channels_last)
+    scalars, act = ACTIVATIONS[attr]
+    with torch.inference_mode():
+        got = WinogradConv2d(conv, tile, attr, scalars)(x)
+        want = act(_exact(conv, x))
+    assert got.shape == want.shape and got.dtype == torch.float32
+    assert got.is_contiguous(memory_format=torch.channels_last)  # what the next packed conv reads
+    assert (got.double() - want).abs().max() <= 1e-5 * want.abs().max()
+
+
+@pytest.mark.parametrize("tile", winograd.TILES)
+def test_add_relu_adds_the_residual_before_the_relu(tile: int) -> None:
+    g = torch.Generator().manual_seed(tile)
+    conv = nn.Conv2d(8, 8, 3, padding=1)
+    x = torch.randn(1, 8, 11, 11, generator=g).contiguous(memory_format=torch.channels_last)
+    other = torch.randn(1, 8, 11, 11, generator=g).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        got = WinogradConv2d(conv, tile).add_relu(x, other)
+        want = F.relu(_exact(conv, x) + other.double())
+    assert (got.double() - want).abs().max() <= 1e-5 * want.abs().max()
+
+
+def test_threads_running_layers_at_once_each_get_their_own_result() -> None:
+    """Scratch space is reused between calls: two threads (engine streams) must not share it."""
+    g = torch.Generator().manual_seed(0)
+    layers = [WinogradConv2d(nn.Conv2d(16, 16, 3, padding=1), 4), WinogradConv2d(nn.Conv2d(16, 24, 3, padding=1), 2)]
+    inputs = [torch.randn(1, 16, s, s, generator=g).contiguous(memory_format=torch.channels_last) for s in (30, 18)]
+    with torch.inference_mode():
+        want = [m(x).clone() for m, x in zip(layers, inputs)]
+    bad: list[int] = []
+
+    def run(i: int) -> None:
+        with torch.inference_mode():
+            for _ in range(40):
+                if not torch.equal(layers[i](inputs[i]), want[i]):
+                    bad.append(i)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not bad
+
+
+def test_only_float32_3x3_stride1_plain_convs_are_eligible() -> None:
+    assert winograd.eligible(nn.Conv2d(4, 4, 3, padding=1))
+    assert winograd.eligible(nn.Conv2d(4, 4, 3, padding=0))
+    assert not winograd.eligible(nn.Conv2d(4, 4, 3, stride=2, padding=1))
+    assert not winograd.eligible(nn.Conv2d(4, 4, 3, padding=1, dilation=2))
+    assert not winograd.eligible(nn.Conv2d(4, 4, 3, padding=1, groups=2))
+    assert not winograd.eligible(nn.Conv2d(4, 4, 5, padding=2))
+    assert not winograd.eligible(nn.Conv2d(4, 4, 3, padding=3))
+    assert not winograd.eligible(nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect"))
+    assert not winograd.eligible(nn.Conv2d(4, 4, 3, padding=1).to(torch.bfloat16))
+
+
+class _Slow(nn.Module):
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import time
+
+        time.sleep(self.seconds)
+        return x
+
+
+def test_fastest_picks_the_quickest_after_the_handicaps() -> None:
+    x = torch.zeros(1)
+    candidates = [_Slow(0.004), _Slow(0.001), _Slow(0.002)]
+    assert winograd.fastest(candidates, x, handicaps=[1, 1, 1], runs=2) == 1
+    assert winograd.fastest(candidates, x, handicaps=[1, 10, 1], runs=2) == 2
+    assert winograd.fastest(candidates, x, handicaps=[1, 10, 10], runs=2) == 0
+
+
+@pytest.mark.skipif(not packing_available(), reason="needs oneDNN's packed convolutions")
+def test_packing_keeps_the_packed_conv_unless_winograd_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    net = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1)).eval()
+    x = torch.randn(1, 8, 16, 16).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        want = net(x)
+    seen: list[float] = []
+
+    def pick(candidates: list[nn.Module], x: torch.Tensor, handicaps: list[float]) -> int:
+        seen.extend(handicaps)
+        return 2  # F(4×4)
+
+    monkeypatch.setattr(winograd, "fastest", pick)
+    packed = net.to(memory_format=torch.channels_last)
+    pack_convolutions(packed, (1, 8, 16, 16))
+    assert isinstance(packed[0], WinogradConv2d) and packed[0].tile == 4
+    assert isinstance(packed[2], PackedConv2d)  # stride 2: never a candidate
+    assert seen == [1.0, packed_conv.MARGIN, packed_conv.MARGIN]  # Winograd must win by the margin
+    with torch.inference_mode():
+        assert torch.allclose(packed(x), want, rtol=1e-4, atol=1e-5)
