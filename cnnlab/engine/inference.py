@@ -156,8 +156,15 @@ def _torch_model(model: nn.Module, input_size: tuple[int, ...], device: torch.de
         net = net.to(memory_format=torch.channels_last)
         use_strided_pools(net)
         if packing_available() and not options.compile:  # inductor packs (and fuses) by itself
-            pack_convolutions(net, input_size)
+            pack_convolutions(net, input_size, winograd_too=_threads_per_call(options.batch) == 1)
     return net
+
+
+def _threads_per_call(batch: int) -> int:
+    """Intra-op threads each layer will run on: a stream's for batches (:class:`InferenceModel`
+    sends them through a :class:`BatchRunner`), all of them for single images."""
+    threads = torch.get_num_threads()
+    return BatchRunner.for_threads(threads, batch).threads_per_stream if batch > 1 else threads
 
 
 class _Fp32Head(nn.Module):

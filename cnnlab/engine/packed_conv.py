@@ -19,6 +19,7 @@ from torch import nn
 
 from cnnlab.engine import winograd
 from cnnlab.engine.fold import slot
+from cnnlab.threads import one_thread
 
 # darknet activation name → (oneDNN post-op, its scalars); the rest run after the conv as before
 MARGIN = 1.1  # a Winograd kernel replaces the packed one only when at least 10 % faster (timings wobble)
@@ -69,12 +70,15 @@ class PackedConv2d(nn.Module):
         )  # fmt: skip
 
 
-def pack_convolutions(model: nn.Module, input_size: tuple[int, ...]) -> int:
+def pack_convolutions(model: nn.Module, input_size: tuple[int, ...], winograd_too: bool = False) -> int:
     """Replace the convolutions of ``model`` (already folded, in its final dtype) by packed ones, in
     place; darknet ``[convolutional]`` layers also get their activation fused. Returns how many.
 
     ``input_size`` is the network input (N, C, H, W); each conv's own input size is found by running
-    the model once with hooks, so the packing matches the shapes it will see."""
+    the model once with hooks, so the packing matches the shapes it will see. ``winograd_too``: the
+    layers will run on one intra-op thread, so 3×3 convolutions may take Winograd's kernels where
+    those time faster. (On two threads they parallelise poorly: ResNet-18 at batch 1 took 37 ms
+    with F(4×4) on every eligible conv against 19 ms packed, on this VM's slow OpenMP wake-ups.)"""
     shapes = _conv_input_sizes(model, input_size)
     n = 0
     for name, conv in list(model.named_modules()):
@@ -82,7 +86,7 @@ def pack_convolutions(model: nn.Module, input_size: tuple[int, ...]) -> int:
             continue
         owner, attr = slot(model, name)
         post = _darknet_post_op(owner, attr)
-        tiles = DARKNET_TILES if _in_darknet(owner) else winograd.TILES
+        tiles = () if not winograd_too else DARKNET_TILES if _in_darknet(owner) else winograd.TILES
         packed = _fastest_kernel(conv, shapes[name], *(post or ("none", [])), tiles)
         setattr(owner, attr, packed)
         if post is not None:
@@ -100,7 +104,8 @@ def _fastest_kernel(conv: nn.Conv2d, input_size: tuple[int, ...], attr: str, sca
         return packed
     candidates = [packed] + [winograd.WinogradConv2d(conv, tile, attr, scalars) for tile in tiles]
     x = torch.zeros((1, *input_size[1:]), dtype=conv.weight.dtype).contiguous(memory_format=torch.channels_last)
-    return candidates[winograd.fastest(candidates, x, handicaps=[1.0] + [MARGIN] * len(tiles))]
+    with one_thread():  # as the layer will run
+        return candidates[winograd.fastest(candidates, x, handicaps=[1.0] + [MARGIN] * len(tiles))]
 
 
 def _identity(x: torch.Tensor) -> torch.Tensor:

@@ -20,6 +20,7 @@ from cnnlab.engine.inference import InferenceModel, InferenceOptions, bf16_suppo
 from cnnlab.engine import winograd
 from cnnlab.engine.packed_conv import DARKNET_TILES, PackedConv2d
 from cnnlab.engine.winograd import WinogradConv2d
+from cnnlab.threads import one_thread
 
 from .refdata import REF, Run, all_runs
 from .test_reference import ATOL, STORED_RTOL
@@ -49,7 +50,8 @@ def test_winograd_everywhere_still_gives_darknets_outputs(run: Run, weights_for,
     assert DARKNET_TILES == (2,)
     monkeypatch.setattr(winograd, "fastest", lambda candidates, x, handicaps: 1)
     net = load_darknet(REF / "cfg" / f"{run.cfg_name}.cfg", weights_for(run.cfg_name), run.flavor)
-    engine = prepare(net, (net.channels, net.height, net.width), CPU, log=io.StringIO())
+    with one_thread():  # Winograd is offered where layers run on one thread
+        engine = prepare(net, (net.channels, net.height, net.width), CPU, log=io.StringIO())
     eligible = [m for m in net.modules() if winograd.eligible(m)]
     assert sum(isinstance(m, WinogradConv2d) for m in engine.modules()) == len(eligible)
     out = engine(torch.from_numpy(run.input()))

@@ -22,7 +22,7 @@ def _prepared(model: nn.Module, size: tuple[int, ...]) -> nn.Module:
     model = model.eval()
     fold_batchnorm(model)
     model = model.to(memory_format=torch.channels_last)
-    pack_convolutions(model, size)
+    pack_convolutions(model, size, winograd_too=True)
     return model
 
 

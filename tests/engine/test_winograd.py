@@ -120,9 +120,29 @@ def test_packing_keeps_the_packed_conv_unless_winograd_wins(monkeypatch: pytest.
 
     monkeypatch.setattr(winograd, "fastest", pick)
     packed = net.to(memory_format=torch.channels_last)
-    pack_convolutions(packed, (1, 8, 16, 16))
+    pack_convolutions(packed, (1, 8, 16, 16), winograd_too=True)
     assert isinstance(packed[0], WinogradConv2d) and packed[0].tile == 4
     assert isinstance(packed[2], PackedConv2d)  # stride 2: never a candidate
     assert seen == [1.0, packed_conv.MARGIN, packed_conv.MARGIN]  # Winograd must win by the margin
     with torch.inference_mode():
         assert torch.allclose(packed(x), want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(not packing_available(), reason="needs oneDNN's packed convolutions")
+@pytest.mark.parametrize(("threads", "batch", "offered"), [(1, 1, True), (2, 1, False), (2, 8, True)])
+def test_winograd_is_offered_only_where_layers_run_on_one_thread(
+    threads: int, batch: int, offered: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Single images run each layer on every thread; batches on two threads run as two one-thread streams."""
+    from cnnlab.engine.inference import InferenceOptions, prepare
+
+    timed: list[int] = []
+    monkeypatch.setattr(winograd, "fastest", lambda candidates, x, handicaps: timed.append(torch.get_num_threads()) or 0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU()).eval()
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        prepare(net, (3, 12, 12), torch.device("cpu"), InferenceOptions(batch=batch))
+    finally:
+        torch.set_num_threads(before)
+    assert timed == ([1] if offered else [])  # and timed on the one thread each layer will have
