@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from cnnlab.engine import winograd
+from cnnlab.engine import kernel_cache, winograd
 from cnnlab.engine.fold import slot
 from cnnlab.threads import one_thread
 
@@ -97,15 +97,22 @@ def pack_convolutions(model: nn.Module, input_size: tuple[int, ...], winograd_to
 
 def _fastest_kernel(conv: nn.Conv2d, input_size: tuple[int, ...], attr: str, scalars: list[float], tiles: tuple[int, ...]) -> nn.Module:
     """The packed oneDNN convolution, or a Winograd one (output tiles of ``tiles``) where that is
-    faster by :data:`MARGIN` on one image of the layer's input size (timed here: which is faster
-    depends on the CPU and the shape)."""
+    faster by :data:`MARGIN` on one image of the layer's input size. Which is faster depends on the
+    CPU and the shape, so it is timed, once per machine (:mod:`.kernel_cache`)."""
     packed = PackedConv2d(conv, input_size, attr, scalars)
     if not tiles or not winograd.eligible(conv):
         return packed
     candidates = [packed] + [winograd.WinogradConv2d(conv, tile, attr, scalars) for tile in tiles]
+    names = ["packed"] + [f"winograd{tile}" for tile in tiles]
+    key = kernel_cache.layer_key(conv, input_size, attr, names)
+    known = kernel_cache.lookup(key)
+    if known in names:
+        return candidates[names.index(known)]
     x = torch.zeros((1, *input_size[1:]), dtype=conv.weight.dtype).contiguous(memory_format=torch.channels_last)
     with one_thread():  # as the layer will run
-        return candidates[winograd.fastest(candidates, x, handicaps=[1.0] + [MARGIN] * len(tiles))]
+        best = winograd.fastest(candidates, x, handicaps=[1.0] + [MARGIN] * len(tiles))
+    kernel_cache.remember(key, names[best])
+    return candidates[best]
 
 
 def _identity(x: torch.Tensor) -> torch.Tensor:

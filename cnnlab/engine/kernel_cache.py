@@ -1,0 +1,80 @@
+"""Which convolution kernel timed fastest for a layer on this machine, remembered between runs.
+
+The engine times a 3×3 convolution's candidates (packed oneDNN, Winograd F(2×2), F(4×4)) at load.
+Done on every run, that costs ResNet-18 about half a second and lets two runs of one command pick
+differently on a noisy machine (their outputs then agree only to float rounding). So the choice is
+kept in a small JSON file, keyed by the CPU, torch's version and the layer: the first run on a
+machine times, later runs read. The file lives in ``$CNNLAB_CACHE_DIR``, else
+``$XDG_CACHE_HOME/cnnlab``, else ``~/.cache/cnnlab``; deleting it makes the next run time again.
+A cache that cannot be read or written is ignored (the kernels are then timed on each run).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import platform
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+FILE_NAME = "conv-kernels.json"
+
+
+def cache_file() -> Path:
+    folder = os.environ.get("CNNLAB_CACHE_DIR")
+    if not folder:
+        xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        folder = str(Path(xdg) / "cnnlab")
+    return Path(folder) / FILE_NAME
+
+
+def layer_key(conv: nn.Conv2d, input_size: tuple[int, ...], activation: str, candidates: list[str]) -> str:
+    """One layer's key: what decides its timings (machine, torch, shapes, dtype), not its weights."""
+    layer = [list(input_size), list(conv.weight.shape), list(conv.padding), str(conv.weight.dtype), activation]
+    return json.dumps([_machine(), torch.__version__, layer, candidates])
+
+
+def lookup(key: str) -> str | None:
+    value = _read().get(key)
+    return value if isinstance(value, str) else None
+
+
+def remember(key: str, choice: str) -> None:
+    """Add one entry, replacing the file whole (a reader never sees half of it)."""
+    path = cache_file()
+    entries = _read()
+    entries[key] = choice
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=".conv-kernels-", delete=False) as f:
+            json.dump(entries, f)
+        os.replace(f.name, path)
+    except OSError:
+        try:
+            os.unlink(f.name)  # type: ignore[possibly-undefined]
+        except (OSError, NameError):
+            pass
+
+
+def _read() -> dict[str, object]:
+    try:
+        entries = json.loads(cache_file().read_text())
+    except (OSError, ValueError):
+        return {}
+    return entries if isinstance(entries, dict) else {}
+
+
+@functools.cache
+def _machine() -> str:
+    """The CPU's model name (Linux), else what platform knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return f"{platform.machine()} {platform.processor()}"
