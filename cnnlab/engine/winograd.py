@@ -7,13 +7,16 @@ matrix products over the channels, one per tile position, followed by an inverse
 multiplications than the direct convolution and F(2×2, 3×3) 2.25× fewer, paid for by the transforms
 (memory passes) and by transformed filters 4× / 1.8× the size.
 
-Why by hand: oneDNN removed its x86 Winograd convolution in v3.0, NNPACK (in torch's wheels) fails
-at initialisation on this CPU, and neither onnxruntime's nor OpenVINO's CPU convolutions use it.
-Written with torch's own matrix products (MKL) it beats the prepacked oneDNN convolution on ResNet's
+Why by hand: torch offers no Winograd convolution on this CPU. Its oneDNN convolutions run direct
+kernels (brgconv in ``ONEDNN_VERBOSE``, as OpenVINO's per-layer counters show for its own), and its
+NNPACK entry point (``torch._nnpack_spatial_convolution``, Winograd inside) fails here with
+"NNPACK SpatialConvolution_updateOutput failed". Written with torch's own matrix products (MKL) it beats the prepacked oneDNN convolution on ResNet's
 middle stages at batch 1 (one thread, AMD EPYC Zen 4, 128 channels on 28×28: 1.1 ms against 2.0),
 and loses where the transforms dominate (few channels on large maps) or the transformed filters
-outgrow the caches (512 channels on 7×7). So :func:`faster_than` times it against the packed
-convolution on the layer's own input size, and the engine keeps whichever is faster.
+outgrow the caches (512 channels on 7×7), and on several threads (each of its steps is a small
+parallel region). So the engine times it against the packed convolution with :func:`fastest` on the
+layer's own input size, where layers run on one thread, and keeps whichever is faster
+(:func:`cnnlab.engine.packed_conv.pack_convolutions`).
 
 Rounding differs from the direct convolution (the transforms add and scale): about 1e-6 of the
 largest output for F(2×2), 3e-6 for F(4×4), in float32. bfloat16 networks never take this path.
@@ -149,7 +152,8 @@ class _Workspace(threading.local):
     """Scratch tensors reused by every Winograd layer a thread runs (layers run one after another
     in a thread; engine streams are threads of their own). Fresh tensors of several MB per layer
     would each be mapped and faulted in by the allocator again on every call: measured 64→64 channels
-    on 56×56, one thread, 1.3 ms a call with this reuse and up to 8 ms without."""
+    on 56×56, one thread, 1.3 ms a call with this reuse and up to 8 ms without. Each thread's two
+    buffers grow to the largest layer it has run and are kept."""
 
     def __init__(self) -> None:
         self.flat: list[torch.Tensor] = [torch.empty(0), torch.empty(0)]
