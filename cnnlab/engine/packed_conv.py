@@ -8,6 +8,8 @@ Measured on darknet.cfg (one thread, batch 1): about 1.3x over the folded eager 
 1.45x in bf16 (bench/infer.py has the side-by-side figures).
 
 Only plain zero-padded 2-D convolutions on CPU tensors are packed; everything else stays as it was.
+Where layers run on one thread, a float32 3×3 stride-1 convolution may instead take a Winograd
+kernel (:mod:`.winograd`), if that times faster on this machine (:mod:`.kernel_cache`).
 """
 
 from __future__ import annotations
@@ -21,12 +23,12 @@ from cnnlab.engine import kernel_cache, winograd
 from cnnlab.engine.fold import slot
 from cnnlab.threads import one_thread
 
-# darknet activation name → (oneDNN post-op, its scalars); the rest run after the conv as before
 MARGIN = 1.1  # a Winograd kernel replaces the packed one only when at least 10 % faster (timings wobble)
 # Darknet nets promise the real darknet's outputs (its reference runs within rtol 1e-4), and some
 # sit near that edge already (yolov3-tiny: 0.93 of the tolerance used with direct convolutions);
 # F(4×4)'s rounding, ~2x the direct convolution's, reaches 1.04 there, F(2×2)'s stays below it.
 DARKNET_TILES = (2,)
+# darknet activation name → (oneDNN post-op, its scalars); the rest run after the conv as before
 FUSABLE = {"linear": ("none", []), "relu": ("relu", []), "leaky": ("leaky_relu", [0.1])}
 
 
@@ -99,20 +101,25 @@ def _fastest_kernel(conv: nn.Conv2d, input_size: tuple[int, ...], attr: str, sca
     """The packed oneDNN convolution, or a Winograd one (output tiles of ``tiles``) where that is
     faster by :data:`MARGIN` on one image of the layer's input size. Which is faster depends on the
     CPU and the shape, so it is timed, once per machine (:mod:`.kernel_cache`)."""
-    packed = PackedConv2d(conv, input_size, attr, scalars)
     if not tiles or not winograd.eligible(conv):
-        return packed
-    candidates = [packed] + [winograd.WinogradConv2d(conv, tile, attr, scalars) for tile in tiles]
+        return PackedConv2d(conv, input_size, attr, scalars)
     names = ["packed"] + [f"winograd{tile}" for tile in tiles]
     key = kernel_cache.layer_key(conv, input_size, attr, names)
     known = kernel_cache.lookup(key)
     if known in names:
-        return candidates[names.index(known)]
+        return _kernel(known, conv, input_size, attr, scalars)
+    candidates = [_kernel(name, conv, input_size, attr, scalars) for name in names]
     x = torch.zeros((1, *input_size[1:]), dtype=conv.weight.dtype).contiguous(memory_format=torch.channels_last)
     with one_thread():  # as the layer will run
         best = winograd.fastest(candidates, x, handicaps=[1.0] + [MARGIN] * len(tiles))
     kernel_cache.remember(key, names[best])
     return candidates[best]
+
+
+def _kernel(name: str, conv: nn.Conv2d, input_size: tuple[int, ...], attr: str, scalars: list[float]) -> nn.Module:
+    if name == "packed":
+        return PackedConv2d(conv, input_size, attr, scalars)
+    return winograd.WinogradConv2d(conv, int(name.removeprefix("winograd")), attr, scalars)
 
 
 def _identity(x: torch.Tensor) -> torch.Tensor:
