@@ -104,12 +104,13 @@ def _fastest_kernel(conv: nn.Conv2d, input_size: tuple[int, ...], attr: str, sca
     if not tiles or not winograd.eligible(conv):
         return PackedConv2d(conv, input_size, attr, scalars)
     names = ["packed"] + [f"winograd{tile}" for tile in tiles]
-    key = kernel_cache.layer_key(conv, input_size, attr, names)
+    one_image = (1, *input_size[1:])
+    key = kernel_cache.layer_key(conv, one_image, attr, names)
     known = kernel_cache.lookup(key)
     if known in names:
         return _kernel(known, conv, input_size, attr, scalars)
     candidates = [_kernel(name, conv, input_size, attr, scalars) for name in names]
-    x = torch.zeros((1, *input_size[1:]), dtype=conv.weight.dtype).contiguous(memory_format=torch.channels_last)
+    x = torch.zeros(one_image, dtype=conv.weight.dtype).contiguous(memory_format=torch.channels_last)
     with one_thread():  # as the layer will run
         best = winograd.fastest(candidates, x, handicaps=[1.0] + [MARGIN] * len(tiles))
     kernel_cache.remember(key, names[best])
