@@ -150,6 +150,12 @@ def test_finetuning_numbers_out_of_range_name_their_flag(cli, tmp_path: Path, fl
     assert not (tmp_path / "r").exists()
 
 
+def test_freezing_everything_with_a_zero_head_lr_is_refused_not_trained(cli, tmp_path: Path) -> None:
+    args = ("train", "--config", "lenet5_mnist5k", "--freeze", "4", "--head-lr-mult", "0", "--out", tmp_path / "r")  # LeNet-5: 4 stages
+    _one_line_error(cli(*args), "nothing would train", "--head-lr-mult")
+    assert not (tmp_path / "r").exists()
+
+
 def test_a_plain_state_dict_with_the_wrong_labels_or_given_to_export_says_what_to_do(cli, tmp_path: Path) -> None:
     import torch
 
