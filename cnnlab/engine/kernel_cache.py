@@ -50,14 +50,15 @@ def remember(key: str, choice: str) -> None:
     entries[key] = choice
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=".conv-kernels-", delete=False) as f:
-            json.dump(entries, f)
-        os.replace(f.name, path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".conv-kernels-")
     except OSError:
-        try:
-            os.unlink(f.name)  # type: ignore[possibly-undefined]
-        except (OSError, NameError):
-            pass
+        return  # no cache folder to be had: the next run times again
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(entries, f)
+        os.replace(tmp, path)
+    except OSError:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def _read() -> dict[str, object]:
