@@ -16,8 +16,8 @@ from cnnlab.darknet import load_darknet
 from cnnlab.darknet.layers import Convolutional
 from cnnlab.darknet.preprocess import load_image, preprocess
 from cnnlab.darknet.programs import classifier_predict, classifier_valid
-from cnnlab.engine.inference import InferenceModel, InferenceOptions, bf16_supported, prepare
 from cnnlab.engine import winograd
+from cnnlab.engine.inference import InferenceModel, InferenceOptions, bf16_supported, prepare
 from cnnlab.engine.packed_conv import DARKNET_TILES, PackedConv2d
 from cnnlab.engine.winograd import WinogradConv2d
 from cnnlab.threads import one_thread

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
+from cnnlab.engine import winograd
 from cnnlab.engine.fold import fold_batchnorm
 from cnnlab.engine.fuse_relu import PackedConvAddReLU, fuse_relus
-from cnnlab.engine import winograd
 from cnnlab.engine.packed_conv import PackedConv2d, pack_convolutions, packing_available
 from cnnlab.engine.winograd import WinogradConv2d
 from cnnlab.models import create_model
