@@ -18,7 +18,9 @@ exported once per batch size with ``torch.onnx.export(dynamo=True)`` (into a tem
 OpenVINO f32 pins ``INFERENCE_PRECISION_HINT=f32`` (it picks bf16 by itself on a CPU that has it),
 OpenVINO bf16 sets ``bf16``; both with the LATENCY hint and ``INFERENCE_NUM_THREADS``.
 Weights do not change the speed, so the nets have their initial values (BatchNorm statistics
-randomised so folding is not a no-op).
+randomised so folding is not a no-op). The engine's per-layer choice between the packed and the
+Winograd convolution is timed on a machine's first run and read back later
+(``cnnlab/engine/kernel_cache.py``): delete ``~/.cache/cnnlab/conv-kernels.json`` to time afresh.
 """
 
 from __future__ import annotations
