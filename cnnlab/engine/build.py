@@ -138,8 +138,9 @@ def build_optimization(model: nn.Module, cfg: TrainConfig, steps_per_epoch: int)
     tuned = cfg.freeze or cfg.head_lr_mult != 1 or cfg.layer_decay != 1 or bool(getattr(model, "frozen", ()))
     groups = finetune.param_groups(model, cfg) if tuned else None
     if groups is not None and not cfg.unfreeze_at and not any(g["lr_scale"] > 0 for g in groups):
+        frozen_by = f"--freeze {cfg.freeze}" if cfg.freeze else "the cfg's stopbackward=1"
         raise CnnlabError(
-            f"nothing would train: every stage is frozen (--freeze {cfg.freeze}) and --head-lr-mult {cfg.head_lr_mult:g} "
+            f"nothing would train: every stage is frozen ({frozen_by}) and --head-lr-mult {cfg.head_lr_mult:g} "
             "gives the head no learning rate; raise --head-lr-mult, freeze fewer stages, or add --unfreeze-at EPOCH"
         )
     optimizer = build_optimizer(model, cfg.opt, cfg.lr, cfg.momentum, cfg.nesterov, cfg.weight_decay, cfg.no_decay_bn_bias, groups)
