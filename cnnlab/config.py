@@ -114,9 +114,10 @@ class TrainConfig:
                 raise CnnlabError(f"config key {name!r} must be one of {choices}, got {getattr(self, name)!r}")
         if self.freeze not in ("", "features") and not self.freeze.isdigit():
             raise CnnlabError(f"--freeze takes a number of stages or 'features', got {self.freeze!r}")
-        for flag, bad in (("--per-class", self.per_class < 0), ("--unfreeze-at", self.unfreeze_at < 0)):
-            if bad:
-                raise CnnlabError(f"{flag} must be 0 or more, got {getattr(self, flag[2:].replace('-', '_'))}")
+        if self.per_class < 0:
+            raise CnnlabError(f"--per-class must be 0 or more, got {self.per_class}")
+        if self.unfreeze_at < 0:
+            raise CnnlabError(f"--unfreeze-at must be 0 or more, got {self.unfreeze_at}")
         if not (math.isfinite(self.head_lr_mult) and self.head_lr_mult >= 0):
             raise CnnlabError(f"--head-lr-mult must be a finite number >= 0, got {self.head_lr_mult}")
         if not 0 < self.layer_decay <= 1:

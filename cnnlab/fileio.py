@@ -170,6 +170,12 @@ def write_text_atomic(path: Path, text: str) -> None:
     write_file_atomic(path, text.encode("utf-8"))
 
 
+def file_in_the_way(path: Path) -> Path | None:
+    """The nearest existing ancestor of ``path`` if it is a file (so ``path`` can never be written), else None."""
+    folder = next((p for p in Path(path).parents if p.exists()), None)
+    return folder if folder is not None and not folder.is_dir() else None
+
+
 def refuse_changes(texts: dict[Path, str], force: bool) -> None:
     """Nothing a user has is replaced without ``--force``: one line naming the first existing file
     whose content would change (a file that would be rewritten identically is no loss)."""

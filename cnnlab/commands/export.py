@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from cnnlab.errors import CnnlabError
+from cnnlab.fileio import file_in_the_way
 
 NAME = "export"
 HELP = "export a trained model to ONNX, OpenVINO or TorchScript (preprocessing inside) and check it against PyTorch"
@@ -37,9 +38,8 @@ def _out_path(args: argparse.Namespace, stem: Path, inputs: tuple[Path, ...]) ->
         raise CnnlabError(f"--out {out}: an OpenVINO model is an .xml file (with its .bin beside it); name it {out.with_suffix('.xml')}")
     if args.out and args.format != "openvino" and out.suffix in (".xml", ".bin"):
         raise CnnlabError(f"--out {out}: an {out.suffix} name is OpenVINO's; name the {args.format} file e.g. {out.with_suffix('.onnx' if args.format == 'onnx' else '.pt')}")
-    folder = next((q for q in out.parents if q.exists()), None)
-    if folder is not None and not folder.is_dir():
-        raise CnnlabError(f"--out {out}: {folder} is a file, not a folder; choose another --out")
+    if (blocker := file_in_the_way(out)) is not None:
+        raise CnnlabError(f"--out {out}: {blocker} is a file, not a folder; choose another --out")
     for f in written_files(out, args.format):
         if any(i.exists() and f.exists() and os.path.samefile(f, i) for i in inputs):
             raise CnnlabError(f"{f} is one of the export's inputs; choose another --out (even --force does not overwrite an input)")

@@ -30,7 +30,7 @@ from cnnlab.darknet.weights import WeightsHeader, save_weights
 from cnnlab.engine.inference import InferenceOptions
 from cnnlab.engine.prefetch import batched
 from cnnlab.errors import CnnlabError
-from cnnlab.fileio import atomic_writer
+from cnnlab.fileio import atomic_writer, file_in_the_way
 
 f32 = np.float32
 VALID_BATCH = 8  # classifier valid runs its list this many images at a time
@@ -326,9 +326,8 @@ def _refuse_overwrite(path: str | Path, force: bool, inputs: dict[str, str | Non
     """An existing output needs --force; an output that is one of the command's inputs (same file, through
     any link) is refused even with it: writing it would replace what the command reads."""
     out = Path(path)
-    folder = next((p for p in out.parents if p.exists()), None)
-    if folder is not None and not folder.is_dir():
-        raise CnnlabError(f"cannot write {out}: {folder} is a file, not a folder; choose another -out")
+    if (blocker := file_in_the_way(out)) is not None:
+        raise CnnlabError(f"cannot write {out}: {blocker} is a file, not a folder; choose another -out")
     if not out.exists():
         return
     for what, src in inputs.items():

@@ -15,11 +15,12 @@ import functools
 import json
 import os
 import platform
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from cnnlab.fileio import WriteError, write_json_atomic
 
 FILE_NAME = "conv-kernels.json"
 
@@ -38,27 +39,29 @@ def layer_key(conv: nn.Conv2d, input_size: tuple[int, ...], activation: str, can
     return json.dumps([_machine(), torch.__version__, layer, candidates])
 
 
-def lookup(key: str) -> str | None:
-    value = _read().get(key)
-    return value if isinstance(value, str) else None
+class Choices:
+    """The cached choices, read once per network; the ones timed meanwhile are written back together
+    by :meth:`save`, merged into the file as it is then (another process may have added its own)."""
 
+    def __init__(self) -> None:
+        self._known = _read()
+        self._new: dict[str, str] = {}
 
-def remember(key: str, choice: str) -> None:
-    """Add one entry, replacing the file whole (a reader never sees half of it)."""
-    path = cache_file()
-    entries = _read()
-    entries[key] = choice
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".conv-kernels-")
-    except OSError:
-        return  # no cache folder to be had: the next run times again
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(entries, f)
-        os.replace(tmp, path)
-    except OSError:
-        Path(tmp).unlink(missing_ok=True)
+    def get(self, key: str) -> str | None:
+        value = self._known.get(key)
+        return value if isinstance(value, str) else None
+
+    def add(self, key: str, choice: str) -> None:
+        self._new[key] = choice
+
+    def save(self) -> None:
+        if not self._new:
+            return
+        entries = _read() | self._new
+        try:
+            write_json_atomic(cache_file(), entries)  # temp file + rename: a reader never sees half of it
+        except WriteError:
+            pass  # no cache to be had (read-only home, ...): the next run times again
 
 
 def _read() -> dict[str, object]:

@@ -82,6 +82,7 @@ def pack_convolutions(model: nn.Module, input_size: tuple[int, ...], winograd_to
     those time faster. (On two threads they parallelise poorly: ResNet-18 at batch 1 took 37 ms
     with F(4×4) on every eligible conv against 19 ms packed, on this VM's slow OpenMP wake-ups.)"""
     shapes = _conv_input_sizes(model, input_size)
+    choices = kernel_cache.Choices() if winograd_too else None
     n = 0
     for name, conv in list(model.named_modules()):
         if name not in shapes or not PackedConv2d.can_pack(conv):
@@ -89,31 +90,34 @@ def pack_convolutions(model: nn.Module, input_size: tuple[int, ...], winograd_to
         owner, attr = slot(model, name)
         post = _darknet_post_op(owner, attr)
         tiles = () if not winograd_too else DARKNET_TILES if _in_darknet(owner) else winograd.TILES
-        packed = _fastest_kernel(conv, shapes[name], *(post or ("none", [])), tiles)
+        packed = _fastest_kernel(conv, shapes[name], *(post or ("none", [])), tiles, choices)
         setattr(owner, attr, packed)
         if post is not None:
             owner.act = _identity  # the activation now runs inside the conv
         n += 1
+    if choices is not None:
+        choices.save()
     return n
 
 
-def _fastest_kernel(conv: nn.Conv2d, input_size: tuple[int, ...], attr: str, scalars: list[float], tiles: tuple[int, ...]) -> nn.Module:
+def _fastest_kernel(conv: nn.Conv2d, input_size: tuple[int, ...], attr: str, scalars: list[float], tiles: tuple[int, ...],
+                    choices: kernel_cache.Choices | None) -> nn.Module:  # fmt: skip
     """The packed oneDNN convolution, or a Winograd one (output tiles of ``tiles``) where that is
     faster by :data:`MARGIN` on one image of the layer's input size. Which is faster depends on the
-    CPU and the shape, so it is timed, once per machine (:mod:`.kernel_cache`)."""
-    if not tiles or not winograd.eligible(conv):
+    CPU and the shape, so it is timed once per machine and kept in ``choices``."""
+    if not tiles or choices is None or not winograd.eligible(conv):
         return PackedConv2d(conv, input_size, attr, scalars)
     names = ["packed"] + [f"winograd{tile}" for tile in tiles]
     one_image = (1, *input_size[1:])
     key = kernel_cache.layer_key(conv, one_image, attr, names)
-    known = kernel_cache.lookup(key)
+    known = choices.get(key)
     if known in names:
         return _kernel(known, conv, input_size, attr, scalars)
     candidates = [_kernel(name, conv, input_size, attr, scalars) for name in names]
     x = torch.zeros(one_image, dtype=conv.weight.dtype).contiguous(memory_format=torch.channels_last)
     with one_thread():  # as the layer will run
         best = winograd.fastest(candidates, x, handicaps=[1.0] + [MARGIN] * len(tiles))
-    kernel_cache.remember(key, names[best])
+    choices.add(key, names[best])
     return candidates[best]
 
 

@@ -127,8 +127,12 @@ class WinogradConv2d(nn.Module):
         y = y.view(m, m, n, th, tw, o).permute(2, 3, 0, 4, 1, 5)
         return y, torch.empty(y.shape, dtype=x.dtype)
 
+    def _out_size(self, x: torch.Tensor) -> tuple[int, int]:
+        h, w = (x.shape[2 + i] + 2 * self.padding[i] - 2 for i in (0, 1))
+        return h, w
+
     def _tiles(self, x: torch.Tensor) -> tuple[int, int]:
-        ho, wo = (x.shape[2 + i] + 2 * self.padding[i] - 2 for i in (0, 1))
+        ho, wo = self._out_size(x)
         return -(-ho // self.tile), -(-wo // self.tile)
 
     def _tiled(self, t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
@@ -141,7 +145,7 @@ class WinogradConv2d(nn.Module):
     def _cropped(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """The (N, th, m, tw, m, O) result as a channels_last (N, O, H', W') tensor."""
         n, th, m, tw, _, o = out.shape
-        ho, wo = (x.shape[2 + i] + 2 * self.padding[i] - 2 for i in (0, 1))
+        ho, wo = self._out_size(x)
         out = out.view(n, th * m, tw * m, o)
         if th * m != ho or tw * m != wo:
             out = out[:, :ho, :wo].contiguous()

@@ -49,8 +49,10 @@ def test_the_second_run_reads_the_first_runs_choice(timings: list[int], monkeypa
 
 def test_a_cache_for_other_shapes_or_candidates_is_not_used(timings: list[int]) -> None:
     names = ["packed", "winograd2", "winograd4"]
-    kernel_cache.remember(kernel_cache.layer_key(nn.Conv2d(4, 8, 3, padding=1), (1, 4, 10, 10), "none", names), "packed")
-    kernel_cache.remember(kernel_cache.layer_key(nn.Conv2d(8, 8, 3, padding=1), (1, 8, 10, 10), "none", ["packed"]), "packed")
+    earlier = kernel_cache.Choices()
+    earlier.add(kernel_cache.layer_key(nn.Conv2d(4, 8, 3, padding=1), (1, 4, 10, 10), "none", names), "packed")
+    earlier.add(kernel_cache.layer_key(nn.Conv2d(8, 8, 3, padding=1), (1, 8, 10, 10), "none", ["packed"]), "packed")
+    earlier.save()
     net = _pack()
     assert isinstance(net[0], PackedConv2d) and isinstance(net[2], WinogradConv2d)
     assert timings == [3]  # the second layer's entry was for other candidates: timed
@@ -72,4 +74,4 @@ def test_an_unwritable_cache_still_packs(timings: list[int], tmp_path: Path, mon
     monkeypatch.setenv("CNNLAB_CACHE_DIR", str(blocker / "cache"))  # under a file: cannot be made
     net = _pack()
     assert isinstance(net[0], WinogradConv2d)
-    assert not list(tmp_path.glob("**/.conv-kernels-*"))
+    assert not list(tmp_path.glob("**/*.tmp"))
