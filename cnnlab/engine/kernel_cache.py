@@ -23,6 +23,8 @@ from torch import nn
 from cnnlab.fileio import WriteError, write_json_atomic
 
 FILE_NAME = "conv-kernels.json"
+# part of every key: entries written when each layer was timed on its own (a worse method) lack it
+METHOD = "timed in the network"
 
 
 def cache_file() -> Path:
@@ -36,7 +38,7 @@ def cache_file() -> Path:
 def layer_key(conv: nn.Conv2d, input_size: tuple[int, ...], activation: str, candidates: list[str]) -> str:
     """One layer's key: what decides its timings (machine, torch, shapes, dtype), not its weights."""
     layer = [list(input_size), list(conv.weight.shape), list(conv.padding), str(conv.weight.dtype), activation]
-    return json.dumps([_machine(), torch.__version__, layer, candidates])
+    return json.dumps([_machine(), torch.__version__, METHOD, layer, candidates])
 
 
 class Choices:
@@ -48,7 +50,7 @@ class Choices:
         self._new: dict[str, str] = {}
 
     def get(self, key: str) -> str | None:
-        value = self._known.get(key)
+        value = self._new.get(key, self._known.get(key))
         return value if isinstance(value, str) else None
 
     def add(self, key: str, choice: str) -> None:

@@ -9,7 +9,8 @@ Measured on darknet.cfg (one thread, batch 1): about 1.3x over the folded eager 
 
 Only plain zero-padded 2-D convolutions on CPU tensors are packed; everything else stays as it was.
 Where layers run on one thread, a float32 3×3 stride-1 convolution may instead take a Winograd
-kernel (:mod:`.winograd`), if that times faster on this machine (:mod:`.kernel_cache`).
+kernel (:mod:`.winograd`), if that times faster in the network on this machine (:mod:`.kernel_choice`,
+remembered by :mod:`.kernel_cache`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from cnnlab.engine import kernel_cache, winograd
+from cnnlab.engine import kernel_cache, kernel_choice, winograd
 from cnnlab.engine.fold import slot
 from cnnlab.threads import one_thread
 
@@ -83,48 +84,39 @@ def pack_convolutions(model: nn.Module, input_size: tuple[int, ...], winograd_to
     with F(4×4) on every eligible conv against 19 ms packed, on this VM's slow OpenMP wake-ups.)"""
     shapes = _conv_input_sizes(model, input_size)
     choices = kernel_cache.Choices() if winograd_too else None
+    undecided: list[kernel_choice.Layer] = []
     n = 0
     for name, conv in list(model.named_modules()):
         if name not in shapes or not PackedConv2d.can_pack(conv):
             continue
         owner, attr = slot(model, name)
         post = _darknet_post_op(owner, attr)
-        tiles = () if not winograd_too else DARKNET_TILES if _in_darknet(owner) else winograd.TILES
-        packed = _fastest_kernel(conv, shapes[name], *(post or ("none", [])), tiles, choices)
-        setattr(owner, attr, packed)
+        act = post or ("none", [])
+        setattr(owner, attr, PackedConv2d(conv, shapes[name], *act))
         if post is not None:
             owner.act = _identity  # the activation now runs inside the conv
         n += 1
-    if choices is not None:
+        if choices is not None and winograd.eligible(conv):
+            names = ["packed"] + [f"winograd{t}" for t in (DARKNET_TILES if _in_darknet(owner) else winograd.TILES)]
+            key = kernel_cache.layer_key(conv, (1, *shapes[name][1:]), act[0], names)  # what the timing runs
+            known = choices.get(key)
+            if known in names:
+                setattr(owner, attr, _kernel(known, conv, getattr(owner, attr), act))
+            else:
+                kernels = {k: _kernel(k, conv, getattr(owner, attr), act) for k in names}
+                undecided.append(kernel_choice.Layer(owner, attr, key, kernels))
+    if undecided and choices is not None:
+        one_image = torch.zeros((1, *input_size[1:]), dtype=torch.float32).contiguous(memory_format=torch.channels_last)
+        handicaps = {name: MARGIN for layer in undecided for name in layer.candidates if name != "packed"}
+        with one_thread():  # as the layers will run
+            for key, pick in kernel_choice.choose_kernels(model, one_image, undecided, handicaps).items():
+                choices.add(key, pick)
         choices.save()
     return n
 
 
-def _fastest_kernel(conv: nn.Conv2d, input_size: tuple[int, ...], attr: str, scalars: list[float], tiles: tuple[int, ...],
-                    choices: kernel_cache.Choices | None) -> nn.Module:  # fmt: skip
-    """The packed oneDNN convolution, or a Winograd one (output tiles of ``tiles``) where that is
-    faster by :data:`MARGIN` on one image of the layer's input size. Which is faster depends on the
-    CPU and the shape, so it is timed once per machine and kept in ``choices``."""
-    if not tiles or choices is None or not winograd.eligible(conv):
-        return PackedConv2d(conv, input_size, attr, scalars)
-    names = ["packed"] + [f"winograd{tile}" for tile in tiles]
-    one_image = (1, *input_size[1:])
-    key = kernel_cache.layer_key(conv, one_image, attr, names)
-    known = choices.get(key)
-    if known in names:
-        return _kernel(known, conv, input_size, attr, scalars)
-    candidates = [_kernel(name, conv, input_size, attr, scalars) for name in names]
-    x = torch.zeros(one_image, dtype=conv.weight.dtype).contiguous(memory_format=torch.channels_last)
-    with one_thread():  # as the layer will run
-        best = winograd.fastest(candidates, x, handicaps=[1.0] + [MARGIN] * len(tiles))
-    choices.add(key, names[best])
-    return candidates[best]
-
-
-def _kernel(name: str, conv: nn.Conv2d, input_size: tuple[int, ...], attr: str, scalars: list[float]) -> nn.Module:
-    if name == "packed":
-        return PackedConv2d(conv, input_size, attr, scalars)
-    return winograd.WinogradConv2d(conv, int(name.removeprefix("winograd")), attr, scalars)
+def _kernel(name: str, conv: nn.Conv2d, packed: PackedConv2d, act: tuple[str, list[float]]) -> nn.Module:
+    return packed if name == "packed" else winograd.WinogradConv2d(conv, int(name.removeprefix("winograd")), *act)
 
 
 def _identity(x: torch.Tensor) -> torch.Tensor:

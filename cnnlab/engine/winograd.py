@@ -14,9 +14,8 @@ NNPACK entry point (``torch._nnpack_spatial_convolution``, Winograd inside) fail
 middle stages at batch 1 (one thread, AMD EPYC Zen 4, 128 channels on 28×28: 1.1 ms against 2.0),
 and loses where the transforms dominate (few channels on large maps) or the transformed filters
 outgrow the caches (512 channels on 7×7), and on several threads (each of its steps is a small
-parallel region). So the engine times it against the packed convolution with :func:`fastest` on the
-layer's own input size, where layers run on one thread, and keeps whichever is faster
-(:func:`cnnlab.engine.packed_conv.pack_convolutions`).
+parallel region). So the engine times it against the packed convolution inside the network, where
+layers run on one thread, and keeps whichever is faster (:mod:`cnnlab.engine.kernel_choice`).
 
 Rounding differs from the direct convolution (the transforms add and scale): about 1e-6 of the
 largest output for F(2×2), 3e-6 for F(4×4), in float32. bfloat16 networks never take this path.
@@ -26,7 +25,6 @@ from __future__ import annotations
 
 import math
 import threading
-import time
 
 import torch
 import torch.nn.functional as F
@@ -170,19 +168,3 @@ class _Workspace(threading.local):
 
 
 _WORKSPACE = _Workspace()
-
-
-def fastest(candidates: list[nn.Module], x: torch.Tensor, handicaps: list[float], runs: int = 3) -> int:
-    """Index of the candidate with the smallest time on ``x`` (best of ``runs`` after one warm-up),
-    each time multiplied by its handicap."""
-    best: list[float] = []
-    with torch.inference_mode():
-        for module in candidates:
-            module(x)  # the first call builds oneDNN's primitive / touches the buffers
-            times = []
-            for _ in range(runs):
-                start = time.perf_counter()
-                module(x)
-                times.append(time.perf_counter() - start)
-            best.append(min(times) * handicaps[len(best)])
-    return min(range(len(candidates)), key=best.__getitem__)

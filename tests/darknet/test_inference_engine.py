@@ -16,7 +16,7 @@ from cnnlab.darknet import load_darknet
 from cnnlab.darknet.layers import Convolutional
 from cnnlab.darknet.preprocess import load_image, preprocess
 from cnnlab.darknet.programs import classifier_predict, classifier_valid
-from cnnlab.engine import winograd
+from cnnlab.engine import kernel_choice, winograd
 from cnnlab.engine.inference import InferenceModel, InferenceOptions, bf16_supported, prepare
 from cnnlab.engine.packed_conv import DARKNET_TILES, PackedConv2d
 from cnnlab.engine.winograd import WinogradConv2d
@@ -48,7 +48,7 @@ def test_winograd_everywhere_still_gives_darknets_outputs(run: Run, weights_for,
     """Which convolutions run as Winograd is timed at prepare; with every eligible one forced to it
     (F(2×2), the only tile darknet nets take) the outputs still hold the reference tolerance."""
     assert DARKNET_TILES == (2,)
-    monkeypatch.setattr(winograd, "fastest", lambda candidates, x, handicaps: 1)
+    monkeypatch.setattr(kernel_choice, "choose", lambda seconds, handicaps: "winograd2")
     net = load_darknet(REF / "cfg" / f"{run.cfg_name}.cfg", weights_for(run.cfg_name), run.flavor)
     with one_thread():  # Winograd is offered where layers run on one thread
         engine = prepare(net, (net.channels, net.height, net.width), CPU, log=io.StringIO())

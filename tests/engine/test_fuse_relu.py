@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from cnnlab.engine import winograd
+from cnnlab.engine import kernel_choice
 from cnnlab.engine.fold import fold_batchnorm
 from cnnlab.engine.fuse_relu import PackedConvAddReLU, fuse_relus
 from cnnlab.engine.packed_conv import PackedConv2d, pack_convolutions, packing_available
@@ -34,9 +34,9 @@ def _kinds(m: nn.Module) -> tuple[int, int]:
 
 @pytest.mark.parametrize("kernel", ["timed", "packed", "winograd F(2x2)", "winograd F(4x4)"])
 def test_resnet18_blocks_fuse_and_give_the_same_outputs(kernel: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    if kernel != "timed":  # candidates are [packed, F(2×2), F(4×4)]: force one on every 3×3 stride-1 conv
-        pick = ["packed", "winograd F(2x2)", "winograd F(4x4)"].index(kernel)
-        monkeypatch.setattr(winograd, "fastest", lambda candidates, x, handicaps: pick)
+    if kernel != "timed":  # force one candidate on every 3×3 stride-1 conv
+        pick = {"packed": "packed", "winograd F(2x2)": "winograd2", "winograd F(4x4)": "winograd4"}[kernel]
+        monkeypatch.setattr(kernel_choice, "choose", lambda seconds, handicaps: pick)
     model = create_model("resnet18", num_classes=5).eval()
     g = torch.Generator().manual_seed(0)
     for m in model.modules():

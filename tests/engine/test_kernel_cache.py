@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from cnnlab.engine import kernel_cache, winograd
+from cnnlab.engine import kernel_cache, kernel_choice
 from cnnlab.engine.packed_conv import PackedConv2d, pack_convolutions, packing_available
 from cnnlab.engine.winograd import WinogradConv2d
 
@@ -26,14 +26,14 @@ def _pack() -> nn.Module:
 
 @pytest.fixture
 def timings(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Calls of the timer (each answers F(4×4))."""
+    """Decisions taken on timings, one per layer shape: how many candidates each had (each answers F(4×4))."""
     calls: list[int] = []
 
-    def fastest(candidates: list[nn.Module], x: torch.Tensor, handicaps: list[float]) -> int:
-        calls.append(len(candidates))
-        return 2
+    def choose(seconds: dict[str, float], handicaps: dict[str, float]) -> str:
+        calls.append(len(seconds))
+        return "winograd4"
 
-    monkeypatch.setattr(winograd, "fastest", fastest)
+    monkeypatch.setattr(kernel_choice, "choose", choose)
     return calls
 
 
@@ -42,7 +42,7 @@ def test_the_second_run_reads_the_first_runs_choice(timings: list[int], monkeypa
     assert timings == [3, 3] and all(isinstance(first[i], WinogradConv2d) for i in (0, 2))
     entries = json.loads(kernel_cache.cache_file().read_text())
     assert sorted(entries.values()) == ["winograd4", "winograd4"]
-    monkeypatch.setattr(winograd, "fastest", lambda *a, **k: pytest.fail("timed again"))
+    monkeypatch.setattr(kernel_choice, "network_timings", lambda *a, **k: pytest.fail("timed again"))
     second = _pack()
     assert all(isinstance(second[i], WinogradConv2d) and second[i].tile == 4 for i in (0, 2))
 

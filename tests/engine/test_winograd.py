@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnlab.engine import packed_conv, winograd
+from cnnlab.engine import kernel_choice, packed_conv, winograd
 from cnnlab.engine.packed_conv import PackedConv2d, pack_convolutions, packing_available
 from cnnlab.engine.winograd import WinogradConv2d
 
@@ -86,44 +86,25 @@ def test_only_float32_3x3_stride1_plain_convs_are_eligible() -> None:
     assert not winograd.eligible(nn.Conv2d(4, 4, 3, padding=1).to(torch.bfloat16))
 
 
-class _Slow(nn.Module):
-    def __init__(self, seconds: float) -> None:
-        super().__init__()
-        self.seconds = seconds
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        import time
-
-        time.sleep(self.seconds)
-        return x
-
-
-def test_fastest_picks_the_quickest_after_the_handicaps() -> None:
-    x = torch.zeros(1)
-    candidates = [_Slow(0.004), _Slow(0.001), _Slow(0.002)]
-    assert winograd.fastest(candidates, x, handicaps=[1, 1, 1], runs=2) == 1
-    assert winograd.fastest(candidates, x, handicaps=[1, 10, 1], runs=2) == 2
-    assert winograd.fastest(candidates, x, handicaps=[1, 10, 10], runs=2) == 0
-
-
 @pytest.mark.skipif(not packing_available(), reason="needs oneDNN's packed convolutions")
 def test_packing_keeps_the_packed_conv_unless_winograd_wins(monkeypatch: pytest.MonkeyPatch) -> None:
     net = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1)).eval()
     x = torch.randn(1, 8, 16, 16).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         want = net(x)
-    seen: list[float] = []
+    seen: list[dict[str, float]] = []
 
-    def pick(candidates: list[nn.Module], x: torch.Tensor, handicaps: list[float]) -> int:
-        seen.extend(handicaps)
-        return 2  # F(4×4)
+    def pick(seconds: dict[str, float], handicaps: dict[str, float]) -> str:
+        seen.append(handicaps)
+        return "winograd4"
 
-    monkeypatch.setattr(winograd, "fastest", pick)
+    monkeypatch.setattr(kernel_choice, "choose", pick)
     packed = net.to(memory_format=torch.channels_last)
     pack_convolutions(packed, (1, 8, 16, 16), winograd_too=True)
     assert isinstance(packed[0], WinogradConv2d) and packed[0].tile == 4
     assert isinstance(packed[2], PackedConv2d)  # stride 2: never a candidate
-    assert seen == [1.0, packed_conv.MARGIN, packed_conv.MARGIN]  # Winograd must win by the margin
+    margin = packed_conv.MARGIN
+    assert seen == [{"winograd2": margin, "winograd4": margin}]  # Winograd must win by the margin
     with torch.inference_mode():
         assert torch.allclose(packed(x), want, rtol=1e-4, atol=1e-5)
 
@@ -137,7 +118,12 @@ def test_winograd_is_offered_only_where_layers_run_on_one_thread(
     from cnnlab.engine.inference import InferenceOptions, prepare
 
     timed: list[int] = []
-    monkeypatch.setattr(winograd, "fastest", lambda candidates, x, handicaps: timed.append(torch.get_num_threads()) or 0)
+
+    def record(model: nn.Module, x: torch.Tensor, layers: list) -> list[dict[str, float]]:
+        timed.append(torch.get_num_threads())
+        return [{name: 1.0 for name in layer.candidates} for layer in layers]
+
+    monkeypatch.setattr(kernel_choice, "network_timings", record)
     net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU()).eval()
     before = torch.get_num_threads()
     torch.set_num_threads(threads)

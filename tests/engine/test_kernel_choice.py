@@ -1,0 +1,63 @@
+"""The per-layer kernel choice is timed inside whole forwards of the network: each layer's own time
+is read under each candidate, a recurring layer shape is decided once on the sum of its layers, and
+a candidate carrying a handicap must win by it."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import nn
+
+from cnnlab.engine import kernel_choice
+from cnnlab.engine.kernel_choice import Layer
+
+
+class _Slow(nn.Module):
+    """Identity that takes ``seconds``; counts its calls."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds, self.calls = seconds, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        time.sleep(self.seconds)
+        return x
+
+
+def _net_and_layers(costs: list[dict[str, float]], keys: list[str]) -> tuple[nn.Sequential, list[Layer]]:
+    """A Sequential of slow identities between two slow non-candidates; layer i's candidates take costs[i]."""
+    net = nn.Sequential(_Slow(0.004), *[_Slow(0.0) for _ in costs], _Slow(0.004))
+    layers = []
+    for i, (cost, key) in enumerate(zip(costs, keys)):
+        candidates = {name: _Slow(s) for name, s in cost.items()}
+        net[i + 1] = candidates["packed"]
+        layers.append(Layer(net, str(i + 1), key, candidates))
+    return net, layers
+
+
+def test_each_layer_is_timed_on_its_own_under_every_candidate() -> None:
+    net, layers = _net_and_layers([{"packed": 0.002, "fast": 0.0}, {"packed": 0.006}], ["a", "b"])
+    seconds = kernel_choice.network_timings(net, torch.zeros(1), layers)
+    assert set(seconds[0]) == {"packed", "fast"} and set(seconds[1]) == {"packed"}
+    assert 0.002 <= seconds[0]["packed"] < 0.004 and seconds[0]["fast"] < 0.001  # not the neighbours' sleeps
+    assert 0.006 <= seconds[1]["packed"] < 0.009
+    # every candidate ran in whole forwards: one untimed and RUNS timed ones
+    assert layers[0].candidates["fast"].calls == 1 + kernel_choice.RUNS
+    assert layers[1].candidates["packed"].calls == 2 * (1 + kernel_choice.RUNS)  # it stood in while "fast" was timed
+
+
+def test_a_recurring_shape_is_decided_once_on_the_sum_of_its_layers() -> None:
+    costs = [{"packed": 0.003, "other": 0.002}, {"packed": 0.001, "other": 0.006}, {"packed": 0.004, "other": 0.001}]
+    net, layers = _net_and_layers(costs, ["same", "same", "alone"])
+    picks = kernel_choice.choose_kernels(net, torch.zeros(1), layers, handicaps={})
+    assert picks == {"same": "packed", "alone": "other"}  # "same": 4 ms packed against 8 ms
+    assert net[1] is layers[0].candidates["packed"] and net[2] is layers[1].candidates["packed"]
+    assert net[3] is layers[2].candidates["other"]
+
+
+def test_a_handicapped_candidate_must_win_by_its_handicap() -> None:
+    assert kernel_choice.choose({"packed": 1.0, "w": 0.95}, {"w": 1.1}) == "packed"
+    assert kernel_choice.choose({"packed": 1.0, "w": 0.85}, {"w": 1.1}) == "w"
+    assert kernel_choice.choose({"packed": 1.0, "w": 0.95}, {}) == "w"
