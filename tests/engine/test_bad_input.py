@@ -168,3 +168,28 @@ def test_a_plain_state_dict_with_the_wrong_labels_or_given_to_export_says_what_t
     _one_line_error(cli("predict", "--model", "lenet5", "--weights", tmp_path / "sd.pt", "--labels", tmp_path / "two.txt", image),
                     "names 2 classes", "trained for 7")  # fmt: skip
     _one_line_error(cli("export", tmp_path / "sd.pt", "--format", "onnx"), "not a cnnlab checkpoint", "--init")
+
+
+def test_a_non_finite_held_out_loss_is_warned_about_not_hidden(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Training's loss stays finite (or the step stops the run); the held-out pass runs the eval-mode
+    network, whose outputs can still go bad (EMA, BatchNorm statistics): that gets a warning line."""
+    import torch
+    from torch import nn
+
+    from cnnlab.engine import train
+
+    class _Poisoned(nn.Module):  # the held-out network's outputs turned to NaN
+        def __init__(self, model: nn.Module) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.model(x) * float("nan")
+
+    real = train.evaluate
+    monkeypatch.setattr(train, "evaluate", lambda model, *a, **k: real(_Poisoned(model), *a, **k))
+    r = cli("train", *TINY, "--out", tmp_path / "run")
+    assert r.code == 0, r.err
+    warnings = [line for line in r.err.splitlines() if line.startswith("warning: the held-out loss is nan")]
+    assert len(warnings) == 1 and "lower --lr" in warnings[0], r.err
+    assert "Traceback" not in r.err
