@@ -35,8 +35,15 @@ class Layer(NamedTuple):
 
 def choose_kernels(model: nn.Module, example: torch.Tensor, layers: list[Layer], handicaps: dict[str, float]) -> dict[str, str]:
     """The fastest candidate's name per key (each time multiplied by its name's handicap); every
-    layer is left on its key's choice. The caller sets the threads the layers will run on."""
-    seconds = network_timings(model, example, layers)
+    layer is left on its key's choice. The caller sets the threads the layers will run on.
+    A network that cannot run ``example`` (one that only takes its full batch) keeps every layer
+    on "packed" and decides nothing."""
+    try:
+        seconds = network_timings(model, example, layers)
+    except RuntimeError:
+        for layer in layers:
+            setattr(layer.owner, layer.attr, layer.candidates["packed"])
+        return {}
     totals: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for layer, per_name in zip(layers, seconds):
         for name, s in per_name.items():

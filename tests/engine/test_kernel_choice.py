@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import torch
 from torch import nn
 
@@ -61,3 +62,31 @@ def test_a_handicapped_candidate_must_win_by_its_handicap() -> None:
     assert kernel_choice.choose({"packed": 1.0, "w": 0.95}, {"w": 1.1}) == "packed"
     assert kernel_choice.choose({"packed": 1.0, "w": 0.85}, {"w": 1.1}) == "w"
     assert kernel_choice.choose({"packed": 1.0, "w": 0.95}, {}) == "w"
+
+
+class _OnlyPairs(nn.Module):
+    """A network that runs only on batches of two (a fixed reshape)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x.reshape(2, 3, 6, 6))
+
+
+def test_a_network_that_cannot_run_one_image_keeps_the_packed_convs() -> None:
+    from cnnlab.engine.packed_conv import PackedConv2d, pack_convolutions, packing_available
+    from cnnlab.threads import one_thread
+
+    if not packing_available():
+        pytest.skip("needs oneDNN's packed convolutions")
+    net = _OnlyPairs().eval().to(memory_format=torch.channels_last)
+    x = torch.randn(2, 3, 6, 6).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        want = net(x)
+    with one_thread():
+        pack_convolutions(net, (2, 3, 6, 6), winograd_too=True)
+    assert isinstance(net.conv, PackedConv2d)
+    with torch.inference_mode():
+        assert torch.allclose(net(x), want, rtol=1e-4, atol=1e-5)
