@@ -4,8 +4,9 @@ The engine times a 3×3 convolution's candidates (packed oneDNN, Winograd F(2×2
 in the network (:mod:`.kernel_choice`). Done on every run, that costs ResNet-18 about 0.6 s and
 lets two runs of one command pick differently on a noisy machine (their outputs then agree only to
 float rounding). So the choice is kept in a small JSON file, keyed by the CPU, torch's version, the
-timing method and the layer: the first run on a machine times, later runs read. The file lives in ``$CNNLAB_CACHE_DIR``, else
-``$XDG_CACHE_HOME/cnnlab``, else ``~/.cache/cnnlab``; deleting it makes the next run time again.
+timing method and the layer: the first run on a machine times, later runs read. The file lives in
+``$CNNLAB_CACHE_DIR``, else ``$XDG_CACHE_HOME/cnnlab``, else ``~/.cache/cnnlab``; deleting it makes
+the next run time again.
 A cache that cannot be read or written is ignored (the kernels are then timed on each run).
 """
 

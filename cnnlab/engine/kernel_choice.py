@@ -3,7 +3,7 @@
 A layer timed on its own, called again and again, finds its weights in the caches; inside the
 network they were evicted by the layers before it. That flatters the kernels with the larger
 weights: Winograd's transformed filters are 1.8x (F(2×2)) and 4x (F(4×4)) the direct ones. Measured
-on ResNet-18 at batch 1 (one thread, AMD EPYC Zen 4, paired rounds): with the choices of the
+on ResNet-18 at batch 1 (one thread, Intel Xeon, paired rounds): with the choices of the
 isolated timing (F(2×2) for the 512-channel convs on 7×7) 29.2 ms a forward, with the packed conv
 there 24.2, and with F(2×2) rather than F(4×4) on the 256-channel convs 22.8. So each candidate is
 timed here on every undecided layer at once, in whole forwards of the network, with hooks reading

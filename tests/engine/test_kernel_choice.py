@@ -42,8 +42,9 @@ def test_each_layer_is_timed_on_its_own_under_every_candidate() -> None:
     net, layers = _net_and_layers([{"packed": 0.002, "fast": 0.0}, {"packed": 0.006}], ["a", "b"])
     seconds = kernel_choice.network_timings(net, torch.zeros(1), layers)
     assert set(seconds[0]) == {"packed", "fast"} and set(seconds[1]) == {"packed"}
-    assert 0.002 <= seconds[0]["packed"] < 0.004 and seconds[0]["fast"] < 0.001  # not the neighbours' sleeps
-    assert 0.006 <= seconds[1]["packed"] < 0.009
+    # a layer's own sleep, not its neighbours' 4 ms (bounds wide for a busy machine; best of RUNS)
+    assert 0.002 <= seconds[0]["packed"] < 0.0059 and seconds[0]["fast"] < 0.0039
+    assert 0.006 <= seconds[1]["packed"] < 0.0099
     # every candidate ran in whole forwards: one untimed and RUNS timed ones
     assert layers[0].candidates["fast"].calls == 1 + kernel_choice.RUNS
     assert layers[1].candidates["packed"].calls == 2 * (1 + kernel_choice.RUNS)  # it stood in while "fast" was timed
