@@ -6,8 +6,9 @@ weights: Winograd's transformed filters are 1.8x (F(2×2)) and 4x (F(4×4)) the 
 on ResNet-18 at batch 1 (one thread, Intel Xeon, paired rounds): with the choices of the
 isolated timing (F(2×2) for the 512-channel convs on 7×7) 29.2 ms a forward, with the packed conv
 there 24.2, and with F(2×2) rather than F(4×4) on the 256-channel convs 22.8. So each candidate is
-timed here on every undecided layer at once, in whole forwards of the network, with hooks reading
-each layer's own time; a layer shape that recurs is decided once, on the sum of its layers' times.
+timed here on every undecided layer at once, in whole forwards of the network (the candidates taking
+turns), with hooks reading each layer's own time; a layer shape that recurs is decided once, on the
+sum of its layers' times.
 """
 
 from __future__ import annotations
@@ -60,40 +61,37 @@ def choose(seconds: dict[str, float], handicaps: dict[str, float]) -> str:
 
 def network_timings(model: nn.Module, example: torch.Tensor, layers: list[Layer]) -> list[dict[str, float]]:
     """Per layer, its seconds (best of :data:`RUNS` forwards) under each of its candidates, with
-    every layer that has that candidate running it (the rest on "packed")."""
+    every layer that has that candidate running it (the rest on "packed"). The candidates take turns
+    forward by forward, so a burst of load from elsewhere hits them alike (the choice is cached)."""
     names = list(dict.fromkeys(name for layer in layers for name in layer.candidates))
-    seconds: list[dict[str, float]] = [{} for _ in layers]
-    for name in names:
-        running = [layer.candidates.get(name, layer.candidates["packed"]) for layer in layers]
-        for layer, kernel in zip(layers, running):
-            setattr(layer.owner, layer.attr, kernel)
-        best = _best_layer_times(model, example, running)
-        for i, layer in enumerate(layers):
-            if name in layer.candidates:
-                seconds[i][name] = best[i]
+    seconds = [{name: float("inf") for name in layer.candidates} for layer in layers]
+    with torch.inference_mode():
+        for run in range(RUNS + 1):  # the first round untimed: oneDNN builds its primitives there
+            for name in names:
+                running = [layer.candidates.get(name, layer.candidates["packed"]) for layer in layers]
+                for layer, kernel in zip(layers, running):
+                    setattr(layer.owner, layer.attr, kernel)
+                spent = _layer_times(model, example, running)
+                for i, layer in enumerate(layers):
+                    if run and name in layer.candidates:
+                        seconds[i][name] = min(seconds[i][name], spent[i])
     return seconds
 
 
-def _best_layer_times(model: nn.Module, example: torch.Tensor, kernels: list[nn.Module]) -> list[float]:
-    """Each kernel's shortest time over :data:`RUNS` forwards (summed over its calls in a forward)."""
+def _layer_times(model: nn.Module, example: torch.Tensor, kernels: list[nn.Module]) -> list[float]:
+    """One forward of ``model``; each kernel's time in it (summed over its calls)."""
     spent = [0.0] * len(kernels)
     started = [0.0] * len(kernels)
     hooks = []
     for i, kernel in enumerate(kernels):
         hooks.append(kernel.register_forward_pre_hook(_stamp(started, i)))
         hooks.append(kernel.register_forward_hook(_add_elapsed(started, spent, i)))
-    best = [float("inf")] * len(kernels)
     try:
-        with torch.inference_mode():
-            model(example)
-            for _ in range(RUNS):
-                spent[:] = [0.0] * len(kernels)
-                model(example)
-                best = [min(b, s) for b, s in zip(best, spent)]
+        model(example)
     finally:
         for h in hooks:
             h.remove()
-    return best
+    return spent
 
 
 def _stamp(started: list[float], i: int) -> Callable:

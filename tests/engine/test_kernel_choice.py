@@ -91,3 +91,22 @@ def test_a_network_that_cannot_run_one_image_keeps_the_packed_convs() -> None:
     assert isinstance(net.conv, PackedConv2d)
     with torch.inference_mode():
         assert torch.allclose(net(x), want, rtol=1e-4, atol=1e-5)
+
+
+class _Logged(nn.Module):
+    def __init__(self, name: str, log: list[str]) -> None:
+        super().__init__()
+        self.name, self.log = name, log
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.log.append(self.name)
+        return x
+
+
+def test_the_candidates_take_turns_forward_by_forward() -> None:
+    """A burst of load from elsewhere then slows every candidate alike, not the one being timed."""
+    log: list[str] = []
+    net = nn.Sequential(nn.Identity())
+    layer = Layer(net, "0", "k", {"packed": _Logged("packed", log), "winograd2": _Logged("winograd2", log)})
+    kernel_choice.network_timings(net, torch.zeros(1), [layer])
+    assert log == ["packed", "winograd2"] * (1 + kernel_choice.RUNS)
