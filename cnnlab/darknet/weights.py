@@ -83,9 +83,10 @@ def load_weights(model: "DarknetNet", path: str | Path, allow_partial: bool = Fa
     if body % 4:
         raise CnnlabError(f"{p}: {body} bytes after the header is not a whole number of float32 values; the file is corrupt")
     floats = np.frombuffer(data, dtype="<f4", offset=header.nbytes)
+    all_sizes = _layer_floats(model, header.transpose)
     if upto is not None:
-        _check_backbone(model, p, floats.size, upto, header)
-    sizes = _layer_floats(model, header.transpose)[:upto]
+        _check_backbone(model, p, floats.size, upto, all_sizes)
+    sizes = all_sizes[:upto]
     need = sum(sizes)
     have = floats.size
     n_load = len(sizes)
@@ -124,12 +125,12 @@ def load_weights(model: "DarknetNet", path: str | Path, allow_partial: bool = Fa
     return header
 
 
-def _check_backbone(model: "DarknetNet", p: Path, have: int, k: int, header: WeightsHeader) -> None:
+def _check_backbone(model: "DarknetNet", p: Path, have: int, k: int, sizes: list[int]) -> None:
     """Fine-tuning reads layers [0, k) and puts a new classifier at layer k, so the file must be a
     backbone of this cfg: a prefix that ends where a layer ends (darknet's ``partial``), or layers
     [0, k) followed by a classifier like layer k for some other class count. darknet itself reads
-    whatever floats are there; a file of another cfg would load as noise without this."""
-    sizes = _layer_floats(model, header.transpose)
+    whatever floats are there; a file of another cfg would load as noise without this. ``sizes``:
+    the floats of each layer of ``model``."""
     need = sum(sizes[:k])
     if have < need:
         ends = np.cumsum([0, *sizes[:k]])
