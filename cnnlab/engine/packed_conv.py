@@ -92,19 +92,10 @@ def pack_convolutions(model: nn.Module, input_size: tuple[int, ...], winograd_to
         owner, attr = slot(model, name)
         post = _darknet_post_op(owner, attr)
         act = post or ("none", [])
-        setattr(owner, attr, PackedConv2d(conv, shapes[name], *act))
+        setattr(owner, attr, _kernel_for(conv, shapes[name], act, (owner, attr), choices, undecided))
         if post is not None:
             owner.act = _identity  # the activation now runs inside the conv
         n += 1
-        if choices is not None and winograd.eligible(conv):
-            names = ["packed"] + [f"winograd{t}" for t in (DARKNET_TILES if _in_darknet(owner) else winograd.TILES)]
-            key = kernel_cache.layer_key(conv, (1, *shapes[name][1:]), act[0], names)  # what the timing runs
-            known = choices.get(key)
-            if known in names:
-                setattr(owner, attr, _kernel(known, conv, getattr(owner, attr), act))
-            else:
-                kernels = {k: _kernel(k, conv, getattr(owner, attr), act) for k in names}
-                undecided.append(kernel_choice.Layer(owner, attr, key, kernels))
     if undecided and choices is not None:
         one_image = torch.zeros((1, *input_size[1:]), dtype=torch.float32).contiguous(memory_format=torch.channels_last)
         handicaps = {name: MARGIN for layer in undecided for name in layer.candidates if name != "packed"}
@@ -115,8 +106,24 @@ def pack_convolutions(model: nn.Module, input_size: tuple[int, ...], winograd_to
     return n
 
 
-def _kernel(name: str, conv: nn.Conv2d, packed: PackedConv2d, act: tuple[str, list[float]]) -> nn.Module:
-    return packed if name == "packed" else winograd.WinogradConv2d(conv, int(name.removeprefix("winograd")), *act)
+def _kernel_for(conv: nn.Conv2d, input_size: tuple[int, ...], act: tuple[str, list[float]], where: tuple[nn.Module, str],
+                choices: kernel_cache.Choices | None, undecided: list[kernel_choice.Layer]) -> nn.Module:  # fmt: skip
+    """The kernel ``conv`` runs as: its cached choice where one is known (only that kernel is built),
+    else the packed conv; a 3×3 layer with no cached choice also joins ``undecided``, with its
+    candidates, to be timed in the network."""
+    if choices is None or not winograd.eligible(conv):
+        return PackedConv2d(conv, input_size, *act)
+    tiles = DARKNET_TILES if _in_darknet(where[0]) else winograd.TILES
+    names = ["packed"] + [f"winograd{t}" for t in tiles]
+    key = kernel_cache.layer_key(conv, (1, *input_size[1:]), act[0], names)  # what the timing runs
+    known = choices.get(key)
+    if known in names[1:]:
+        return winograd.WinogradConv2d(conv, int(known.removeprefix("winograd")), *act)
+    packed = PackedConv2d(conv, input_size, *act)
+    if known != "packed":
+        candidates = {"packed": packed} | {f"winograd{t}": winograd.WinogradConv2d(conv, t, *act) for t in tiles}
+        undecided.append(kernel_choice.Layer(*where, key, candidates))
+    return packed
 
 
 def _identity(x: torch.Tensor) -> torch.Tensor:

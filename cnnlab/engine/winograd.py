@@ -163,7 +163,8 @@ class _Workspace(threading.local):
     def get(self, slot: int, shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
         numel = math.prod(shape)
         if self.flat[slot].numel() < numel:
-            self.flat[slot] = torch.empty(numel)
+            with torch.inference_mode(False):  # a normal tensor: writable in and out of inference mode
+                self.flat[slot] = torch.empty(numel)
         return self.flat[slot][:numel].view(shape)
 
 

@@ -74,6 +74,17 @@ def test_threads_running_layers_at_once_each_get_their_own_result() -> None:
     assert not bad
 
 
+def test_runs_under_no_grad_after_inference_mode_in_the_same_thread() -> None:
+    """The scratch buffers a first call made under inference_mode (as the engine's timing runs) must
+    still be writable when a library user then calls the layer under no_grad."""
+    layer = WinogradConv2d(nn.Conv2d(4, 4, 3, padding=1), 2)
+    x = torch.randn(1, 4, 8, 8).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        first = layer(x).clone()
+    with torch.no_grad():
+        assert torch.equal(layer(x), first)
+
+
 def test_only_float32_3x3_stride1_plain_convs_are_eligible() -> None:
     assert winograd.eligible(nn.Conv2d(4, 4, 3, padding=1))
     assert winograd.eligible(nn.Conv2d(4, 4, 3, padding=0))
