@@ -21,6 +21,9 @@ Weights do not change the speed, so the nets have their initial values (BatchNor
 randomised so folding is not a no-op). The engine's per-layer choice between the packed and the
 Winograd convolution is timed on a machine's first run and read back later
 (``cnnlab/engine/kernel_cache.py``): delete ``~/.cache/cnnlab/conv-kernels.json`` to time afresh.
+This process imports torch itself, so its OpenMP threads wait libgomp's way (spinning); cnnlab's
+commands set sleeping threads before torch loads (``cnnlab/threads.py``), which costs the two-thread
+batch-1 cells time per layer (darknet.cfg: 7.4 against 5.3 ms a forward on the Xeon of stop 26).
 """
 
 from __future__ import annotations
