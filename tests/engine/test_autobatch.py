@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import resource
 import subprocess
 import sys
@@ -72,6 +73,12 @@ def test_auto_batch_under_a_memory_limit_picks_a_smaller_micro_batch_and_keeps_t
     r = subprocess.run([sys.executable, "-m", "cnnlab", *args], preexec_fn=_limit_data, env=env,
                        capture_output=True, text=True, timeout=600)  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "batch-size auto: micro-batch 16 fits (32 did not), 2 accumulation steps for the global batch 32" in r.stdout
+    # the limit sits near a step of 16 images: 16 fits in most runs, 8 when the run's memory happens
+    # to land a little higher (seen once in a full suite on an Intel Xeon); either is a smaller
+    # micro-batch whose accumulation keeps the global batch
+    line = re.search(r"batch-size auto: micro-batch (\d+) fits \((\d+) did not\), (\d+) accumulation steps for the global batch 32", r.stdout)
+    assert line is not None, r.stdout
+    micro, failed, steps = map(int, line.groups())
+    assert micro in (8, 16) and failed == 2 * micro and micro * steps == 32
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
-    assert (saved["batch_size"], saved["accum_steps"], saved["global_batch"]) == (16, 2, 32)
+    assert (saved["batch_size"], saved["accum_steps"], saved["global_batch"]) == (micro, steps, 32)
