@@ -28,10 +28,14 @@ OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
 def exported_runner(model: nn.Module, example: tuple[int, ...], options, cache_key: str | None) -> Callable:
     """``run(x)`` for (N, C, H, W) float32 tensors → a tensor (one output) or a list (a detector's heads)."""
     export = _export_module(options.backend)
+    from cnnlab.export.failures import ExportFailed
+
     onnx_path = _cache_path(model, cache_key)
     cached = onnx_path.is_file()
     try:
         runner = _load_runner(export, model, onnx_path, options)
+    except ExportFailed as e:
+        raise CnnlabError(f"{e}; use --backend torch") from e
     except Exception:  # a cached file the runtime cannot read (a run killed while writing it): export it again, once
         if not cached:
             raise

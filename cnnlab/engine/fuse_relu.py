@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from cnnlab.engine.fp32_islands import Fp32Island
 from cnnlab.engine.packed_conv import PackedConv2d
 from cnnlab.engine.strided_pool import StridedMaxPool2d
 from cnnlab.engine.winograd import WinogradConv2d
@@ -44,7 +45,7 @@ class PackedConvAddReLU(nn.Module):
 
 class _Tracer(torch.fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, (PackedConv2d, WinogradConv2d, StridedMaxPool2d)) or super().is_leaf_module(m, qualname)
+        return isinstance(m, (PackedConv2d, WinogradConv2d, StridedMaxPool2d, Fp32Island)) or super().is_leaf_module(m, qualname)
 
 
 def fuse_relus(model: nn.Module, example: torch.Tensor) -> nn.Module:

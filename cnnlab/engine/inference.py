@@ -130,7 +130,7 @@ def prepare(model: nn.Module, example: tuple[int, ...], device: torch.device, op
         from cnnlab.engine.backends import exported_runner
 
         return InferenceModel(exported_runner(model, example, options, cache_key), options, device, None)
-    net = _torch_model(model, (options.batch, *example), device, options)
+    net = _torch_model(model, (options.batch, *example), device, options, log or sys.stderr)
     run: Callable = net
     if options.compile:
         run = _compiled(net)
@@ -140,7 +140,8 @@ def prepare(model: nn.Module, example: tuple[int, ...], device: torch.device, op
     return InferenceModel(run, options, device, net)
 
 
-def _torch_model(model: nn.Module, input_size: tuple[int, ...], device: torch.device, options: InferenceOptions) -> nn.Module:
+def _torch_model(model: nn.Module, input_size: tuple[int, ...], device: torch.device, options: InferenceOptions,
+                 log: TextIO) -> nn.Module:  # fmt: skip
     from cnnlab.engine.fold import fold_batchnorm
     from cnnlab.engine.packed_conv import pack_convolutions
     from cnnlab.engine.strided_pool import use_strided_pools
@@ -152,6 +153,7 @@ def _torch_model(model: nn.Module, input_size: tuple[int, ...], device: torch.de
     if options.precision == "bf16":
         net = net.to(torch.bfloat16)
         _darknet_heads_in_fp32(net)
+        _fp32_where_bf16_is_missing(net, input_size, device, log)
     if device.type == "cpu":
         net = net.to(memory_format=torch.channels_last)
         use_strided_pools(net)
@@ -196,6 +198,15 @@ def _darknet_heads_in_fp32(net: nn.Module) -> None:
             for i, layer in enumerate(m.layers):
                 if isinstance(layer, (Softmax, Yolo, Region)):
                     m.layers[i] = _Fp32Head(layer)
+
+
+def _fp32_where_bf16_is_missing(net: nn.Module, input_size: tuple[int, ...], device: torch.device, log: TextIO) -> None:
+    from cnnlab.engine.fp32_islands import run_unsupported_in_fp32
+
+    example = torch.zeros(1, *input_size[1:], dtype=torch.bfloat16, device=device)
+    if wrapped := run_unsupported_in_fp32(net, example):
+        layers = ", ".join(f"{name} ({type(net.get_submodule(name).layer).__name__})" for name in wrapped)
+        print(f"inference: no bfloat16 kernel here for {layers}; computed in float32", file=log)
 
 
 def _compiled(net: nn.Module) -> Callable:

@@ -7,6 +7,7 @@ from pathlib import Path
 from torch import nn
 
 from cnnlab.errors import CnnlabError
+from cnnlab.export.failures import ExportFailed
 from cnnlab.export.prepare import Prepared, prepare
 from cnnlab.export.runtime import (
     Runner,
@@ -72,11 +73,14 @@ def export_model(
     check_request(fmt, precision)
     prep = prepare(model, pre, classes=classes, input_uint8=input_uint8, precision=precision, extra_metadata=extra_metadata)
     path = Path(path)
-    if fmt == "onnx":
-        return write_onnx(prep, path, dynamic_batch), prep
-    if fmt == "openvino":
-        return write_openvino(prep, path, dynamic_batch), prep
-    return write_torchscript(prep, path), prep
+    try:
+        if fmt == "onnx":
+            return write_onnx(prep, path, dynamic_batch), prep
+        if fmt == "openvino":
+            return write_openvino(prep, path, dynamic_batch), prep
+        return write_torchscript(prep, path), prep
+    except ExportFailed as e:
+        raise CnnlabError(f"{e}; try --format {'torchscript' if fmt != 'torchscript' else 'onnx'}") from e
 
 
 def parity_runner(path: Path, fmt: str, precision: str, threads: int | None = None) -> Runner:

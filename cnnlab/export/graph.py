@@ -20,6 +20,10 @@ class ExportGraph(nn.Module):
     def __init__(self, model: nn.Module, pre: Preprocess, input_uint8: bool, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
         self.model = model.to(dtype).eval()
+        if dtype == torch.bfloat16:  # layers torch has no bf16 kernel for are traced in float32
+            from cnnlab.engine.fp32_islands import run_unsupported_in_fp32
+
+            run_unsupported_in_fp32(self.model, torch.zeros(1, *pre.input_size, dtype=dtype))
         self.input_uint8 = input_uint8
         self.dtype = dtype
         c = pre.channels

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from cnnlab.export.failures import translating
 from cnnlab.export.prepare import INPUT_NAME, Prepared, prepare
 from cnnlab.fileio import atomic_writer
 from cnnlab.model_meta import Preprocess
@@ -19,7 +20,7 @@ def write_onnx(prep: Prepared, path: Path, dynamic_batch: bool = True) -> Path:
     import onnx
 
     dims = ({0: torch.export.Dim("batch", min=1)},) if dynamic_batch else None
-    with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its progress
+    with translating("onnx", prep.metadata["model"]), torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):  # it prints its progress
         program = torch.onnx.export(
             prep.graph, (prep.example,), dynamo=True, input_names=[INPUT_NAME], output_names=prep.output_names,
             dynamic_shapes=dims, verbose=False,

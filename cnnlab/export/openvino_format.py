@@ -13,6 +13,7 @@ from pathlib import Path
 from torch import nn
 
 from cnnlab.export.metadata import RT_INFO_SECTION
+from cnnlab.export.failures import translating
 from cnnlab.export.onnx_format import write_onnx
 from cnnlab.export.prepare import Prepared, prepare, temp_beside
 from cnnlab.model_meta import Preprocess
@@ -43,7 +44,9 @@ def onnx_to_openvino(onnx_path: str | Path, xml_path: str | Path) -> Path:
 
     proto = onnx.load(str(onnx_path), load_external_data=False)
     metadata = {p.key: p.value for p in proto.metadata_props}
-    return _save(ov.convert_model(str(onnx_path)), metadata, Path(xml_path))
+    with translating("openvino", metadata.get("model", Path(onnx_path).name)):
+        converted = ov.convert_model(str(onnx_path))
+    return _save(converted, metadata, Path(xml_path))
 
 
 def _bf16_model(prep: Prepared, dynamic_batch: bool):
@@ -51,7 +54,7 @@ def _bf16_model(prep: Prepared, dynamic_batch: bool):
 
     shape = [-1 if dynamic_batch else prep.example.shape[0], *prep.example.shape[1:]]
     dtype = ov.Type.u8 if prep.metadata["input_dtype"] == "uint8" else ov.Type.f32
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+    with translating("openvino", prep.metadata["model"]), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the torch frontend traces with torch.jit, which warns it is deprecated
         model = ov.convert_model(prep.graph, example_input=prep.example, input=[(ov.PartialShape(shape), dtype)])
     model.inputs[0].get_tensor().set_names({"images"})
@@ -69,7 +72,9 @@ def write_openvino(prep: Prepared, xml: Path, dynamic_batch: bool = True) -> Pat
     onnx_tmp = temp_beside(xml, ".onnx")
     try:
         write_onnx(prep, onnx_tmp, dynamic_batch)
-        return _save(ov.convert_model(str(onnx_tmp)), prep.metadata, xml)
+        with translating("openvino", prep.metadata["model"]):
+            converted = ov.convert_model(str(onnx_tmp))
+        return _save(converted, prep.metadata, xml)
     finally:
         onnx_tmp.unlink(missing_ok=True)
 

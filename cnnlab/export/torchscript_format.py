@@ -13,13 +13,14 @@ import torch
 from torch import nn
 
 from cnnlab.export.metadata import TORCHSCRIPT_FILE
+from cnnlab.export.failures import translating
 from cnnlab.export.prepare import Prepared, prepare
 from cnnlab.fileio import atomic_writer
 from cnnlab.model_meta import Preprocess
 
 
 def write_torchscript(prep: Prepared, path: Path) -> Path:
-    with torch.no_grad(), warnings.catch_warnings():
+    with translating("torchscript", prep.metadata["model"]), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings about Python values; the parity run checks the result
         traced = torch.jit.trace(prep.graph, (prep.example,), check_trace=False)
     with atomic_writer(path) as f, warnings.catch_warnings():

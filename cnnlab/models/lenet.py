@@ -106,15 +106,17 @@ class SparseConv(nn.Module):
         super().__init__()
         pairs = [(j, i) for j, inputs in enumerate(table) for i in inputs]
         self.out_ch, self.in_ch, self.k = len(table), in_ch, k
-        self.register_buffer("out_idx", torch.tensor([j for j, _ in pairs]), persistent=False)
-        self.register_buffer("in_idx", torch.tensor([i for _, i in pairs]), persistent=False)
+        # one-hot (out·in, pairs): a matmul places each kernel, exactly (1·w + 0·…), where an
+        # index_put would do the same but exporters do not all know it (OpenVINO's has no rule)
+        scatter = torch.zeros(self.out_ch * in_ch, len(pairs))
+        scatter[[j * in_ch + i for j, i in pairs], range(len(pairs))] = 1.0
+        self.register_buffer("scatter", scatter, persistent=False)
         bound = 2.4 / (len(table[0]) * k * k) ** 0.5  # scale of Appendix C's ±2.4/F_i, per map fan-in
         self.weight = nn.Parameter(torch.empty(len(pairs), k, k).uniform_(-bound, bound))  # (60, 5, 5)
         self.bias = nn.Parameter(torch.zeros(self.out_ch))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dense = self.weight.new_zeros(self.out_ch, self.in_ch, self.k, self.k)
-        dense = dense.index_put((self.out_idx, self.in_idx), self.weight)  # (16, 6, 5, 5)
+        dense = (self.scatter.to(self.weight.dtype) @ self.weight.flatten(1)).view(self.out_ch, self.in_ch, self.k, self.k)
         return F.conv2d(x, dense, self.bias)
 
     def summary_row(self, inp: torch.Tensor, out: torch.Tensor) -> LayerInfo:
@@ -137,7 +139,8 @@ class RBFOutput(nn.Module):
         self.in_features = in_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return -torch.cdist(x, self.centers).pow(2)  # (B, K)
+        # the sum of squares as written (not cdist: ONNX has no cdist, and torch has no bf16 cdist on the CPU)
+        return -(x.unsqueeze(1) - self.centers).pow(2).sum(-1)  # (B, K)
 
     def summary_row(self, inp: torch.Tensor, out: torch.Tensor) -> LayerInfo:
         k = self.centers.shape[0]

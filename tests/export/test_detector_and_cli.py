@@ -134,3 +134,42 @@ def test_errors_are_one_line(args: list[str], message: str, detector, tmp_path, 
     assert message in err and len(err.strip().splitlines()) == 1, err
     if message.startswith("already exists"):
         assert ckpt.with_suffix(".onnx").read_bytes() == b"keep me"
+
+
+def test_paper_nets_export_to_onnx_and_bf16_openvino(tmp_path) -> None:
+    """LeNet-5 (paper: C3's connection table, the RBF output) and an LRN net export in both formats;
+    bf16 keeps the LRN in float32 (torch has no bf16 kernel for it to trace)."""
+    from cnnlab.export import export_onnx, export_openvino
+    from cnnlab.models import create_model
+
+    torch.manual_seed(0)
+    for name in ("lenet5_paper", "alexnet"):
+        model = create_model(name, num_classes=4).eval()
+        pre = model.meta.preprocess
+        images = torch.randint(0, 256, (2, *pre.input_size), dtype=torch.uint8)
+        ref = reference_outputs(model, pre, images)[0]
+        onnx = load_onnxruntime(export_onnx(model, pre, tmp_path / f"{name}.onnx", input_uint8=True), threads=1)
+        np.testing.assert_allclose(onnx(images)[0], ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+        bf16 = load_openvino(export_openvino(model, pre, tmp_path / f"{name}-bf16.xml", input_uint8=True, precision="bf16"), "bf16", threads=1)
+        assert np.abs(bf16(images)[0] - ref).max() < 0.05 * np.abs(ref).max()
+
+
+def test_an_op_the_exporter_lacks_is_named_in_one_line(tmp_path) -> None:
+    from cnnlab.errors import CnnlabError
+    from cnnlab.export.exporter import export_model
+    from cnnlab.models import create_model
+
+    class Cdist(torch.nn.Module):  # the dynamo ONNX exporter of torch 2.14 has no function for aten._cdist_forward
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.cdist(x.flatten(1), x.flatten(1)[:1])
+
+    pre = create_model("lenet5", num_classes=2).meta.preprocess
+    try:
+        export_model(Cdist(), pre, "onnx", tmp_path / "cdist.onnx")
+    except CnnlabError as e:
+        message = str(e)
+    else:
+        pytest.skip("this torch exports cdist to ONNX")
+    assert message.startswith("the onnx exporter could not translate Cdist: ") and "cdist" in message, message
+    assert message.endswith("; try --format torchscript") and "\n" not in message
+    assert not (tmp_path / "cdist.onnx").exists()
