@@ -24,10 +24,13 @@ class Parity:
     top1_equal: int | None  # classifiers: images whose top-1 class agrees
     images: int
     what: str  # where the images came from
+    scale: float = 0.0  # the largest |PyTorch output|: what the difference is small against
 
     def line(self, backend: str) -> str:
         top1 = f"; top-1 equal {self.top1_equal}/{self.images}" if self.top1_equal is not None else ""
-        return f"parity on {self.images} {self.what}: max |{backend} - PyTorch| = {self.max_abs:.3g}{top1}"
+        # an untrained or unusual net can output 1e10 or 1e-6: the difference alone would not say if it is small
+        scale = f" (largest |output| {self.scale:.3g})" if self.scale and not 1e-2 <= self.scale <= 1e3 else ""
+        return f"parity on {self.images} {self.what}: max |{backend} - PyTorch| = {self.max_abs:.3g}{scale}{top1}"
 
 
 def sample_images(pre: Preprocess, n: int = 32) -> tuple[torch.Tensor, str]:
@@ -60,7 +63,8 @@ def compare(reference: list[np.ndarray], exported: list[np.ndarray], what: str, 
         raise AssertionError(f"exported outputs have shapes {shapes[1]}, PyTorch's {shapes[0]}")
     diff = max(float(np.abs(r - e).max()) for r, e in zip(reference, exported))
     top1 = int((reference[0].argmax(1) == exported[0].argmax(1)).sum()) if classify else None
-    return Parity(diff, top1, len(reference[0]), what)
+    scale = max(float(np.abs(r).max()) for r in reference)
+    return Parity(diff, top1, len(reference[0]), what, scale)
 
 
 def check(model: nn.Module, pre: Preprocess, runner: Runner, n: int = 32) -> Parity:

@@ -127,3 +127,13 @@ def test_preprocess_with_letterbox_round_trips() -> None:
     pre = Preprocess((3, 64, 48), (0.5, 0.4, 0.3), (0.2, 0.2, 0.2), 64, "bicubic", "letterbox")
     meta = build_metadata("x", ["a"], pre, ["logits"], input_uint8=True)
     assert preprocess_of(meta) == pre and meta["color_order"] == "RGB" and meta["resize_mode"] == "letterbox"
+
+
+def test_parity_line_gives_the_output_scale_when_it_is_unusual() -> None:
+    """A difference of 96 is nothing on outputs of 1e12 (an untrained deep net) and a lot on logits of 10."""
+    from cnnlab.export.parity import compare
+
+    big = compare([np.array([[1e12, 5.0]])], [np.array([[1e12 + 96, 5.0]])], "photos", classify=True)
+    assert big.line("onnxruntime") == "parity on 1 photos: max |onnxruntime - PyTorch| = 96 (largest |output| 1e+12); top-1 equal 1/1"
+    usual = compare([np.array([[10.0, 5.0]])], [np.array([[10.0, 5.5]])], "photos", classify=True)
+    assert usual.line("onnxruntime") == "parity on 1 photos: max |onnxruntime - PyTorch| = 0.5; top-1 equal 1/1"
