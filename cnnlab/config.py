@@ -32,7 +32,7 @@ class TrainConfig:
     embedding_dim: int = 64  # embedding: size of the L2-normalised embedding (the network's output width)
     embedding_loss: Literal["triplet", "contrastive"] = "triplet"  # embedding: triplet (batch-all, mined from the batch's labels) | contrastive (every pair)
     margin: float = 0.2  # embedding: triplet margin (0.2), or the distance contrastive pushes negatives beyond (0.5); 0 < margin <= 2
-    model: str = "resnet18"
+    model: str = "resnet18"  # a zoo architecture (cnnlab models lists them) or darknet:PATH.cfg
     data: str = "mnist5k"  # built-in dataset name or a path (class folders, MNIST idx, CIFAR batches)
     out: str = ""  # run directory; default runs/<model>-<data>[-N], never an existing one
     init: str = ""  # checkpoint to start from (same classes); see also finetune
@@ -48,25 +48,25 @@ class TrainConfig:
     layer_decay: float = 1.0  # layer-wise lr decay: stage i of n trains at lr x layer_decay^(n - i), the head at lr; 1 = off
 
     # --- schedule of the run
-    epochs: int = 10
+    epochs: int = 10  # passes over the training images
     batch_size: int | Literal["auto"] = 64  # images per process per micro-batch; auto: the largest that fits in memory (with global_batch)
     accum_steps: int = 1  # gradient accumulation: micro-batches per optimizer step
     global_batch: int = 0  # images per optimizer step over all processes (processes × batch_size × accum_steps): given, accum_steps follows from it; 0 = that product
     train_limit: int = 0  # train on a seeded random N images only (quick trials); 0 = all
     val_limit: int = 0  # evaluate on N held-out images only; 0 = all
     workers: int = 2  # DataLoader worker processes (0 = load in the main process)
-    seed: int = 0
+    seed: int = 0  # seeds weights, data order, augmentation and subsets: the same seed gives the same run
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
 
     # --- optimizer
     opt: str = "sgd"  # sgd | adamw
     lr: float = 0.1  # peak learning rate
     momentum: float = 0.9  # SGD momentum (AdamW: beta1)
-    nesterov: bool = False
-    weight_decay: float = 1e-4
+    nesterov: bool = False  # SGD: Nesterov momentum
+    weight_decay: float = 1e-4  # L2 penalty (SGD) or decoupled decay (AdamW)
     no_decay_bn_bias: bool = True  # no weight decay on BatchNorm and bias parameters
     clip_grad: float = 0.0  # max global grad norm; 0 = off
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.0  # cross-entropy target smoothing (0.1 is common); 0 = off
     ema_decay: float = 0.0  # exponential moving average of weights; 0 = off (e.g. 0.999)
     class_weights: str = ""  # loss weight per class: auto (inverse frequency) or a file (one per class); "" = off
     balance: Literal["none", "sampler"] = "none"  # none | sampler (draw every class equally often)
@@ -75,7 +75,7 @@ class TrainConfig:
     # --- learning-rate schedule (stepped every optimizer step)
     sched: str = "cosine"  # constant | step | multistep | cosine | onecycle
     warmup_epochs: float = 0.0  # linear warm-up from warmup_factor × lr
-    warmup_factor: float = 0.01
+    warmup_factor: float = 0.01  # warm-up starts at this fraction of lr
     step_size: int = 30  # step: epochs between decays
     milestones: list[int] = field(default_factory=lambda: [30, 60, 90])  # multistep: epochs
     gamma: float = 0.1  # step / multistep decay factor
@@ -84,14 +84,14 @@ class TrainConfig:
 
     # --- speed
     amp: str = "auto"  # auto (bf16 on CPU, fp16 on CUDA) | off | bf16 | fp16
-    channels_last: bool = True
+    channels_last: bool = True  # NHWC activations (faster convolutions on recent CPUs and GPUs)
     compile: bool = False  # torch.compile the model
     sync_bn: bool = False  # SyncBatchNorm across processes (CUDA only; on the CPU statistics are averaged per epoch)
 
     # --- augmentation (train only; evaluation uses the model's resize + center crop)
     crop: str = "rrc"  # rrc (random resized crop) | center (resize + center crop, as in eval)
-    rrc_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
-    rrc_ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])
+    rrc_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # rrc: range of the crop's area, as a fraction of the image
+    rrc_ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])  # rrc: range of the crop's aspect ratio
     hflip: float = 0.5  # probability
     rotation: float = 0.0  # degrees, uniform in ±rotation
     translate: float = 0.0  # fraction of the size, uniform in ±translate
@@ -244,14 +244,35 @@ def load_saved(path: Path) -> dict:
     return {k: v for k, v in d.items() if k in _field_types()}
 
 
+def field_comments() -> dict[str, str]:
+    """Each config key's comment in :class:`TrainConfig` (its one description, kept beside the default)."""
+    import inspect
+    import io
+    import tokenize
+
+    comments: dict[str, str] = {}
+    current = None
+    for tok in tokenize.generate_tokens(io.StringIO(inspect.getsource(TrainConfig)).readline):
+        if tok.type == tokenize.NAME and tok.start[1] == 4 and current is None:
+            current = tok.string  # a field (or def) starts at the class body's indentation
+        elif tok.type == tokenize.COMMENT and current is not None and tok.start[1] > 4:
+            comments[current] = tok.string.lstrip("# ").strip()
+        if tok.type in (tokenize.NEWLINE, tokenize.NL):
+            current = None
+    return comments
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """One ``--flag`` per config key; unset flags stay out of the overrides."""
+    """One ``--flag`` per config key, described by its comment in TrainConfig; unset flags stay out of the overrides."""
+    comments = field_comments()
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         typ = _field_types()[f.name]
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         help_ = f"(default: {default!r})"
-        if typing.get_origin(typ) is Literal:
+        if f.name in comments:
+            help_ = f"{comments[f.name]} {help_}".replace("%", "%%")  # argparse formats help with %
+        elif typing.get_origin(typ) is Literal:
             help_ = f"{' | '.join(typing.get_args(typ))} {help_}"
         elif typing.get_origin(typ) in (typing.Union, types.UnionType):
             help_ = f"{_describe(typ)} {help_}"

@@ -43,27 +43,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     _tool_parsers(sub)
 
 
+FILE_HELP = {
+    "data": "darknet .data file (classes=, names= or labels=, train=, valid=, backup=)",
+    "cfg": "the network's darknet .cfg file",
+    "weights": "darknet .weights file",
+}
+
+
+def _files(p: argparse.ArgumentParser, *names: str) -> None:
+    """The positional files every darknet program takes, in darknet's order."""
+    for name in names:
+        p.add_argument(name, help=FILE_HELP[name])
+
+
 def _classifier_parsers(cls: argparse._SubParsersAction) -> None:
     """darknet's classifier predict / valid / train (cnnlab.darknet.programs, cnnlab.darknet.train)."""
     pr = cls.add_parser("predict", help="top-N classes of one image", allow_abbrev=False)
-    pr.add_argument("data")
-    pr.add_argument("cfg")
-    pr.add_argument("weights")
+    _files(pr, "data", "cfg", "weights")
     pr.add_argument("image", nargs="?", help="image path (asked on stdin if omitted, as darknet does)")
     pr.add_argument("-t", type=int, default=0, dest="top", help="how many classes to print (default: the .data top=)")
     _common(pr)
     add_engine_arguments(pr)
     pr.set_defaults(_dn=_predict)
     va = cls.add_parser("valid", help="top-1/top-k accuracy on the .data valid= list", allow_abbrev=False)
-    va.add_argument("data")
-    va.add_argument("cfg")
-    va.add_argument("weights")
+    _files(va, "data", "cfg", "weights")
     _common(va)
     add_engine_arguments(va, batch=VALID_BATCH)
     va.set_defaults(_dn=_valid)
     tr = cls.add_parser("train", help="train a classifier cfg as darknet does, writing .weights backups", allow_abbrev=False)
-    tr.add_argument("data")
-    tr.add_argument("cfg")
+    _files(tr, "data", "cfg")
     tr.add_argument("weights", nargs="?", help="start (or resume, from a backup's seen) from these weights")
     tr.add_argument("--max-batches", type=int, default=None, help="override [net] max_batches=")
     tr.add_argument("--force", action="store_true", help="overwrite existing weights files in backup=")
@@ -76,12 +84,10 @@ def _classifier_parsers(cls: argparse._SubParsersAction) -> None:
 
 def _detector_test_parser(det: argparse._SubParsersAction) -> None:
     te = det.add_parser("test", help="detect objects in one image, write NAME.png with the boxes", allow_abbrev=False)
-    te.add_argument("data")
-    te.add_argument("cfg")
-    te.add_argument("weights")
-    te.add_argument("image", nargs="?")
+    _files(te, "data", "cfg", "weights")
+    te.add_argument("image", nargs="?", help="image path (asked on stdin if omitted, as darknet does)")
     te.add_argument("-thresh", type=float, default=None, help="probability threshold (pjreddie .5, AlexeyAB .25)")
-    te.add_argument("-hier", type=float, default=0.5)
+    te.add_argument("-hier", type=float, default=0.5, help="accepted for darknet's command lines: the word-tree threshold, which changes nothing here (tree= cfgs are refused)")
     te.add_argument("-nms", type=float, default=0.45, help=argparse.SUPPRESS)
     te.add_argument("-out", default="predictions", help="output image name without extension (default predictions)")
     te.add_argument("--letter-box", "-letter_box", action="store_true", dest="letter_box", help="AlexeyAB: letterbox instead of stretch")
@@ -95,8 +101,7 @@ def _detector_test_parser(det: argparse._SubParsersAction) -> None:
 
 def _detector_train_parser(det: argparse._SubParsersAction) -> None:
     dt = det.add_parser("train", help="train a detector cfg as darknet does, writing .weights backups", allow_abbrev=False)
-    dt.add_argument("data")
-    dt.add_argument("cfg")
+    _files(dt, "data", "cfg")
     dt.add_argument("weights", nargs="?", help="start from these weights (a backup resumes from its seen; a .conv.N file loads its layers)")
     dt.add_argument("-map", "--map", action="store_true", dest="calc_map", help="AlexeyAB: mAP on valid= every 4 epochs and at the end; writes _best.weights")
     dt.add_argument("-dont_show", action="store_true", help="accepted for AlexeyAB's command lines (cnnlab never opens a window)")
@@ -113,17 +118,15 @@ def _detector_train_parser(det: argparse._SubParsersAction) -> None:
 def _tool_parsers(sub: argparse._SubParsersAction) -> None:
     """partial, convert, layers: working on cfg and weights files."""
     pa = sub.add_parser("partial", help="keep the first N layers' weights (seen reset)", allow_abbrev=False)
-    pa.add_argument("cfg")
-    pa.add_argument("weights")
-    pa.add_argument("out")
-    pa.add_argument("n", type=int)
+    _files(pa, "cfg", "weights")
+    pa.add_argument("out", help="the .weights file to write")
+    pa.add_argument("n", type=int, help="how many layers to keep, counted from the first")
     pa.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     _common(pa, weights=False)
     pa.set_defaults(_dn=_partial)
     co = sub.add_parser("convert", help="cfg + weights -> a cnnlab checkpoint for cnnlab train/valid/predict", allow_abbrev=False)
-    co.add_argument("cfg")
-    co.add_argument("weights")
-    co.add_argument("out", metavar="OUT.pt")
+    _files(co, "cfg", "weights")
+    co.add_argument("out", metavar="OUT.pt", help="the cnnlab checkpoint to write")
     names = co.add_mutually_exclusive_group()
     names.add_argument("--data", help="darknet .data file whose names= (or labels=) names the classes")
     names.add_argument("--names", help="class names file, one per line")
@@ -131,7 +134,7 @@ def _tool_parsers(sub: argparse._SubParsersAction) -> None:
     _common(co)
     co.set_defaults(_dn=_convert)
     la = sub.add_parser("layers", help="print the layer table darknet prints for a cfg")
-    la.add_argument("cfg")
+    _files(la, "cfg")
     _common(la, weights=False)
     la.set_defaults(_dn=_layers)
 
@@ -139,8 +142,7 @@ def _tool_parsers(sub: argparse._SubParsersAction) -> None:
 def _detector_eval_parsers(det: argparse._SubParsersAction) -> None:
     """AlexeyAB's detector map / valid / calc_anchors (cnnlab.darknet.detector_programs)."""
     ma = det.add_parser("map", help="mAP on the .data valid= images, printed as AlexeyAB darknet prints it", allow_abbrev=False)
-    for name in ("data", "cfg", "weights"):
-        ma.add_argument(name)
+    _files(ma, "data", "cfg", "weights")
     ma.add_argument("-points", type=int, default=0, help="0: area under the curve (default), 11: VOC2007, 101: COCO")
     ma.add_argument("-iou_thresh", type=float, default=0.5, help="a detection matches a truth above this IoU (default .5)")
     ma.add_argument("-thresh", type=float, default=0.25, help="confidence for TP/FP/FN, precision, recall, average IoU (default .25)")
@@ -149,14 +151,13 @@ def _detector_eval_parsers(det: argparse._SubParsersAction) -> None:
     ma.add_argument("--allow-partial", action="store_true", help="load a weights file that covers only the first layers")
     ma.set_defaults(_dn=_map)
     va = det.add_parser("valid", help="write detections of the valid= images as darknet does (results/<PREFIX><class>.txt or .json)", allow_abbrev=False)
-    for name in ("data", "cfg", "weights"):
-        va.add_argument(name)
+    _files(va, "data", "cfg", "weights")
     va.add_argument("-out", default=None, help="file name prefix (default comp4_det_test_, or coco_results for eval=coco)")
     va.add_argument("--force", action="store_true", help="overwrite existing result files")
     va.add_argument("--allow-partial", action="store_true", help="load a weights file that covers only the first layers")
     va.set_defaults(_dn=_det_valid)
     ca = det.add_parser("calc_anchors", help="anchors by k-means (1 - IoU) over the train= labels, seeded", allow_abbrev=False)
-    ca.add_argument("data")
+    _files(ca, "data")
     ca.add_argument("-num_of_clusters", type=int, default=5, help="how many anchors (default 5)")
     ca.add_argument("-width", type=int, default=-1, help="network input width")
     ca.add_argument("-height", type=int, default=-1, help="network input height")

@@ -22,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files; shards:DIR means every sample of DIR's val split (or of DIR, a split folder)")
     add_model_arguments(p)
     p.add_argument("-t", "--top", type=int, default=5, help="how many classes to print (default: 5)")
-    p.add_argument("--format", choices=("text", "json", "csv"), default="text")
+    p.add_argument("--format", choices=("text", "json", "csv"), default="text", help="text (darknet-style lines, default), json (a list with one object per image) or csv (a row per printed class or box)")
     p.add_argument("--thresh", type=float, help="detection runs: the probability a box needs to be printed (default: 0.25, darknet's)")
     add_engine_arguments(p)
 

@@ -22,11 +22,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="dataset name or path (default: the one the checkpoint was trained on)")
     p.add_argument("--split", default="val", help="split to evaluate (default: val)")
     p.add_argument("--tencrop", action="store_true", help="average the softmax over ten crops (corners, centre, mirrored)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward (default: 64)")
+    p.add_argument("--workers", type=int, default=2, help="image-decoding worker processes; 0 decodes in this one (default: 2)")
     p.add_argument("--json", metavar="PATH", help="write the full report here (default: valid-<split>.json in the checkpoint's run directory)")
     p.add_argument("--force", action="store_true", help="let --json replace an existing file")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_engine_arguments(p)
 
 
