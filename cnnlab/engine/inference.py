@@ -9,7 +9,8 @@
   pools as strided maxima (:mod:`.strided_pool`) on the CPU;
 * ``precision="bf16"``: weights and activations in bfloat16 where the CPU computes it natively
   (AVX-512 BF16 / AMX); refused elsewhere. A darknet net's [softmax]/[yolo]/[region] heads still
-  run in float32, so probabilities and boxes are decoded at full precision;
+  run in float32, so probabilities and boxes are decoded at full precision, and so does a layer torch
+  has no bf16 kernel for (LRN; :mod:`.fp32_islands`), named in one line;
 * ``compile=True``: ``torch.compile`` (inductor, frozen weights) on top; inductor caches what it
   builds, so only the first run of a model pays the full compile time;
 * batches on the CPU run in chunks of the size that proves fastest on them, on a single-threaded
