@@ -1,7 +1,7 @@
 """Layers that torch cannot compute in bfloat16 on this device, run in float32 inside a bf16 network.
 
-Some CPU kernels have no bfloat16 version (``nn.LocalResponseNorm`` pools through ``avg_pool3d``,
-LeNet-5's RBF output layer calls ``cdist``), so a zoo net with such a layer, or any net a user
+Some CPU kernels have no bfloat16 version (``nn.LocalResponseNorm`` pools through ``avg_pool3d``;
+``torch.cdist``), so a zoo net with such a layer (AlexNet, the paper's GoogLeNet), or any net a user
 brings, would stop with "not implemented for 'BFloat16'" under ``--precision bf16``. Which ops have
 a kernel depends on the torch build and the device, so no list is kept here: one trial forward on
 the example input finds the layer that fails (the innermost module running when it raised), that
