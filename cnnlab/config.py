@@ -112,7 +112,7 @@ class TrainConfig:
             if typing.get_origin(typ) is Literal and getattr(self, name) not in typing.get_args(typ):
                 choices = ", ".join(typing.get_args(typ))
                 raise CnnlabError(f"config key {name!r} must be one of {choices}, got {getattr(self, name)!r}")
-        if self.freeze not in ("", "features") and not self.freeze.isdigit():
+        if self.freeze not in ("", "features") and not self.freeze.isdecimal():
             raise CnnlabError(f"--freeze takes a number of stages or 'features', got {self.freeze!r}")
         if self.per_class < 0:
             raise CnnlabError(f"--per-class must be 0 or more, got {self.per_class}")

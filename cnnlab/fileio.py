@@ -113,7 +113,7 @@ def remove_stale_temps(folder: Path) -> int:
     removed = 0
     for p in folder.glob(".*.tmp"):
         parts = p.name.rsplit(".", 3)  # [".NAME", PID, RANDOM, "tmp"]
-        if len(parts) == 4 and parts[1].isdigit() and not _alive(int(parts[1])):
+        if len(parts) == 4 and parts[1].isdecimal() and not _alive(int(parts[1])):
             p.unlink(missing_ok=True)
             removed += 1
     return removed
@@ -183,3 +183,13 @@ def refuse_changes(texts: dict[Path, str], force: bool) -> None:
     if changed and not force:
         more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
         raise CnnlabError(f"{changed[0]}{more} exists: pass --force to replace it, or write elsewhere")
+
+
+def user_cache_dir() -> Path:
+    """This user's cnnlab cache: ``$CNNLAB_CACHE_DIR``, else ``$XDG_CACHE_HOME/cnnlab``, else
+    ``~/.cache/cnnlab`` (per user: nothing another user wrote is ever loaded from it)."""
+    folder = os.environ.get("CNNLAB_CACHE_DIR")
+    if not folder:
+        xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        folder = str(Path(xdg) / "cnnlab")
+    return Path(folder)

@@ -88,7 +88,7 @@ def _affinity_cpus() -> int:
 def _env_threads(env: Mapping[str, str]) -> int | None:
     """``OMP_NUM_THREADS``'s count (its first level for a nested list like ``4,2``); None if unset or unreadable."""
     value = env.get("OMP_NUM_THREADS", "").split(",")[0].strip()
-    return int(value) if value.isdigit() and int(value) > 0 else None
+    return int(value) if value.isdecimal() and int(value) > 0 else None
 
 
 def decide(env: Mapping[str, str], cpus: int, flag: int | None = None) -> Decision:
@@ -104,7 +104,7 @@ def decide(env: Mapping[str, str], cpus: int, flag: int | None = None) -> Decisi
         threads, source = env_threads, "OMP_NUM_THREADS"
     else:
         local = env.get("LOCAL_WORLD_SIZE", "1")
-        threads, source = max(1, cpus // max(1, int(local) if local.isdigit() else 1)), "cores"
+        threads, source = max(1, cpus // max(1, int(local) if local.isdecimal() else 1)), "cores"
     out = {} if source == "OMP_NUM_THREADS" else {"OMP_NUM_THREADS": str(threads)}
     if "OMP_WAIT_POLICY" in env:
         wait = env["OMP_WAIT_POLICY"].upper()

@@ -53,6 +53,22 @@ def source_file(args: argparse.Namespace) -> str | None:
     return args.weights
 
 
+def read_labels(path: Path) -> list[str]:
+    """Class names, one per line (blank lines skipped): each named once, at least one."""
+    if not path.is_file():
+        raise CnnlabError(f"labels file {path} does not exist")
+    try:
+        classes = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except UnicodeDecodeError:
+        raise CnnlabError(f"labels file {path} is not UTF-8 text; give a text file with one class name per line") from None
+    if not classes:
+        raise CnnlabError(f"labels file {path} names no classes; write one class name per line")
+    if len(set(classes)) != len(classes):
+        twice = next(c for i, c in enumerate(classes) if c in classes[:i])
+        raise CnnlabError(f"labels file {path} names {twice!r} twice; each class needs its own name")
+    return classes
+
+
 def load_model(args: argparse.Namespace, classes_hint: list[str] | None = None) -> tuple[Classifier, list[str], Preprocess, dict]:
     """(model, class names, preprocessing, checkpoint-or-empty) from the command's arguments."""
     from cnnlab.engine import checkpoint as ckpt_mod
@@ -61,16 +77,15 @@ def load_model(args: argparse.Namespace, classes_hint: list[str] | None = None) 
     if args.checkpoint:
         if args.model or args.weights:
             raise CnnlabError("give either --checkpoint or --model with --weights, not both")
+        if getattr(args, "labels", None):
+            raise CnnlabError("--labels goes with --model/--weights; a checkpoint names its own classes (drop --labels)")
         ckpt = ckpt_mod.load(args.checkpoint)
         model, classes, pre = ckpt_mod.model_from_checkpoint(ckpt, use_ema=not args.no_ema)
         return model, classes, pre, ckpt
     if not (args.model and args.weights):
         raise CnnlabError("which model? pass --checkpoint RUN_DIR_OR_PT, or --model NAME --weights STATE_DICT")
     if args.labels:
-        path = Path(args.labels)
-        if not path.is_file():
-            raise CnnlabError(f"labels file {path} does not exist")
-        classes = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        classes = read_labels(Path(args.labels))
     elif classes_hint is not None:
         classes = classes_hint
     else:

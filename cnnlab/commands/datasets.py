@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
     for row in rows:
-        cells = [cell.rjust(w) if cell.isdigit() else cell.ljust(w) for cell, w in zip(row, widths)]
+        cells = [cell.rjust(w) if cell.isdecimal() else cell.ljust(w) for cell, w in zip(row, widths)]
         print("  ".join(cells + [row[-1]]).rstrip())
     print("Use a NAME, or a folder (class folders, MNIST idx files, CIFAR batches), wherever cnnlab asks for a dataset.")
     return 0

@@ -38,9 +38,15 @@ def _out_path(args: argparse.Namespace, stem: Path, inputs: tuple[Path, ...]) ->
         raise CnnlabError(f"--out {out}: an OpenVINO model is an .xml file (with its .bin beside it); name it {out.with_suffix('.xml')}")
     if args.out and args.format != "openvino" and out.suffix in (".xml", ".bin"):
         raise CnnlabError(f"--out {out}: an {out.suffix} name is OpenVINO's; name the {args.format} file e.g. {out.with_suffix('.onnx' if args.format == 'onnx' else '.pt')}")
+    if args.out and args.format == "onnx" and out.suffix != ".onnx":
+        raise CnnlabError(f"--out {out}: name the ONNX file {out.with_suffix('.onnx')} (runtimes and readers go by the suffix)")
+    if args.out and args.format == "torchscript" and out.suffix == ".onnx":
+        raise CnnlabError(f"--out {out}: an .onnx name is ONNX's; name the TorchScript file e.g. {out.with_suffix('.ts')}")
     if (blocker := file_in_the_way(out)) is not None:
         raise CnnlabError(f"--out {out}: {blocker} is a file, not a folder; choose another --out")
     for f in written_files(out, args.format):
+        if f.is_dir():
+            raise CnnlabError(f"{f} is a folder; choose another --out")
         if any(i.exists() and f.exists() and os.path.samefile(f, i) for i in inputs):
             raise CnnlabError(f"{f} is one of the export's inputs; choose another --out (even --force does not overwrite an input)")
         if f.exists() and not args.force:

@@ -32,6 +32,8 @@ def run(args: argparse.Namespace) -> int:
     from cnnlab.engine.inference import prepare
     from cnnlab.engine.task import inference_task
 
+    if args.top < 1:
+        raise CnnlabError(f"--top {args.top}: give how many classes to print, 1 or more")
     model, classes, pre, ckpt = load_model(args)
     device = pick_device(args.device)
     model = prepare(model, pre.input_size, device, engine_options(args), cache_key=source_file(args))  # BN folded once, packed, channels_last

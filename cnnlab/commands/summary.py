@@ -14,7 +14,7 @@ HELP = "print a model's layers (darknet-style), BFLOPs, parameters and multiply-
 def parse_input_size(text: str) -> tuple[int, int, int]:
     """``"3x224x224"`` (or with ``×`` / ``,``) → ``(3, 224, 224)``."""
     parts = re.split(r"\s*[x×X,]\s*", text.strip())
-    if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
+    if len(parts) != 3 or not all(p.isdecimal() and int(p) > 0 for p in parts):
         raise CnnlabError(f"--input {text!r} is not C×H×W; write it like 3x224x224")
     c, h, w = (int(p) for p in parts)
     return c, h, w

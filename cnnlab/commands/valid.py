@@ -6,6 +6,7 @@ never saw); for a detection run, mAP@0.5 with darknet's ``-map`` table."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -39,8 +40,12 @@ def run(args: argparse.Namespace) -> int:
     from cnnlab.engine.logger import Progress
     from cnnlab.engine.task import inference_task
 
+    if args.batch_size < 1:
+        raise CnnlabError(f"--batch-size {args.batch_size}: give 1 or more images per forward")
+    if args.workers < 0:
+        raise CnnlabError(f"--workers {args.workers}: give 0 (decode in this process) or more worker processes")
     if args.json:
-        _check_json_target(Path(args.json), args.force)  # before the evaluation, not after it
+        _check_json_target(Path(args.json), args.force, _inputs(args))  # before the evaluation, not after it
     data = args.data
     model, classes, pre, ckpt = load_model(args)
     if data is None:
@@ -84,11 +89,23 @@ def _as_trained(source, data: str, ckpt: dict):
     return ClassSubset(source, pick_classes(source, config["classes"]))
 
 
-def _check_json_target(path: Path, force: bool) -> None:
-    """``--json`` names a file the user may already have: replace it only with ``--force``. (The
-    default ``RUN/valid-<split>.json`` is this command's own report and is refreshed each time.)"""
+def _inputs(args: argparse.Namespace) -> list[Path]:
+    """The files the command reads (the report must never replace one of them)."""
+    from cnnlab.engine.checkpoint import resolve_path
+
+    if args.checkpoint:
+        return [resolve_path(args.checkpoint)]
+    return [Path(f) for f in (args.weights, args.labels) if f]
+
+
+def _check_json_target(path: Path, force: bool, inputs: list[Path]) -> None:
+    """``--json`` names a file the user may already have: replace it only with ``--force``, and never
+    one the command reads. (The default ``RUN/valid-<split>.json`` is this command's own report and is
+    refreshed each time.)"""
     if path.is_dir():
         raise CnnlabError(f"--json {path} is a folder: give a file name, e.g. {path / 'valid.json'}")
+    if path.exists() and any(i.exists() and os.path.samefile(path, i) for i in inputs):
+        raise CnnlabError(f"--json {path} is one of the command's inputs; give another file name (even --force does not overwrite an input)")
     if path.exists() and not force:
         raise CnnlabError(f"--json {path} exists: pass --force to replace it, or give another file name")
 

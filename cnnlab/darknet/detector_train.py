@@ -77,7 +77,7 @@ def check_detector_job(data: str, cfg: str, flavor: str, max_batches: int | None
     names = read_list(_resolve(options.get("names", "data/names.list"), data_file), "names list (from 'names=')", data_file)
     if len(names) != model.classes:
         raise CnnlabError(f"{data_file}: the names list has {len(names)} lines but {cfg}'s last detection layer has classes={model.classes}; make them equal")
-    if options.get("classes", "").isdigit() and int(options["classes"]) != model.classes:
+    if options.get("classes", "").isdecimal() and int(options["classes"]) != model.classes:
         raise CnnlabError(f"{data_file}: classes={options['classes']} but {cfg} detects {model.classes} classes; set classes={model.classes}")
     listing, paths = train_list(options, data_file, "data/train.txt")
     valid = valid_list(options, data_file, options.get("train", "data/train.txt")) if calc_map else []

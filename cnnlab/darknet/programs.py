@@ -57,7 +57,7 @@ def _load(cfg: str, weights: str | None, flavor: str, allow_partial: bool, err: 
 
 def _check_classes(options: dict[str, str], data_file: Path, model: DarknetNet, names: list[str]) -> None:
     if "classes" in options:
-        classes = int(options["classes"]) if options["classes"].lstrip("-").isdigit() else -1
+        classes = int(options["classes"]) if options["classes"].lstrip("-").isdecimal() else -1
         if classes != model.classes:
             raise CnnlabError(
                 f"{data_file}: classes={options['classes']} but the network outputs {model.classes} classes; "

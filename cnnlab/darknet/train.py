@@ -98,7 +98,7 @@ def check_job(data: str, cfg: str, flavor: str, max_batches: int | None, topk: b
             "train it with `cnnlab darknet detector train`, or give a classification .data (labels=) whose folders name the classes"
         )
     labels = read_list(_resolve(options.get(label_key, "data/labels.list"), data_file), f"label list (from '{label_key}=')", data_file)
-    classes = int(options["classes"]) if options.get("classes", "").lstrip("-").isdigit() else len(labels)
+    classes = int(options["classes"]) if options.get("classes", "").lstrip("-").isdecimal() else len(labels)
     if classes != model.classes:
         raise CnnlabError(f"{data_file}: classes={classes} but {cfg} outputs {model.classes}; set classes={model.classes} or use the matching cfg")
     if len(labels) < classes:

@@ -4,7 +4,7 @@ folded, dynamic batch) and run by that runtime.
 The ONNX file is the one exported graph; OpenVINO reads its IR converted from that file. Both are
 cached beside the checkpoint or weights file they came from (``<name>.<key>.onnx`` / ``.xml``; the key
 hashes what the graph depends on: the weights, the model's class and a darknet net's cfg and flavor),
-or in the system's temp folder when that folder is not writable. A later run with the same weights
+or in the user's cache (``~/.cache/cnnlab/exports``) when that folder is not writable. A later run with the same weights
 loads the cache instead of exporting again; a cached file the runtime cannot read is exported again.
 """
 
@@ -106,6 +106,20 @@ def _cache_path(model: nn.Module, cache_key: str | None) -> Path:
     name = f"{src.name if src else 'model'}.{h.hexdigest()[:12]}.onnx"
     if src is not None and os.access(src.parent, os.W_OK):
         return src.parent / name
-    folder = Path(tempfile.gettempdir()) / "cnnlab-exports"
-    folder.mkdir(exist_ok=True)
-    return folder / name
+    return _own_folder() / name
+
+
+def _own_folder() -> Path:
+    """This user's export cache (a shared temp folder would load what another user put there)."""
+    from cnnlab.fileio import user_cache_dir
+
+    folder = user_cache_dir() / "exports"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+    except OSError:  # no writable home: a temp folder only this user can enter
+        folder = Path(tempfile.gettempdir()) / f"cnnlab-exports-{os.getuid()}"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        if folder.stat().st_uid != os.getuid():
+            raise CnnlabError(f"{folder} belongs to another user; set CNNLAB_CACHE_DIR to a folder of yours") from None
+        return folder

@@ -125,13 +125,16 @@ def load_weights(model: nn.Module, state_dict: dict, source: str) -> list[str]:
     own = model.state_dict()
     for key, value in state_dict.items():
         if key in own and _shape(own[key]) != _shape(value):
-            if isinstance(model, Classifier) and key.startswith(model.meta.classifier + "."):
+            theirs, ours = _shape(value), _shape(own[key])
+            other_count = theirs is not None and ours is not None and theirs[1:] == ours[1:]  # only the output count differs
+            if isinstance(model, Classifier) and key.startswith(model.meta.classifier + ".") and other_count:
                 raise ClassCountMismatch(
                     f"{source} was trained for {value.shape[0]} classes but this model has {own[key].shape[0]}; "
                     f"to fine-tune it on the new classes use --finetune {source} (keeps the features, new classifier)",
                     trained=value.shape[0],
                 )
-            raise CnnlabError(f"{source} does not fit this model: {key} is {tuple(value.shape)} there, {tuple(own[key].shape)} here")
+            raise CnnlabError(f"{source} does not fit this model: {key} is {_shape(value)} there, {_shape(own[key])} here "
+                              "(a different architecture or size); check --model")  # fmt: skip
     missing, unexpected = model.load_state_dict(state_dict, strict=False)
     aux, missing = _split_aux(model, missing)
     if missing or unexpected:
@@ -185,13 +188,18 @@ def model_from_checkpoint(ckpt: dict, use_ema: bool = True) -> tuple[Classifier,
 
 def weights_from(path: str) -> dict:
     """Model weights from a cnnlab checkpoint (its EMA when kept) or a plain state_dict file (torchvision/timm)."""
+    return weights_and_classes(path)[0]
+
+
+def weights_and_classes(path: str) -> tuple[dict, list[str] | None]:
+    """:func:`weights_from`, and the class names a cnnlab checkpoint was trained on (None for a state_dict)."""
     p = resolve_path(path)
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:
         raise CnnlabError(f"{p} is corrupt or not a PyTorch weights file ({type(e).__name__})") from None
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
-        return obj["ema"] if obj.get("ema") is not None else obj["model"]
+        return (obj["ema"] if obj.get("ema") is not None else obj["model"]), list(obj.get("classes") or []) or None
     # other trainers' checkpoints hold the state_dict under one of these keys (timm's load_state_dict looks
     # for the same ones), and DDP / torch.compile prefix every key: timm's clean_state_dict strips those
     for key in ("state_dict_ema", "model_ema", "state_dict", "model"):
@@ -201,15 +209,16 @@ def weights_from(path: str) -> dict:
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         from timm.models import clean_state_dict
 
-        return clean_state_dict(obj)
+        return clean_state_dict(obj), None
     raise CnnlabError(f"{p} holds neither a cnnlab checkpoint nor a state_dict (a dict of tensors, or one under "
                       "'state_dict' / 'model' / 'state_dict_ema' / 'model_ema')")  # fmt: skip
 
 
-def start_weights(model: nn.Module, init: str, finetune: str) -> list[str]:
+def start_weights(model: nn.Module, init: str, finetune: str, classes: list[str] | None = None) -> list[str]:
     """``--init`` (every weight, same classes) or ``--finetune`` (all but the classifier) for a new run:
     from a cnnlab checkpoint, a torchvision/timm state_dict, or (darknet cfgs) a darknet ``.weights``
-    file — a ``partial`` backbone included. Returns the lines to print."""
+    file — a ``partial`` backbone included. ``classes``: the run's class names, which a cnnlab
+    checkpoint given to ``--init`` must have in the same order. Returns the lines to print."""
     if init and finetune:
         raise CnnlabError("give either --init (same classes) or --finetune (new classifier), not both")
     path = init or finetune
@@ -218,10 +227,29 @@ def start_weights(model: nn.Module, init: str, finetune: str) -> list[str]:
     if is_darknet_weights(path):
         return _start_darknet(model, path, full=bool(init))
     if init:
-        return load_weights(model, weights_from(init), init)
+        weights, trained_on = weights_and_classes(init)
+        notes = load_weights(model, weights, init)
+        _check_same_classes(init, trained_on, classes)
+        return notes
     if not isinstance(model, Classifier):
         raise CnnlabError(f"--finetune puts a new classifier on a classifier; {type(model).__name__} is not one (use --init)")
     return load_features(model, weights_from(finetune), finetune)
+
+
+def _check_same_classes(init: str, trained_on: list[str] | None, classes: list[str] | None) -> None:
+    """--init keeps the classifier, so output i must still mean class i: the same names in the same order."""
+    if not trained_on or classes is None or list(trained_on) == list(classes):
+        return
+    if len(trained_on) != len(classes):
+        return  # the classifier's shape already differs: load_weights said so
+    order = "the same classes in another order" if sorted(trained_on) == sorted(classes) else "other classes"
+    raise CnnlabError(f"{init} was trained on classes {_some(trained_on)} and this run has {order} ({_some(classes)}): "
+                      f"--init keeps the classifier, whose outputs would name the wrong classes; use --finetune {init} "
+                      "(a new classifier) or --classes in the checkpoint's order")  # fmt: skip
+
+
+def _some(names: list[str]) -> str:
+    return ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
 
 
 def is_darknet_weights(path: str) -> bool:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import platform
 from pathlib import Path
 
@@ -29,11 +28,9 @@ METHOD = "timed in the network"
 
 
 def cache_file() -> Path:
-    folder = os.environ.get("CNNLAB_CACHE_DIR")
-    if not folder:
-        xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-        folder = str(Path(xdg) / "cnnlab")
-    return Path(folder) / FILE_NAME
+    from cnnlab.fileio import user_cache_dir
+
+    return user_cache_dir() / FILE_NAME
 
 
 def layer_key(conv: nn.Conv2d, input_size: tuple[int, ...], activation: str, candidates: list[str]) -> str:

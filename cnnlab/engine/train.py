@@ -133,7 +133,8 @@ def setup(cfg: TrainConfig, resume: str | None, dist: Dist, device: torch.device
     pre = build_preprocess(model, cfg.preprocess)
     notes = list(data.notes)
     if ckpt is None:
-        notes += ckpt_mod.start_weights(model, cfg.init, cfg.finetune)
+        named = list(data.classes) if cfg.task != "embedding" else None  # an embedding's outputs name no class
+        notes += ckpt_mod.start_weights(model, cfg.init, cfg.finetune, named)
     tuning = Finetune.from_config(model, cfg)
     notes.append(tuning.freeze(model))
     normalize = prepare_for_training(model, pre, cfg, device, amp)

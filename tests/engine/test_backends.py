@@ -74,3 +74,16 @@ def test_what_a_backend_cannot_run_is_refused_before_anything_is_printed(options
     with pytest.raises(CnnlabError, match=re.escape(says)):
         prepare(_lenet(0), SHAPE, torch.device("cpu"), options, log=log)
     assert log.getvalue() == ""
+
+
+def test_a_read_only_source_folder_caches_in_this_users_cache(tmp_path: Path, monkeypatch) -> None:
+    """Not in a temp folder every user shares (a second user could not write there, and would load
+    whatever the first left)."""
+    from cnnlab.engine import backends
+
+    key = tmp_path / "ro" / "best.pt"
+    key.parent.mkdir()
+    key.write_bytes(b"checkpoint")
+    monkeypatch.setenv("CNNLAB_CACHE_DIR", str(tmp_path / "mine"))
+    monkeypatch.setattr(backends.os, "access", lambda path, mode: Path(path) != key.parent)
+    assert _cache_path(_lenet(0), str(key)).parent == tmp_path / "mine" / "exports"

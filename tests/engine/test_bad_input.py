@@ -193,3 +193,62 @@ def test_a_non_finite_held_out_loss_is_warned_about_not_hidden(cli, tmp_path: Pa
     warnings = [line for line in r.err.splitlines() if line.startswith("warning: the held-out loss is nan")]
     assert len(warnings) == 1 and "lower --lr" in warnings[0], r.err
     assert "Traceback" not in r.err
+
+
+def test_predict_and_valid_arguments_out_of_range_and_bad_labels_files(cli, tiny_run: Path, tmp_path: Path) -> None:
+    """Each was a traceback or a silent no-op (found by an adversarial pass)."""
+    import torch
+
+    from cnnlab.models import create_model
+
+    image = tmp_path / "x.png"
+    image.write_bytes(_jpeg((1, 2, 3)))
+    _one_line_error(cli("predict", "-c", tiny_run, image, "-t", "-1"), "--top -1", "1 or more")
+    _one_line_error(cli("predict", "-c", tiny_run, image, "-t", "0"), "--top 0")
+    _one_line_error(cli("valid", "-c", tiny_run, "--workers", "-1", "--no-progress"), "--workers -1")
+    _one_line_error(cli("valid", "-c", tiny_run, "--batch-size", "0", "--no-progress"), "--batch-size 0")
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(str(i) for i in range(10)) + "\n")
+    _one_line_error(cli("predict", "-c", tiny_run, "--labels", labels, image), "--labels goes with --model/--weights")
+    torch.save(create_model("lenet5", num_classes=10).state_dict(), tmp_path / "sd.pt")
+    plain = ["predict", "--model", "lenet5", "--weights", tmp_path / "sd.pt", "--labels", labels, image]
+    labels.write_bytes(b"\xff\xfe\x00binary")
+    _one_line_error(cli(*plain), "is not UTF-8 text")
+    labels.write_text("\n \n")
+    _one_line_error(cli(*plain), "names no classes")
+    labels.write_text("cat\ndog\ncat\n")
+    _one_line_error(cli(*plain), "names 'cat' twice")
+
+
+def test_unicode_digits_that_int_cannot_read_are_refused_in_one_line(cli, tmp_path: Path) -> None:
+    """'²'.isdigit() is True but int('²') raises: --freeze and --classes crashed on it."""
+    _one_line_error(cli("train", *TINY, "--freeze", "²", "--out", tmp_path / "a"), "--freeze takes a number")
+    r = cli("train", *TINY, "--classes", "²,1", "--out", tmp_path / "b")
+    assert r.code == 2 and "Traceback" not in r.err and "²" in r.err, r.err
+
+
+def test_valid_never_writes_its_report_over_the_checkpoint_it_reads(cli, tiny_run: Path) -> None:
+    best = tiny_run / "checkpoints" / "best.pt"
+    before = best.read_bytes()
+    _one_line_error(cli("valid", "-c", tiny_run, "--json", best, "--force", "--no-progress"), "is one of the command's inputs")
+    assert best.read_bytes() == before
+
+
+def test_init_from_a_checkpoint_of_other_classes_is_refused(cli, tiny_run: Path, tmp_path: Path) -> None:
+    """--init keeps the classifier: a run on the same number of other (or reordered) classes would
+    have trained on outputs named for the wrong classes without a word."""
+    best = tiny_run / "checkpoints" / "best.pt"
+    order = ",".join(str(i) for i in range(9, -1, -1))
+    _one_line_error(cli("train", *TINY, "--init", best, "--classes", order, "--out", tmp_path / "a"),
+                    "the same classes in another order", f"--finetune {best}")  # fmt: skip
+    assert cli("train", *TINY, "--init", best, "--out", tmp_path / "b").code == 0  # the same classes: fine
+
+
+def test_weights_of_another_architecture_are_not_called_a_class_count_problem(cli, tmp_path: Path) -> None:
+    import torch
+
+    from cnnlab.models import create_model
+
+    torch.save(create_model("lenet5", num_classes=10).state_dict(), tmp_path / "sd.pt")
+    r = cli("train", *TINY, "--model", "resnet20", "--init", tmp_path / "sd.pt", "--out", tmp_path / "a")
+    _one_line_error(r, "does not fit this model", "a different architecture", "check --model")

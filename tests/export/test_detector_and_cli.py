@@ -118,6 +118,9 @@ def test_bf16_openvino_export_is_close(mnist_train, mnist_val, tmp_path) -> None
         (["{run}", "--format", "onnx"], "already exists; pass --force"),
         (["{run}", "--format", "onnx", "--out", "{run}/m.xml"], "an .xml name is OpenVINO's"),
         (["{run}", "--format", "onnx", "--out", "{run}/checkpoints/best.pt/m.onnx"], "best.pt is a file, not a folder"),
+        (["{run}", "--format", "onnx", "--out", "{run}/checkpoints/last.pt", "--force"], "name the ONNX file"),
+        (["{run}", "--format", "torchscript", "--out", "{run}/m.onnx"], "an .onnx name is ONNX's"),
+        (["{run}", "--format", "openvino", "--out", "{run}/m.xml"], "m.bin is a folder; choose another --out"),
         (["{run}", "--format", "onnx", "--check-images", "-1"], "--check-images -1"),
     ],
 )
@@ -128,6 +131,8 @@ def test_errors_are_one_line(args: list[str], message: str, detector, tmp_path, 
     ckpt = save_checkpoint(create_model("lenet5", num_classes=10), [str(i) for i in range(10)], MNIST_32, tmp_path / "run" / "checkpoints" / "best.pt")
     if message.startswith("already exists"):
         ckpt.with_suffix(".onnx").write_bytes(b"keep me")
+    if "m.bin is a folder" in message:
+        (tmp_path / "run" / "m.bin").mkdir()
     argv = [a.format(run=tmp_path / "run", cfg=detector[0] / "yolo.cfg") for a in args]
     assert main(["export", *argv]) == 2
     err = capsys.readouterr().err

@@ -56,7 +56,7 @@ class Devkit:
 def _val_number(filename: str) -> int | None:
     stem = Path(filename).name.split(".")[0]
     prefix, _, digits = stem.rpartition("_")
-    if not prefix.endswith("val") or not digits.isdigit():
+    if not prefix.endswith("val") or not digits.isdecimal():
         return None
     return int(digits)
 
@@ -100,7 +100,7 @@ def parse_ground_truth(text: str) -> list[int]:
         line = line.strip()
         if not line:
             continue
-        if not line.isdigit():
+        if not line.isdecimal():
             raise CnnlabError(f"{GT_NAME} line {n} is {line!r}, not a class ID; pass the original devkit")
         ids.append(int(line))
     return ids

@@ -91,7 +91,7 @@ async def _fetch_once(session: aiohttp.ClientSession, url: str, opts: DownloadOp
                 if not 200 <= r.status < 300:
                     raise Unusable("http_error", str(r.status))
                 length = r.headers.get("Content-Length")
-                if length and length.isdigit() and int(length) > opts.max_bytes:
+                if length and length.isdecimal() and int(length) > opts.max_bytes:
                     raise Unusable("too_large", f"{length} bytes")
                 body = bytearray()
                 async for chunk in r.content.iter_chunked(CHUNK):

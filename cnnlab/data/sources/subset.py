@@ -69,7 +69,7 @@ def pick_classes(source: ImageSource, spec: str) -> list[int]:
     for token in (t.strip() for t in spec.split(",")):
         if token in names:
             index = names[token]
-        elif token.isdigit() and int(token) < len(source.classes):
+        elif token.isdecimal() and int(token) < len(source.classes):
             index = int(token)
         else:
             shown = ", ".join(source.classes[:12]) + (", ..." if len(source.classes) > 12 else "")
