@@ -68,8 +68,10 @@ def load_sources(cfg: TrainConfig) -> Data:
     return Data(train, val, notes)
 
 
-def build_preprocess(model: nn.Module, overrides: dict) -> Preprocess:
-    pre = model.meta.preprocess
+def build_preprocess(model: nn.Module, overrides: dict, trained_with: Preprocess | None = None) -> Preprocess:
+    """The model's preprocessing — or, when the run starts from a cnnlab checkpoint, the one its
+    weights were trained with (the features expect that normalisation) — then ``--preprocess`` keys."""
+    pre = trained_with or model.meta.preprocess
     if overrides:
         d = pre.to_dict()
         unknown = set(overrides) - set(d)
@@ -78,6 +80,15 @@ def build_preprocess(model: nn.Module, overrides: dict) -> Preprocess:
         d.update(overrides)
         pre = Preprocess.from_dict(d)
     return pre
+
+
+def inherited_preprocess_line(model: nn.Module, pre: Preprocess, trained_with: Preprocess | None, source: str) -> str:
+    """The line saying the run takes its start weights' preprocessing, when that is not the model's own."""
+    if trained_with is None or trained_with == model.meta.preprocess:
+        return ""
+    d = trained_with.to_dict()
+    return (f"preprocessing from {source} (its weights were trained with it): mean {d['mean']}, std {d['std']}, "
+            f"input {d['input_size']}" + (" (--preprocess keys on top)" if pre != trained_with else ""))
 
 
 def load_data(cfg: TrainConfig, data: Data, pre: Preprocess, dist: Dist, pin: bool, task=None, model: nn.Module | None = None):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -188,18 +189,28 @@ def model_from_checkpoint(ckpt: dict, use_ema: bool = True) -> tuple[Classifier,
 
 def weights_from(path: str) -> dict:
     """Model weights from a cnnlab checkpoint (its EMA when kept) or a plain state_dict file (torchvision/timm)."""
-    return weights_and_classes(path)[0]
+    return read_source(path).weights
 
 
-def weights_and_classes(path: str) -> tuple[dict, list[str] | None]:
-    """:func:`weights_from`, and the class names a cnnlab checkpoint was trained on (None for a state_dict)."""
+@dataclass
+class Source:
+    """What a run can start from: the weights, and for a cnnlab checkpoint its class names and the
+    preprocessing its weights were trained with (None for another trainer's state_dict)."""
+
+    weights: dict
+    classes: list[str] | None = None
+    preprocess: Preprocess | None = None
+
+
+def read_source(path: str) -> Source:
     p = resolve_path(path)
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:
         raise CnnlabError(f"{p} is corrupt or not a PyTorch weights file ({type(e).__name__})") from None
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
-        return (obj["ema"] if obj.get("ema") is not None else obj["model"]), list(obj.get("classes") or []) or None
+        pre = Preprocess.from_dict(obj["preprocess"]) if obj.get("preprocess") else None
+        return Source(obj["ema"] if obj.get("ema") is not None else obj["model"], list(obj.get("classes") or []) or None, pre)
     # other trainers' checkpoints hold the state_dict under one of these keys (timm's load_state_dict looks
     # for the same ones), and DDP / torch.compile prefix every key: timm's clean_state_dict strips those
     for key in ("state_dict_ema", "model_ema", "state_dict", "model"):
@@ -209,31 +220,32 @@ def weights_and_classes(path: str) -> tuple[dict, list[str] | None]:
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         from timm.models import clean_state_dict
 
-        return clean_state_dict(obj), None
+        return Source(clean_state_dict(obj))
     raise CnnlabError(f"{p} holds neither a cnnlab checkpoint nor a state_dict (a dict of tensors, or one under "
                       "'state_dict' / 'model' / 'state_dict_ema' / 'model_ema')")  # fmt: skip
 
 
-def start_weights(model: nn.Module, init: str, finetune: str, classes: list[str] | None = None) -> list[str]:
+def start_weights(model: nn.Module, init: str, finetune: str, classes: list[str] | None = None) -> tuple[list[str], Preprocess | None]:
     """``--init`` (every weight, same classes) or ``--finetune`` (all but the classifier) for a new run:
     from a cnnlab checkpoint, a torchvision/timm state_dict, or (darknet cfgs) a darknet ``.weights``
     file — a ``partial`` backbone included. ``classes``: the run's class names, which a cnnlab
-    checkpoint given to ``--init`` must have in the same order. Returns the lines to print."""
+    checkpoint given to ``--init`` must have in the same order. Returns the lines to print and the
+    preprocessing the weights were trained with (a cnnlab checkpoint's; else None)."""
     if init and finetune:
         raise CnnlabError("give either --init (same classes) or --finetune (new classifier), not both")
     path = init or finetune
     if not path:
-        return []
+        return [], None
     if is_darknet_weights(path):
-        return _start_darknet(model, path, full=bool(init))
+        return _start_darknet(model, path, full=bool(init)), None
+    src = read_source(path)
     if init:
-        weights, trained_on = weights_and_classes(init)
-        notes = load_weights(model, weights, init)
-        _check_same_classes(init, trained_on, classes)
-        return notes
+        notes = load_weights(model, src.weights, init)
+        _check_same_classes(init, src.classes, classes)
+        return notes, src.preprocess
     if not isinstance(model, Classifier):
         raise CnnlabError(f"--finetune puts a new classifier on a classifier; {type(model).__name__} is not one (use --init)")
-    return load_features(model, weights_from(finetune), finetune)
+    return load_features(model, src.weights, finetune), src.preprocess
 
 
 def _check_same_classes(init: str, trained_on: list[str] | None, classes: list[str] | None) -> None:

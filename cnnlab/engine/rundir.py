@@ -164,16 +164,16 @@ def _choose_run(cfg, resume: str | None, world: int) -> RunDir:
             return RunDir(target, True)
         if (target / "config.yaml").is_file():  # stopped before its first checkpoint: nothing to keep
             (target / "metrics.jsonl").unlink(missing_ok=True)
-            _save_config(cfg, target, world)
+            save_config(cfg, target, world)
             return RunDir(target, False)
         if resume:
             raise CnnlabError(f"nothing to resume in {target}: no checkpoints/last.pt (start a new run without --resume)")
     path = new_run_dir(cfg.out, cfg.model, cfg.data)
-    _save_config(cfg, path, world)
+    save_config(cfg, path, world)
     return RunDir(path, False)
 
 
-def _save_config(cfg, path: Path, world: int) -> None:
+def save_config(cfg, path: Path, world: int) -> None:
     from cnnlab import __version__, config as config_mod
 
     extra = {"cnnlab_version": __version__, "git_revision": git_revision(), "world_size": world}  # global_batch: a config key

@@ -29,7 +29,8 @@ from cnnlab.config import TrainConfig
 from cnnlab.data.loader import BadImageLog
 from cnnlab.engine import checkpoint as ckpt_mod, distributed
 from cnnlab.engine.build import (
-    Data, build_optimization, build_preprocess, load_data, load_sources, prepare_for_training, seed_everything, steps_per_epoch,
+    Data, build_optimization, build_preprocess, inherited_preprocess_line, load_data, load_sources, prepare_for_training,
+    seed_everything, steps_per_epoch,
 )  # fmt: skip
 from cnnlab.engine.autobatch import settle_batch
 from cnnlab.engine.device import amp_dtype, is_out_of_memory, pick_device
@@ -41,9 +42,10 @@ from cnnlab.engine.loop import NonFiniteLoss, Trainer, train_one_epoch  # noqa: 
 from cnnlab.engine.preemption import Preemption
 from cnnlab.engine.rundir import RunDir, check_out, discard_unstarted, mark_started, open_run, read_jsonl, release_runs, write_json
 from cnnlab.engine.state import RankState, TrainState
-from cnnlab.engine.train_checkpoint import CheckpointWriter, check_resume, restore
+from cnnlab.engine.train_checkpoint import CheckpointWriter, check_resume, record_resume_changes, restore
 from cnnlab.engine.task import Report, Task, build_task
 from cnnlab.errors import CnnlabError
+from cnnlab.model_meta import Preprocess
 from cnnlab.models.layers import unwrap
 
 
@@ -125,16 +127,21 @@ def setup(cfg: TrainConfig, resume: str | None, dist: Dist, device: torch.device
     run = open_run(cfg, resume, dist)
     task = build_task(cfg.task, cfg, data.train, device)
     ckpt = ckpt_mod.load(run.last, map_location=device) if run.resuming else None
+    resumed_with = ""
     if ckpt is not None:
         check_resume(ckpt, cfg, data.classes, run.path)
+        resumed_with = record_resume_changes(ckpt, cfg, run.path, dist)
     # A resumed run rebuilds the network its checkpoint describes (a darknet cfg's text travels in it).
     model = ckpt_mod.build_model(ckpt["arch"]) if ckpt else task.build_model(cfg.model, cfg.model_kwargs)
     task.check_model(model)
-    pre = build_preprocess(model, cfg.preprocess)
-    notes = list(data.notes)
+    notes = [*data.notes, resumed_with]
     if ckpt is None:
         named = list(data.classes) if cfg.task != "embedding" else None  # an embedding's outputs name no class
-        notes += ckpt_mod.start_weights(model, cfg.init, cfg.finetune, named)
+        started, trained_with = ckpt_mod.start_weights(model, cfg.init, cfg.finetune, named)
+        pre = build_preprocess(model, cfg.preprocess, trained_with)
+        notes += started + [inherited_preprocess_line(model, pre, trained_with, cfg.init or cfg.finetune)]
+    else:  # the preprocessing the run started with (a checkpoint it started from may have set it)
+        pre = Preprocess.from_dict(ckpt["preprocess"]) if ckpt.get("preprocess") else build_preprocess(model, cfg.preprocess)
     tuning = Finetune.from_config(model, cfg)
     notes.append(tuning.freeze(model))
     normalize = prepare_for_training(model, pre, cfg, device, amp)

@@ -109,3 +109,17 @@ def test_a_bad_image_in_the_dropped_last_batch_is_reported(cli, tmp_path: Path) 
     assert r.code == 0, r.err
     bad = json.loads((tmp_path / "run" / "summary.json").read_text())["bad_images"]
     assert len(bad) == 1 and str(files[order[-1]]) in bad[0], bad
+
+
+def test_a_resume_records_a_longer_run_and_refuses_keys_it_could_not_apply(cli, tmp_path: Path) -> None:
+    """--epochs extends a resumed run and the folder says so (config.yaml kept the old count); --lr was
+    accepted and silently overridden by the optimizer and schedule the run continues."""
+    run = tmp_path / "run"
+    assert cli("train", *TINY, "--out", run).code == 0
+    r = cli("train", "--resume", run, "--lr", "0.5")
+    _one_line(r, "--lr cannot change when resuming", f"--init {run / 'checkpoints' / 'last.pt'}")
+    r = cli("train", "--resume", run, "--epochs", "2", "--workers", "0")
+    assert r.code == 0, r.err
+    assert "resumed with --epochs 2 (was 1)" in r.out
+    assert "epochs: 2\n" in (run / "config.yaml").read_text()
+    assert json.loads((run / "summary.json").read_text())["epochs"] == 2

@@ -172,7 +172,7 @@ def test_a_class_count_change_replaces_the_head_and_says_so(tmp_path: Path) -> N
     src = create_model("resnet20", num_classes=10, in_chans=3)
     torch.save(src.state_dict(), tmp_path / "r20.pt")
     model = create_model("resnet20", num_classes=4, in_chans=3)
-    assert start_weights(model, "", str(tmp_path / "r20.pt")) == [
+    assert start_weights(model, "", str(tmp_path / "r20.pt"))[0] == [
         f"new classifier: fc starts fresh with 4 outputs ({tmp_path / 'r20.pt'} had 10 outputs, not loaded)"]  # fmt: skip
     assert torch.equal(model.layer3[0].conv1.weight, src.layer3[0].conv1.weight)
     with pytest.raises(Exception, match="was trained for 10 classes but this model has 4; to fine-tune it on the new classes use --finetune"):
@@ -243,7 +243,7 @@ def test_darknet_weights_start_a_finetune_with_a_new_classifier_layer(tmp_path: 
     src.net.save_weights(tmp_path / "stop.conv.2", upto=2)  # what `cnnlab darknet partial CFG W OUT 2` writes
     for weights, loaded in (("full.weights", 3), ("stop.conv.2", 2)):
         model = create_model(f"darknet:{cfg}", num_classes=5)
-        (line,) = start_weights(model, "", str(tmp_path / weights))
+        (line,), _ = start_weights(model, "", str(tmp_path / weights))
         assert line.startswith(f"loaded darknet weights {tmp_path / weights}: layers 0-{loaded - 1} of 6; layer 3 [convolutional] is the new classifier (5 outputs)")
         for i in range(loaded):
             for key, value in src.net.layers[i].state_dict().items():
@@ -269,7 +269,7 @@ def test_darknet_weights_that_are_not_a_backbone_of_the_cfg_are_refused(tmp_path
     for name, says in cases.items():
         with pytest.raises(CnnlabError, match=re.escape(says)):
             start_weights(create_model(f"darknet:{cfg}", num_classes=5), "", str(tmp_path / name))
-    (line,) = start_weights(create_model(f"darknet:{cfg}", num_classes=5), "", str(tmp_path / "nine.weights"))
+    (line,), _ = start_weights(create_model(f"darknet:{cfg}", num_classes=5), "", str(tmp_path / "nine.weights"))
     assert "layers 0-2 of 6" in line
 
 
@@ -315,3 +315,25 @@ def test_other_trainers_checkpoints_load_through_their_wrapper_and_ddp_prefix(tm
         torch.save(obj, tmp_path / name)
         got = weights_from(str(tmp_path / name))
         assert got.keys() == sd.keys() and all(torch.equal(got[k], sd[k]) for k in sd), name
+
+
+def test_finetuning_keeps_the_preprocessing_the_start_weights_were_trained_with(cli, tmp_path: Path) -> None:
+    """A run started from a cnnlab checkpoint normalises as that checkpoint's run did (its features
+    expect it) and says so; --preprocess keys still win; a resumed run keeps what it started with."""
+    base = ["--model", "lenet5", "--data", "digits", "--epochs", "1", "--batch-size", "16", "--train-limit", "64",
+            "--val-limit", "32", "--workers", "0", "--no-progress"]  # fmt: skip
+    r = cli("train", *base, "--preprocess", "{mean: [0.5], std: [0.25]}", "--out", tmp_path / "pre")
+    assert r.code == 0, r.err
+    r = cli("train", *base, "--finetune", tmp_path / "pre", "--out", tmp_path / "ft")
+    assert r.code == 0, r.err
+    assert f"preprocessing from {tmp_path / 'pre'} (its weights were trained with it): mean [0.5], std [0.25]" in r.out
+    saved = torch.load(tmp_path / "ft" / "checkpoints" / "last.pt", weights_only=True)["preprocess"]
+    assert (saved["mean"], saved["std"]) == ([0.5], [0.25])
+    r = cli("train", *base, "--finetune", tmp_path / "pre", "--preprocess", "{std: [0.5]}", "--out", tmp_path / "ft2")
+    assert r.code == 0 and "(--preprocess keys on top)" in r.out, r.err
+    saved = torch.load(tmp_path / "ft2" / "checkpoints" / "last.pt", weights_only=True)["preprocess"]
+    assert (saved["mean"], saved["std"]) == ([0.5], [0.5])
+    r = cli("train", "--resume", tmp_path / "ft", "--epochs", "2")
+    assert r.code == 0, r.err
+    saved = torch.load(tmp_path / "ft" / "checkpoints" / "last.pt", weights_only=True)["preprocess"]
+    assert (saved["mean"], saved["std"]) == ([0.5], [0.25])
