@@ -42,10 +42,10 @@ class TrainConfig:
     # --- fine-tuning and transfer (docs: README "Fine-tuning")
     classes: str = ""  # train and evaluate on these classes only: names or indices as the data set names them, comma-separated (e.g. 5,6,7,8,9); "" = all
     per_class: int = 0  # train on N seeded images per class (evaluation keeps every held-out image); 0 = all
-    freeze: str = ""  # N: the first N stages of the model (listed when the run starts) get no gradient and keep their BatchNorm statistics; features: every stage forward_features runs (a fixed feature extractor); "" = none
+    freeze: str = ""  # N: the first N stages of the model (in forward order; the run names those it froze) get no gradient and keep their BatchNorm statistics; features: every stage forward_features runs (a fixed feature extractor); "" = none
     unfreeze_at: int = 0  # from this epoch on (1-based, as printed) the frozen stages train too; 0 = never
     head_lr_mult: float = 1.0  # the classifier's (and auxiliary heads') learning rate is lr x this
-    layer_decay: float = 1.0  # layer-wise lr decay: stage i of n trains at lr x layer_decay^(n - i), the head at lr; 1 = off
+    layer_decay: float = 1.0  # layer-wise lr decay: stage i of n trains at lr x layer_decay^(n - i), the head at lr x head_lr_mult; 1 = off
 
     # --- schedule of the run
     epochs: int = 10  # passes over the training images
@@ -282,6 +282,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
             p.add_argument(flag, dest=f.name, nargs="+", default=None, help=help_)
         else:
             p.add_argument(flag, dest=f.name, default=None, help=help_)
+
+
+# keys a resumed run may change: how long it trains (the schedule is laid over the new length), and how
+# it runs, not what it computes; any other key is fixed by the optimizer, scheduler and data order it continues
+CHANGEABLE_ON_RESUME = frozenset({"epochs", "workers", "progress", "log_every", "ckpt_every", "device", "max_bad_fraction", "out"})
+
+
+def check_resume_overrides(saved: dict, overrides: dict, run_dir: Path) -> None:
+    """Refuse a command-line key that differs from the run's own (in config.yaml) and that a resumed run
+    could not apply: its optimizer, schedule and data order continue as saved."""
+    then, now = resolve(saved), resolve(saved, overrides)
+    for key in overrides:
+        if key in ("data", "model", "task"):
+            continue  # refused when the checkpoint is read, with what to do instead (train_checkpoint.check_resume)
+        if key not in CHANGEABLE_ON_RESUME and getattr(then, key) != getattr(now, key):
+            raise CnnlabError(
+                f"--{key.replace('_', '-')} cannot change when resuming ({run_dir} has {getattr(then, key)!r}): the run continues "
+                f"with the optimizer, schedule and data it had; resume without it, or start a new run from it with "
+                f"--init {run_dir / 'checkpoints' / 'last.pt'}"
+            )
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict:

@@ -44,6 +44,8 @@ def _out_path(args: argparse.Namespace, stem: Path, inputs: tuple[Path, ...]) ->
         raise CnnlabError(f"--out {out}: an .onnx name is ONNX's; name the TorchScript file e.g. {out.with_suffix('.ts')}")
     if (blocker := file_in_the_way(out)) is not None:
         raise CnnlabError(f"--out {out}: {blocker} is a file, not a folder; choose another --out")
+    if not args.out and not os.access(out.parent, os.W_OK):
+        raise CnnlabError(f"cannot write beside the source in {out.parent}; pass --out PATH in a folder you can write")
     for f in written_files(out, args.format):
         if f.is_dir():
             raise CnnlabError(f"{f} is a folder; choose another --out")

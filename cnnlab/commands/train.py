@@ -35,6 +35,8 @@ def run(args: argparse.Namespace) -> int:
             from cnnlab.errors import CnnlabError
 
             raise CnnlabError(f"{args.resume} is not a run directory (no config.yaml); start a new run without --resume")
+        if (Path(args.resume) / "checkpoints" / "last.pt").is_file():  # a run stopped before its first checkpoint may change anything
+            config.check_resume_overrides(config.load_saved(saved), overrides, Path(args.resume))
         cfg = config.resolve(config.load_saved(saved), overrides)
     else:
         recipe = config.load_recipe(args.config) if args.config else {}

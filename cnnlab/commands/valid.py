@@ -46,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
         raise CnnlabError(f"--workers {args.workers}: give 0 (decode in this process) or more worker processes")
     if args.json:
         _check_json_target(Path(args.json), args.force, _inputs(args))  # before the evaluation, not after it
+        if not _writable_folder(Path(args.json).parent):
+            raise CnnlabError(f"--json {args.json}: cannot write in {Path(args.json).parent}; give a file in a folder you can write")
     data = args.data
     model, classes, pre, ckpt = load_model(args)
     if data is None:
@@ -72,6 +74,9 @@ def run(args: argparse.Namespace) -> int:
     if bad.bad:
         print(bad.report())
     out = Path(args.json) if args.json else _default_json(args)
+    if out is not None and not args.json and not _writable_folder(out.parent):
+        print(f"report not written: {out.parent} is read-only (pass --json PATH to keep it elsewhere)", file=sys.stderr)
+        out = None
     if out is not None:
         doc = report.to_dict() | {"data": data, "split": args.split, "tencrop": args.tencrop, "bad_images": list(bad.bad)}
         write_json_atomic(out, doc)
@@ -108,6 +113,13 @@ def _check_json_target(path: Path, force: bool, inputs: list[Path]) -> None:
         raise CnnlabError(f"--json {path} is one of the command's inputs; give another file name (even --force does not overwrite an input)")
     if path.exists() and not force:
         raise CnnlabError(f"--json {path} exists: pass --force to replace it, or give another file name")
+
+
+def _writable_folder(folder: Path) -> bool:
+    """The nearest existing folder on the way to ``folder`` lets this user create files."""
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder.is_dir() and os.access(folder, os.W_OK)
 
 
 def _default_json(args: argparse.Namespace) -> Path | None:

@@ -260,6 +260,19 @@ def _check_same_classes(init: str, trained_on: list[str] | None, classes: list[s
                       "(a new classifier) or --classes in the checkpoint's order")  # fmt: skip
 
 
+def _fits_as_backbone(net: nn.Module, path: str) -> bool:
+    """Whether darknet weights that do not fit the whole net load as its backbone (on a copy)."""
+    import copy
+
+    from cnnlab.darknet.classifier import classifier_index
+
+    try:
+        copy.deepcopy(net).load_weights(path, allow_partial=True, upto=classifier_index(net))
+        return True
+    except CnnlabError:
+        return False
+
+
 def _some(names: list[str]) -> str:
     return ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
 
@@ -277,7 +290,13 @@ def _start_darknet(model: nn.Module, path: str, full: bool) -> list[str]:
     from cnnlab.darknet.classifier import classifier_index
 
     k = None if full else classifier_index(net)
-    net.load_weights(path, allow_partial=not full, upto=k)
+    try:
+        net.load_weights(path, allow_partial=not full, upto=k)
+    except CnnlabError:
+        if full and _fits_as_backbone(net, path):
+            raise CnnlabError(f"{path} fits this cfg up to its classifier, which has another number of outputs than this run's "
+                              f"{model.num_classes} classes; use --finetune {path} (a new classifier layer)") from None  # fmt: skip
+        raise
     loaded = net.loaded_layers
     line = f"loaded darknet weights {path}: layers 0-{loaded - 1} of {len(net.layers)}"
     if not full:

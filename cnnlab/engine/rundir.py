@@ -40,6 +40,8 @@ def check_out(out: str) -> None:
     if p.exists() and not p.is_dir():
         raise CnnlabError(f"--out {p} is a file, not a folder: choose another --out (the file is left as it is)")
     if p.exists() and any(p.iterdir()):
+        if not (p / "config.yaml").is_file():
+            raise CnnlabError(f"--out {p} is a folder that holds other files (not a cnnlab run); choose another --out (it is left as it is)")
         raise CnnlabError(f"run directory {p} already exists; continue it with --resume {p}, or choose another --out")
 
 

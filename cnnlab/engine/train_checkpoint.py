@@ -100,19 +100,6 @@ def check_resume(ckpt: dict, cfg: TrainConfig, classes: list[str], run_dir: Path
         )
     if saved.get("model", cfg.model) != cfg.model:
         raise CnnlabError(f"{run_dir} trains {saved['model']!r}, not {cfg.model!r}; resume without --model, or start a new run")
-    changed = resume_changes(saved, cfg)
-    fixed = [key for key in changed if key not in CHANGEABLE_ON_RESUME]
-    if fixed:
-        key = fixed[0]
-        raise CnnlabError(
-            f"--{key.replace('_', '-')} cannot change when resuming ({run_dir} has {saved[key]!r}): the run continues with the "
-            f"optimizer, schedule and data it had; resume without it, or start a new run from it with --init {run_dir / 'checkpoints' / 'last.pt'}"
-        )
-
-
-# keys a resumed run may change: how long it trains (the schedule is laid over the new length), and how
-# it runs, not what it computes; any other key is fixed by the optimizer, scheduler and data order it continues
-CHANGEABLE_ON_RESUME = frozenset({"epochs", "workers", "progress", "log_every", "ckpt_every", "device", "max_bad_fraction", "out"})
 
 
 def resume_changes(saved: dict, cfg: TrainConfig) -> dict[str, tuple]:
@@ -122,8 +109,9 @@ def resume_changes(saved: dict, cfg: TrainConfig) -> dict[str, tuple]:
 
 
 def record_resume_changes(ckpt: dict, cfg: TrainConfig, run_dir: Path, dist: Dist) -> str:
-    """The changes a resume makes (``--epochs``, how it runs) go into the run's config.yaml, so the
-    folder says what the run did; returns the line saying what changed ("" for none)."""
+    """The changes a resume makes (``--epochs``, how it runs, the batch split of another number of
+    processes) go into the run's config.yaml, so the folder says what the run did; returns the line
+    saying what changed ("" for none)."""
     from cnnlab.engine.rundir import save_config
 
     changes = resume_changes(ckpt.get("config") or {}, cfg)
@@ -131,7 +119,7 @@ def record_resume_changes(ckpt: dict, cfg: TrainConfig, run_dir: Path, dist: Dis
         return ""
     if dist.is_main:
         save_config(cfg, run_dir, dist.world)
-    return "resumed with " + ", ".join(f"--{k.replace('_', '-')} {now!r} (was {then!r})" for k, (then, now) in changes.items())
+    return "resumed with " + ", ".join(f"{k} {now!r} (was {then!r})" for k, (then, now) in changes.items())
 
 
 def restore(ckpt: dict, t: Trainer, dist: Dist, spe: int, logger: RunLogger, run_dir: Path, n_train: int) -> tuple[TrainState, RankState | None]:

@@ -252,3 +252,23 @@ def test_weights_of_another_architecture_are_not_called_a_class_count_problem(cl
     torch.save(create_model("lenet5", num_classes=10).state_dict(), tmp_path / "sd.pt")
     r = cli("train", *TINY, "--model", "resnet20", "--init", tmp_path / "sd.pt", "--out", tmp_path / "a")
     _one_line_error(r, "does not fit this model", "a different architecture", "check --model")
+
+
+def test_valid_in_a_read_only_run_folder_evaluates_and_says_the_report_was_not_written(cli, tiny_run: Path, monkeypatch) -> None:
+    """It evaluated everything, then failed writing RUN/valid-val.json (exit 1)."""
+    import os
+
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path).resolve() != tiny_run.resolve() and real(path, mode))
+    r = cli("valid", "-c", tiny_run, "--no-progress", "--workers", "0")
+    assert r.code == 0, r.err
+    assert "top-1" in r.out and f"report not written: {tiny_run.resolve()} is read-only (pass --json PATH" in r.err
+    _one_line_error(cli("valid", "-c", tiny_run, "--json", tiny_run / "v.json", "--no-progress"), "cannot write in", "--json")
+
+
+def test_out_into_a_folder_of_other_files_is_not_offered_as_a_resume(cli, tmp_path: Path) -> None:
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "a.jpg").write_bytes(_jpeg((1, 2, 3)))
+    r = cli("train", *TINY, "--out", tmp_path / "photos")
+    _one_line_error(r, "holds other files (not a cnnlab run)", "choose another --out")
+    assert "--resume" not in r.err and (tmp_path / "photos" / "a.jpg").is_file()

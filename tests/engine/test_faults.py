@@ -120,6 +120,6 @@ def test_a_resume_records_a_longer_run_and_refuses_keys_it_could_not_apply(cli, 
     _one_line(r, "--lr cannot change when resuming", f"--init {run / 'checkpoints' / 'last.pt'}")
     r = cli("train", "--resume", run, "--epochs", "2", "--workers", "0")
     assert r.code == 0, r.err
-    assert "resumed with --epochs 2 (was 1)" in r.out
+    assert "resumed with epochs 2 (was 1)" in r.out
     assert "epochs: 2\n" in (run / "config.yaml").read_text()
     assert json.loads((run / "summary.json").read_text())["epochs"] == 2

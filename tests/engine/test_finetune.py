@@ -337,3 +337,15 @@ def test_finetuning_keeps_the_preprocessing_the_start_weights_were_trained_with(
     assert r.code == 0, r.err
     saved = torch.load(tmp_path / "ft" / "checkpoints" / "last.pt", weights_only=True)["preprocess"]
     assert (saved["mean"], saved["std"]) == ([0.5], [0.25])
+
+
+def test_darknet_init_with_another_class_count_points_to_finetune(tmp_path: Path) -> None:
+    """It said the weights were "too long for the cfg" and suggested a flag train does not have."""
+    from cnnlab.engine.checkpoint import start_weights
+    from cnnlab.errors import CnnlabError
+
+    cfg = tmp_path / "stop.cfg"
+    cfg.write_text(STOP_CFG)
+    create_model(f"darknet:{cfg}", num_classes=9).net.save_weights(tmp_path / "nine.weights")
+    with pytest.raises(CnnlabError, match=re.escape(f"use --finetune {tmp_path / 'nine.weights'}")):
+        start_weights(create_model(f"darknet:{cfg}", num_classes=5), str(tmp_path / "nine.weights"), "")

@@ -142,15 +142,18 @@ def test_errors_are_one_line(args: list[str], message: str, detector, tmp_path, 
 
 
 def test_paper_nets_export_to_onnx_and_bf16_openvino(tmp_path) -> None:
-    """LeNet-5 (paper: C3's connection table, the RBF output) and an LRN net export in both formats;
-    bf16 keeps the LRN in float32 (torch has no bf16 kernel for it to trace)."""
+    """LeNet-5 (paper: C3's connection table, the RBF output) and a small net with AlexNet's LRN export
+    in both formats; bf16 keeps the LRN in float32 (torch has no bf16 kernel for it to trace)."""
     from cnnlab.export import export_onnx, export_openvino
+    from cnnlab.model_meta import Preprocess
     from cnnlab.models import create_model
 
     torch.manual_seed(0)
-    for name in ("lenet5_paper", "alexnet"):
-        model = create_model(name, num_classes=4).eval()
-        pre = model.meta.preprocess
+    lrn = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.LocalResponseNorm(5, 1e-4 * 5, 0.75, 2.0),
+                              torch.nn.Flatten(), torch.nn.Linear(8 * 14 * 14, 4)).eval()  # fmt: skip
+    lenet = create_model("lenet5_paper", num_classes=4).eval()
+    for name, model, pre in (("lenet5_paper", lenet, lenet.meta.preprocess),
+                             ("lrn", lrn, Preprocess((3, 16, 16), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), 16))):  # fmt: skip
         images = torch.randint(0, 256, (2, *pre.input_size), dtype=torch.uint8)
         ref = reference_outputs(model, pre, images)[0]
         onnx = load_onnxruntime(export_onnx(model, pre, tmp_path / f"{name}.onnx", input_uint8=True), threads=1)
