@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from cnnlab.engine.inference import InferenceOptions, prepare
+from cnnlab.export.signal_stack import keep_signal_stack
 
 ROOT = Path(__file__).resolve().parents[1]
 Runner = Callable[[], object]
@@ -102,7 +103,8 @@ def openvino_runner(path: Path, x: np.ndarray, threads: int, precision: str) -> 
 
     core = ov.Core()
     cfg = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
-    compiled = core.compile_model(core.read_model(str(path)), "CPU", cfg)
+    with keep_signal_stack():  # see cnnlab/export/signal_stack.py
+        compiled = core.compile_model(core.read_model(str(path)), "CPU", cfg)
     request = compiled.create_infer_request()
     return lambda: request.infer({0: x})
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from cnnlab.errors import CnnlabError
 from cnnlab.export.metadata import RT_INFO_SECTION, TORCHSCRIPT_FILE
+from cnnlab.export.signal_stack import keep_signal_stack
 
 OV_PRECISIONS = {"fp32": "f32", "f32": "f32", "bf16": "bf16"}
 
@@ -77,7 +78,8 @@ def load_openvino(path: str | Path, precision: str | None = "f32", threads: int 
         config["INFERENCE_PRECISION_HINT"] = OV_PRECISIONS[precision]
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
-    compiled = core.compile_model(model, "CPU", config)
+    with keep_signal_stack():  # its CPU plugin swaps in a signal stack it may later unmap (signal_stack.py)
+        compiled = core.compile_model(model, "CPU", config)
     request = compiled.create_infer_request()
 
     def run(x: np.ndarray) -> list[np.ndarray]:
