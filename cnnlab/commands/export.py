@@ -20,13 +20,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", required=True, help="onnx | openvino | torchscript")
     p.add_argument("--weights", help="the .weights file of darknet:CFG")
     p.add_argument("--data", help="darknet .data file whose names= gives the class names")
-    p.add_argument("--flavor", default="pjreddie", choices=("pjreddie", "alexeyab"), help="darknet flavor of darknet:CFG (default: pjreddie)")
+    p.add_argument("--flavor", choices=("pjreddie", "alexeyab"), help="darknet flavor of darknet:CFG (default: pjreddie)")
     p.add_argument("--precision", default="fp32", help="fp32 | bf16 (bf16: OpenVINO only)")
     p.add_argument("--input", default="float32", help="float32 (normalised input) | uint8 (NCHW pixels, normalised in the graph)")
     p.add_argument("--out", help="output file (default: beside the checkpoint or .weights, e.g. best.onnx, best-uint8-bf16.xml)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.add_argument("--no-ema", action="store_true", help="export the raw weights even if the run kept an EMA")
-    p.add_argument("--static-batch", action="store_true", help="fix the batch dimension at 2 instead of leaving it dynamic")
+    p.add_argument("--static-batch", type=int, metavar="N",
+                   help="fix the batch dimension at N (e.g. 1) instead of leaving it dynamic (onnx, openvino)")  # fmt: skip
     p.add_argument("--check-images", type=int, default=32, metavar="N", help="real images for the parity check (default: 32; 0 skips it)")
 
 
@@ -61,6 +62,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.check_images < 0:
         raise CnnlabError(f"--check-images {args.check_images}: give a number of images, or 0 to skip the parity check")
+    if args.static_batch is not None and args.static_batch < 1:
+        raise CnnlabError(f"--static-batch {args.static_batch}: give the batch size to fix, 1 or more")
+    if args.static_batch is not None and args.format == "torchscript":
+        raise CnnlabError("--static-batch fixes an ONNX or OpenVINO graph's batch; a TorchScript module takes any batch (drop it)")
     if args.input not in ("float32", "uint8"):
         raise CnnlabError(f"unknown --input {args.input!r}; use float32 or uint8")
     check_request(args.format, args.precision)
@@ -74,11 +79,11 @@ def run(args: argparse.Namespace) -> int:
     out = _out_path(args, src.stem, src.inputs)
     path, prep = export_model(
         src.model, src.pre, args.format, out, classes=src.classes, input_uint8=args.input == "uint8",
-        precision=args.precision, dynamic_batch=not args.static_batch, extra_metadata=src.extra_metadata,
+        precision=args.precision, static_batch=args.static_batch, extra_metadata=src.extra_metadata,
     )  # fmt: skip
     meta = prep.metadata
     c, h, w = src.pre.input_size
-    batch = "2" if args.static_batch else "N"
+    batch = str(args.static_batch or "N")
     print(f"exported {meta['model']} to {path} ({args.format}, {args.precision}; input images {meta['input_dtype']} "
           f"[{batch}, {c}, {h}, {w}]; outputs {', '.join(prep.output_names)}; BatchNorm folded into {meta['batchnorm_folded']} layers)")  # fmt: skip
     if args.check_images > 0:
@@ -86,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
 
         runner = parity_runner(path, args.format, args.precision, torch.get_num_threads())  # as many threads as torch
         backend = BACKENDS[args.format] + (f" {runner_precision(args)}" if args.format == "openvino" else "")
-        print(parity.check(src.model, src.pre, runner, min(args.check_images, 2) if args.static_batch else args.check_images).line(backend))
+        print(parity.check(src.model, src.pre, runner, args.check_images, args.static_batch).line(backend))
     return 0
 
 

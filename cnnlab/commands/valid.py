@@ -9,10 +9,14 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cnnlab.commands._inference import add_engine_arguments, add_model_arguments, engine_options, load_model, source_file
 from cnnlab.errors import CnnlabError
 from cnnlab.fileio import write_json_atomic
+
+if TYPE_CHECKING:
+    from cnnlab.data.sources.base import ImageSource
 
 NAME = "valid"
 HELP = "evaluate a checkpoint on a dataset split"
@@ -49,7 +53,10 @@ def run(args: argparse.Namespace) -> int:
         if not _writable_folder(Path(args.json).parent):
             raise CnnlabError(f"--json {args.json}: cannot write in {Path(args.json).parent}; give a file in a folder you can write")
     data = args.data
-    model, classes, pre, ckpt = load_model(args)
+    named_by_data = _data_named_classes(args)
+    model, classes, pre, ckpt = load_model(args, named_by_data.classes if named_by_data is not None else None)
+    if named_by_data is not None:
+        print(f"classes: the {len(classes)} of {data} in its order (pass --labels FILE if {args.weights} was trained with another)")
     if data is None:
         data = (ckpt.get("config") or {}).get("data")
         if not data:
@@ -57,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     # the checkpoint's task says how the set is scored (classes mapped onto the model's, or not) and by what
     task = inference_task(ckpt, classes, device)
-    source, evaluator = task.evaluation(_as_trained(task.open_data(data, args.split), data, ckpt))
+    opened = named_by_data if named_by_data is not None else task.open_data(data, args.split)
+    source, evaluator = task.evaluation(_as_trained(opened, data, ckpt))
     # the engine's copy of the model: BN folded once, packed convs, channels_last, inference_mode
     model = prepare(model, pre.input_size, device, engine_options(args, args.batch_size * (10 if args.tencrop else 1)),
                     cache_key=source_file(args))  # fmt: skip
@@ -82,6 +90,15 @@ def run(args: argparse.Namespace) -> int:
         write_json_atomic(out, doc)
         print(f"report: {out}")
     return 0
+
+
+def _data_named_classes(args: argparse.Namespace) -> ImageSource | None:
+    """A plain state_dict (--model/--weights) without --labels is named by the evaluated set's classes."""
+    if args.checkpoint or args.labels or not (args.model and args.weights and args.data):
+        return None
+    from cnnlab.data.datasets import open_split
+
+    return open_split(args.data, args.split)
 
 
 def _as_trained(source, data: str, ckpt: dict):

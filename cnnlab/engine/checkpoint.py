@@ -62,6 +62,9 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     try:
         ckpt = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises many types for a damaged file
+        if p.suffix == ".weights":  # darknet's format has no magic number; its suffix is what users keep
+            raise CnnlabError(f"{p} is darknet weights, not a cnnlab checkpoint: `cnnlab darknet convert CFG {p} OUT.pt` makes one "
+                              "(or use the `cnnlab darknet` programs with its cfg)") from None  # fmt: skip
         raise CnnlabError(f"checkpoint {p} is corrupt or not a cnnlab checkpoint ({type(e).__name__}); re-train or pick another file") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise NotACheckpoint(f"{p} is not a cnnlab checkpoint (no '{FORMAT}' marker); plain state_dicts load with --model NAME --weights FILE")

@@ -68,6 +68,18 @@ class Run:
     finetune: Finetune | None = None  # frozen stages and when they start to train
 
 
+def _start_weights(model: torch.nn.Module, cfg: TrainConfig, classes: list[str]) -> tuple[list[str], Preprocess | None]:
+    """--init / --finetune; an embedding's outputs name no class, and its width is --embedding-dim."""
+    if cfg.task != "embedding":
+        return ckpt_mod.start_weights(model, cfg.init, cfg.finetune, list(classes))
+    try:
+        return ckpt_mod.start_weights(model, cfg.init, cfg.finetune, None)
+    except ckpt_mod.ClassCountMismatch as e:
+        raise CnnlabError(f"{cfg.init or cfg.finetune} gives {e.trained}-wide embeddings and this run's --embedding-dim is "
+                          f"{cfg.embedding_dim}: pass --embedding-dim {e.trained} to start from all of it, or --finetune "
+                          "for a new embedding layer") from None  # fmt: skip
+
+
 def train(cfg: TrainConfig, resume: str | None = None) -> dict | None:
     """Run (or resume) a training run; returns the summary written to ``summary.json`` (None on the
     processes of a distributed run other than rank 0)."""
@@ -136,8 +148,7 @@ def setup(cfg: TrainConfig, resume: str | None, dist: Dist, device: torch.device
     task.check_model(model)
     notes = [*data.notes, resumed_with]
     if ckpt is None:
-        named = list(data.classes) if cfg.task != "embedding" else None  # an embedding's outputs name no class
-        started, trained_with = ckpt_mod.start_weights(model, cfg.init, cfg.finetune, named)
+        started, trained_with = _start_weights(model, cfg, data.classes)
         pre = build_preprocess(model, cfg.preprocess, trained_with)
         notes += started + [inherited_preprocess_line(model, pre, trained_with, cfg.init or cfg.finetune)]
     else:  # the preprocessing the run started with (a checkpoint it started from may have set it)

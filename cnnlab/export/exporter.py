@@ -62,22 +62,24 @@ def export_model(
     classes: list[str] | None = None,
     input_uint8: bool = False,
     precision: str = "fp32",
-    dynamic_batch: bool = True,
+    static_batch: int | None = None,
     extra_metadata: dict[str, str] | None = None,
 ) -> tuple[Path, Prepared]:
-    """Write ``model`` as ``fmt`` (onnx | openvino | torchscript) to ``path``; returns it and what was exported."""
+    """Write ``model`` as ``fmt`` (onnx | openvino | torchscript) to ``path``; returns it and what was exported.
+    ``static_batch``: fix the batch dimension at that size (onnx, openvino); None leaves it dynamic."""
     from cnnlab.export.onnx_format import write_onnx
     from cnnlab.export.openvino_format import write_openvino
     from cnnlab.export.torchscript_format import write_torchscript
 
     check_request(fmt, precision)
-    prep = prepare(model, pre, classes=classes, input_uint8=input_uint8, precision=precision, extra_metadata=extra_metadata)
+    prep = prepare(model, pre, classes=classes, input_uint8=input_uint8, precision=precision, extra_metadata=extra_metadata,
+                   batch=static_batch or 2)  # fmt: skip
     path = Path(path)
     try:
         if fmt == "onnx":
-            return write_onnx(prep, path, dynamic_batch), prep
+            return write_onnx(prep, path, static_batch is None), prep
         if fmt == "openvino":
-            return write_openvino(prep, path, dynamic_batch), prep
+            return write_openvino(prep, path, static_batch is None), prep
         return write_torchscript(prep, path), prep
     except ExportFailed as e:
         raise CnnlabError(f"{e}; try --format {'torchscript' if fmt != 'torchscript' else 'onnx'}") from e

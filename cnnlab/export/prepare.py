@@ -21,7 +21,7 @@ PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 @dataclass
 class Prepared:
     graph: ExportGraph  # eval mode, BatchNorm folded, optional uint8 stage
-    example: torch.Tensor  # (2, C, H, W) traced with
+    example: torch.Tensor  # (B, C, H, W) traced with: B=2 for a dynamic batch, else the static size
     output_names: list[str]
     metadata: dict[str, str]
 
@@ -58,8 +58,10 @@ def prepare(
     precision: str = "fp32",
     name: str | None = None,
     extra_metadata: dict[str, str] | None = None,
+    batch: int = 2,
 ) -> Prepared:
-    """Fold BatchNorm (on a copy), wrap, and describe ``model`` for export."""
+    """Fold BatchNorm (on a copy), wrap, and describe ``model`` for export; ``batch``: the example's
+    (a static-batch export's size; 2 for a dynamic one)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     outputs, heads = _output_names(model)
@@ -72,7 +74,7 @@ def prepare(
     meta_name = name or getattr(getattr(model, "meta", None), "name", fallback)
     metadata = build_metadata(meta_name, classes, pre, outputs, input_uint8=input_uint8, precision=precision, bn_folded=n_folded, heads=heads)
     metadata |= extra_metadata or {}
-    return Prepared(graph, example_input(pre, input_uint8), outputs, metadata)
+    return Prepared(graph, example_input(pre, input_uint8, batch), outputs, metadata)
 
 
 def temp_beside(path: Path, suffix: str = "") -> Path:

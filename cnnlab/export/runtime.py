@@ -71,6 +71,9 @@ def load_openvino(path: str | Path, precision: str | None = "f32", threads: int 
     import openvino as ov
 
     p = _existing(path)
+    with p.open("rb") as f:
+        if p.suffix == ".xml" and not f.read(256).lstrip().startswith(b"<"):  # else OpenVINO tries its other parsers and logs each
+            raise CnnlabError(f"{p} is not an OpenVINO IR file (no XML in it); export the model again")
     core = ov.Core()
     model = core.read_model(str(p))
     config: dict[str, str | int] = {}

@@ -60,14 +60,17 @@ def _darknet_source(cfg: str, weights: str | None, data: str | None, flavor: str
     return ExportSource(model, classes, pre, w.with_suffix(""), (Path(cfg), w) + ((Path(data),) if data else ()), extra)
 
 
-def load_source(spec: str, *, weights: str | None = None, data: str | None = None, flavor: str = "pjreddie", use_ema: bool = True) -> ExportSource:
-    """``RUN_DIR`` or ``CKPT.pt`` (a cnnlab checkpoint), or ``darknet:CFG`` with ``weights`` (+ ``data`` for names)."""
+def load_source(spec: str, *, weights: str | None = None, data: str | None = None, flavor: str | None = None, use_ema: bool = True) -> ExportSource:
+    """``RUN_DIR`` or ``CKPT.pt`` (a cnnlab checkpoint), or ``darknet:CFG`` with ``weights`` (+ ``data`` for names;
+    ``flavor`` defaults to pjreddie)."""
     if spec.startswith(DARKNET):
-        return _darknet_source(spec[len(DARKNET) :], weights, data, flavor)
+        return _darknet_source(spec[len(DARKNET) :], weights, data, flavor or "pjreddie")
     from cnnlab.engine import checkpoint as ckpt_mod
 
     if weights:
         raise CnnlabError("--weights goes with darknet:CFG; a run folder or checkpoint already holds its weights")
+    if flavor:
+        raise CnnlabError("--flavor goes with darknet:CFG; a run folder or checkpoint already holds how its layers compute")
     if not Path(spec).exists():
         raise CnnlabError(f"{spec} does not exist; give a run folder, a checkpoint .pt, or darknet:CFG --weights W")
     path = ckpt_mod.resolve_path(spec)

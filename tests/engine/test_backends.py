@@ -51,15 +51,19 @@ def test_the_cache_tells_two_weight_sets_of_one_file_apart(tmp_path: Path) -> No
     assert not torch.allclose(first, second)
 
 
-def test_a_damaged_cached_graph_is_exported_again(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("backend", "suffix"), [("onnxruntime", ".onnx"), ("openvino", ".onnx"), ("openvino", ".xml")])
+def test_a_damaged_cached_graph_is_exported_again(backend: str, suffix: str, tmp_path: Path, capfd) -> None:
     key = tmp_path / "best.pt"
     key.write_bytes(b"checkpoint")
     model, x = _lenet(0), torch.rand(2, *SHAPE, generator=torch.Generator().manual_seed(3))
-    cached = _cache_path(model, str(key))
-    cached.write_bytes(b"half an ONNX file")
-    got = _engine(model, "onnxruntime", key)(x)
+    cached = _cache_path(model, str(key)).with_suffix(suffix)
+    if suffix == ".xml":
+        _engine(model, backend, key)  # the whole cache (.onnx, .xml, .bin), then its .xml damaged
+    cached.write_bytes(b"half a file")
+    got = _engine(model, backend, key)(x)
     assert (got - prepare(model, SHAPE, torch.device("cpu"))(x)).abs().max().item() < 1e-4
     assert cached.stat().st_size > 1000
+    assert "tensorflow" not in capfd.readouterr().err.lower()  # OpenVINO's other parsers tried the damaged file and logged it
 
 
 @pytest.mark.parametrize(

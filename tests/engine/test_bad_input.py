@@ -272,3 +272,26 @@ def test_out_into_a_folder_of_other_files_is_not_offered_as_a_resume(cli, tmp_pa
     r = cli("train", *TINY, "--out", tmp_path / "photos")
     _one_line_error(r, "holds other files (not a cnnlab run)", "choose another --out")
     assert "--resume" not in r.err and (tmp_path / "photos" / "a.jpg").is_file()
+
+
+def test_darknet_weights_given_as_a_checkpoint_point_to_convert(cli, tmp_path: Path) -> None:
+    weights = tmp_path / "tiny.weights"
+    weights.write_bytes(np.array([0, 2, 0], np.int32).tobytes() + np.zeros(1, np.int64).tobytes() + np.ones(64, np.float32).tobytes())
+    (tmp_path / "x.jpg").write_bytes(_jpeg((10, 20, 30)))
+    _one_line_error(cli("predict", "-c", weights, tmp_path / "x.jpg"), "is darknet weights", "cnnlab darknet convert CFG")
+
+
+def test_valid_of_a_plain_state_dict_takes_the_class_names_of_its_data(cli, tiny_run: Path, tmp_path: Path) -> None:
+    """--model/--weights on a labelled set: the set names the outputs (it asked for --labels before)."""
+    import torch
+
+    from cnnlab.engine.checkpoint import weights_from
+
+    torch.save(weights_from(str(tiny_run / "checkpoints" / "best.pt")), tmp_path / "sd.pt")
+    plain = ["valid", "--model", "lenet5", "--weights", tmp_path / "sd.pt", "--data", "digits", "--workers", "0", "--no-progress"]
+    r = cli(*plain, "--json", tmp_path / "plain.json")
+    assert r.code == 0, r.err
+    assert "classes: the 10 of digits in its order" in r.out
+    assert json.loads((tmp_path / "plain.json").read_text())["top1"] >= 0
+    (tmp_path / "three.txt").write_text("a\nb\nc\n")
+    _one_line_error(cli(*plain, "--labels", tmp_path / "three.txt"), "names 3 classes but")

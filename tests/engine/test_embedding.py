@@ -147,6 +147,11 @@ def test_short_run_learns_and_valid_and_predict_report_embeddings(cli, tmp_path)
     r = cli("predict", "-c", run, "-t", "2", image)
     assert r.code == 0 and len(r.out.splitlines()) == 3 and r.out.splitlines()[1].startswith(f"{sims[0]:6.4f}: ")
 
+    # --init from it at another width names the width, not a class count
+    r = cli("train", "--task", "embedding", "--model", "lenet5", "--data", "mnist5k", "--embedding-dim", "8",
+            "--init", run / "checkpoints" / "best.pt", "--out", tmp_path / "wider")  # fmt: skip
+    assert r.code == 2 and "gives 16-wide embeddings and this run's --embedding-dim is 8" in r.err and "classes" not in r.err, r.err
+
 
 def test_checkpoint_without_centres_is_one_clear_error():
     with pytest.raises(CnnlabError, match="holds no class centres.*--resume"):

@@ -122,6 +122,9 @@ def test_bf16_openvino_export_is_close(mnist_train, mnist_val, tmp_path) -> None
         (["{run}", "--format", "torchscript", "--out", "{run}/m.onnx"], "an .onnx name is ONNX's"),
         (["{run}", "--format", "openvino", "--out", "{run}/m.xml"], "m.bin is a folder; choose another --out"),
         (["{run}", "--format", "onnx", "--check-images", "-1"], "--check-images -1"),
+        (["{run}", "--format", "onnx", "--flavor", "alexeyab"], "--flavor goes with darknet:CFG"),
+        (["{run}", "--format", "onnx", "--static-batch", "0"], "--static-batch 0: give the batch size"),
+        (["{run}", "--format", "torchscript", "--static-batch", "1"], "a TorchScript module takes any batch"),
     ],
 )
 def test_errors_are_one_line(args: list[str], message: str, detector, tmp_path, capsys) -> None:
@@ -181,3 +184,21 @@ def test_an_op_the_exporter_lacks_is_named_in_one_line(tmp_path) -> None:
     assert message.startswith("the onnx exporter could not translate Cdist: ") and "cdist" in message, message
     assert message.endswith("; try --format torchscript") and "\n" not in message
     assert not (tmp_path / "cdist.onnx").exists()
+
+
+@pytest.mark.parametrize(("fmt", "batch", "check", "checked"), [("onnx", 1, 3, 3), ("openvino", 3, 4, 3), ("onnx", 4, 2, 4)])
+def test_static_batch_n_fixes_the_input_at_n_and_checks_whole_batches(fmt, batch, check, checked, tmp_path, capsys) -> None:
+    from cnnlab.export.exporter import parity_runner
+    from cnnlab.models import create_model
+    from tests.export.conftest import MNIST_32, save_checkpoint
+
+    ckpt = save_checkpoint(create_model("lenet5", num_classes=10), [str(i) for i in range(10)], MNIST_32, tmp_path / "run" / "checkpoints" / "best.pt")
+    out = tmp_path / ("m.onnx" if fmt == "onnx" else "m.xml")
+    argv = ["export", str(ckpt), "--format", fmt, "--static-batch", str(batch), "--check-images", str(check), "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert f"[{batch}, 1, 32, 32]" in printed and f"parity on {checked} held-out" in printed, printed
+    runner = parity_runner(out, fmt, "fp32", threads=1)
+    assert runner(np.zeros((batch, 1, 32, 32), np.float32))[0].shape == (batch, 10)
+    with pytest.raises(Exception):  # noqa: B017, PT011 (each runtime raises its own type for a wrong shape)
+        runner(np.zeros((batch + 1, 1, 32, 32), np.float32))
