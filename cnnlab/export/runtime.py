@@ -65,15 +65,19 @@ def openvino_metadata(model) -> dict[str, str]:
     return {key: model.get_rt_info([RT_INFO_SECTION, key]).astype(str) for key in keys}
 
 
+def _holds_xml(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(256).lstrip().startswith(b"<")
+
+
 def load_openvino(path: str | Path, precision: str | None = "f32", threads: int | None = None) -> Runner:
     """``precision`` pins the CPU plugin's inference precision (f32 for parity; it picks bf16 by
     itself on CPUs that have it); ``None`` leaves OpenVINO's default."""
     import openvino as ov
 
     p = _existing(path)
-    with p.open("rb") as f:
-        if p.suffix == ".xml" and not f.read(256).lstrip().startswith(b"<"):  # else OpenVINO tries its other parsers and logs each
-            raise CnnlabError(f"{p} is not an OpenVINO IR file (no XML in it); export the model again")
+    if p.suffix == ".xml" and not _holds_xml(p):  # else OpenVINO tries its other parsers on it, and each logs
+        raise CnnlabError(f"{p} is not an OpenVINO IR file (no XML in it); export the model again")
     core = ov.Core()
     model = core.read_model(str(p))
     config: dict[str, str | int] = {}
