@@ -96,5 +96,5 @@ def load_model(args: argparse.Namespace, classes_hint: list[str] | None = None) 
     except ckpt_mod.ClassCountMismatch as e:
         where = f"the labels file {args.labels} names" if args.labels else "the data has"
         raise CnnlabError(f"{where} {len(classes)} classes but {args.weights} was trained for {e.trained}; "
-                          "give the class names it was trained with, one per line") from None  # fmt: skip
+                          f"pass --labels FILE with the {e.trained} class names it was trained with, one per line") from None  # fmt: skip
     return model, classes, model.meta.preprocess, {}

@@ -5,6 +5,7 @@ PyTorch model on real images (the largest absolute difference is printed). See :
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from cnnlab.errors import CnnlabError
 from cnnlab.fileio import file_in_the_way
 
 NAME = "export"
+MAX_BATCH_BYTES = 2**30  # one float32 batch of inputs; the activations of the traced forward come on top
+
 HELP = "export a trained model to ONNX, OpenVINO or TorchScript (preprocessing inside) and check it against PyTorch"
 
 
@@ -34,7 +37,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _out_path(args: argparse.Namespace, stem: Path, inputs: tuple[Path, ...]) -> Path:
     from cnnlab.export.exporter import default_path, written_files
 
-    out = Path(args.out) if args.out else default_path(stem, args.format, args.precision, args.input == "uint8")
+    default = default_path(stem, args.format, args.precision, args.input == "uint8", args.static_batch)
+    if args.out and Path(args.out).is_dir():
+        raise CnnlabError(f"--out {args.out} is a folder; name the file to write in it, e.g. {Path(args.out) / default.name}")
+    out = Path(args.out) if args.out else default
     if args.out and args.format == "openvino" and out.suffix != ".xml":
         raise CnnlabError(f"--out {out}: an OpenVINO model is an .xml file (with its .bin beside it); name it {out.with_suffix('.xml')}")
     if args.out and args.format != "openvino" and out.suffix in (".xml", ".bin"):
@@ -76,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from cnnlab.export.source import load_source
 
     src = load_source(args.source, weights=args.weights, data=args.data, flavor=args.flavor, use_ema=not args.no_ema)
+    _check_batch_fits(args.static_batch, src.pre.input_size)
     out = _out_path(args, src.stem, src.inputs)
     path, prep = export_model(
         src.model, src.pre, args.format, out, classes=src.classes, input_uint8=args.input == "uint8",
@@ -91,8 +98,17 @@ def run(args: argparse.Namespace) -> int:
 
         runner = parity_runner(path, args.format, args.precision, torch.get_num_threads())  # as many threads as torch
         backend = BACKENDS[args.format] + (f" {runner_precision(args)}" if args.format == "openvino" else "")
-        print(parity.check(src.model, src.pre, runner, args.check_images, args.static_batch).line(backend))
+        print(parity.check(src.model, src.pre, runner, args.check_images).line(backend))
     return 0
+
+
+def _check_batch_fits(static_batch: int | None, input_size: tuple[int, ...]) -> None:
+    """The export traces (and the parity check runs) one whole batch: refuse one that cannot fit."""
+    image_bytes = 4 * math.prod(input_size)
+    if static_batch and static_batch * image_bytes > MAX_BATCH_BYTES:
+        raise CnnlabError(f"--static-batch {static_batch}: one batch of {'x'.join(map(str, input_size))} inputs is "
+                          f"{static_batch * image_bytes / 2**30:.1f} GiB to trace and check; give the batch the deployment "
+                          f"runs (at most {MAX_BATCH_BYTES // image_bytes} here)")  # fmt: skip
 
 
 def runner_precision(args: argparse.Namespace) -> str:

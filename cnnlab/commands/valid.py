@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tencrop", action="store_true", help="average the softmax over ten crops (corners, centre, mirrored)")
     p.add_argument("--batch-size", type=int, default=64, help="images per forward (default: 64)")
     p.add_argument("--workers", type=int, default=2, help="image-decoding worker processes; 0 decodes in this one (default: 2)")
-    p.add_argument("--json", metavar="PATH", help="write the full report here (default: valid-<split>.json in the checkpoint's run directory)")
+    p.add_argument("--json", metavar="PATH", help="write the full report here (default: valid-<split>.json in the checkpoint's run directory, valid-<data>-<split>.json for a set other than the run's)")
     p.add_argument("--force", action="store_true", help="let --json replace an existing file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_engine_arguments(p)
@@ -53,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
         if not _writable_folder(Path(args.json).parent):
             raise CnnlabError(f"--json {args.json}: cannot write in {Path(args.json).parent}; give a file in a folder you can write")
     data = args.data
+    if not args.checkpoint and args.model and args.weights and not data:
+        raise CnnlabError("which data? pass --data NAME_OR_PATH (its classes also name the outputs, unless --labels FILE does)")
     named_by_data = _data_named_classes(args)
     model, classes, pre, ckpt = load_model(args, named_by_data.classes if named_by_data is not None else None)
     if named_by_data is not None:
@@ -81,12 +84,13 @@ def run(args: argparse.Namespace) -> int:
     print(report.table())
     if bad.bad:
         print(bad.report())
-    out = Path(args.json) if args.json else _default_json(args)
+    out = Path(args.json) if args.json else _default_json(args, data, (ckpt.get("config") or {}).get("data"))
     if out is not None and not args.json and not _writable_folder(out.parent):
         print(f"report not written: {out.parent} is read-only (pass --json PATH to keep it elsewhere)", file=sys.stderr)
         out = None
     if out is not None:
-        doc = report.to_dict() | {"data": data, "split": args.split, "tencrop": args.tencrop, "bad_images": list(bad.bad)}
+        doc = report.to_dict() | {"data": data, "split": args.split, "tencrop": args.tencrop, "bad_images": list(bad.bad),
+                                  "backend": args.backend, "precision": args.precision}  # fmt: skip
         write_json_atomic(out, doc)
         print(f"report: {out}")
     return 0
@@ -139,8 +143,9 @@ def _writable_folder(folder: Path) -> bool:
     return folder.is_dir() and os.access(folder, os.W_OK)
 
 
-def _default_json(args: argparse.Namespace) -> Path | None:
-    """``RUN/valid-<split>[-tencrop].json`` when the checkpoint sits in a run directory; else none
+def _default_json(args: argparse.Namespace, data: str, trained_on: str | None) -> Path | None:
+    """``RUN/valid-<split>[-tencrop].json`` when the checkpoint sits in a run directory (``valid-<data>-
+    <split>…`` for a set other than the run's own, so one report does not replace another's); else none
     (never a file in the current folder that could clobber one of the user's)."""
     from cnnlab.engine.checkpoint import resolve_path
 
@@ -149,4 +154,5 @@ def _default_json(args: argparse.Namespace) -> Path | None:
     ckpt = resolve_path(args.checkpoint).resolve()
     if ckpt.parent.name != "checkpoints" or not (ckpt.parent.parent / "config.yaml").is_file():
         return None
-    return ckpt.parent.parent / f"valid-{args.split}{'-tencrop' if args.tencrop else ''}.json"
+    other = "" if data == trained_on else re.sub(r"[^\w.-]+", "_", Path(data.rstrip("/")).name) + "-"
+    return ckpt.parent.parent / f"valid-{other}{args.split}{'-tencrop' if args.tencrop else ''}.json"

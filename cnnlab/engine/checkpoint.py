@@ -45,6 +45,9 @@ def resolve_path(path: str | Path) -> Path:
     return p
 
 
+EXPORTED = {".onnx": "ONNX", ".xml": "OpenVINO IR", ".bin": "OpenVINO weights", ".ts": "TorchScript"}  # cnnlab export's files
+
+
 class NotACheckpoint(CnnlabError):
     """A readable file without cnnlab's checkpoint marker (a plain state_dict, most often)."""
 
@@ -57,14 +60,22 @@ class ClassCountMismatch(CnnlabError):
         self.trained = trained
 
 
+def _refuse_other_formats(p: Path) -> None:
+    """Files torch cannot read that users hand over as weights: say what they are and what takes them."""
+    if p.suffix == ".weights":  # darknet's format has no magic number; its suffix is what users keep
+        raise CnnlabError(f"{p} is darknet weights, not PyTorch's: `cnnlab darknet convert CFG {p} OUT.pt` makes a cnnlab "
+                          "checkpoint of them (or use the `cnnlab darknet` programs with its cfg)")  # fmt: skip
+    if p.suffix in EXPORTED:
+        raise CnnlabError(f"{p} is an exported model ({EXPORTED[p.suffix]}), not a cnnlab checkpoint: give the checkpoint "
+                          "it was exported from (--backend onnxruntime|openvino runs it through those runtimes)")  # fmt: skip
+
+
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     p = resolve_path(path)
     try:
         ckpt = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises many types for a damaged file
-        if p.suffix == ".weights":  # darknet's format has no magic number; its suffix is what users keep
-            raise CnnlabError(f"{p} is darknet weights, not a cnnlab checkpoint: `cnnlab darknet convert CFG {p} OUT.pt` makes one "
-                              "(or use the `cnnlab darknet` programs with its cfg)") from None  # fmt: skip
+        _refuse_other_formats(p)
         raise CnnlabError(f"checkpoint {p} is corrupt or not a cnnlab checkpoint ({type(e).__name__}); re-train or pick another file") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise NotACheckpoint(f"{p} is not a cnnlab checkpoint (no '{FORMAT}' marker); plain state_dicts load with --model NAME --weights FILE")
@@ -137,6 +148,9 @@ def load_weights(model: nn.Module, state_dict: dict, source: str) -> list[str]:
                     f"to fine-tune it on the new classes use --finetune {source} (keeps the features, new classifier)",
                     trained=value.shape[0],
                 )
+            if key == _first_conv(own) and theirs is not None and ours is not None and theirs[:1] + theirs[2:] == ours[:1] + ours[2:]:
+                raise CnnlabError(f"{source} was trained on {theirs[1]}-channel images and this model takes {ours[1]}-channel "
+                                  f"ones ({key}, set by the data); use data with {theirs[1]} channels")  # fmt: skip
             raise CnnlabError(f"{source} does not fit this model: {key} is {_shape(value)} there, {_shape(own[key])} here "
                               "(a different architecture or size); check --model")  # fmt: skip
     missing, unexpected = model.load_state_dict(state_dict, strict=False)
@@ -145,6 +159,11 @@ def load_weights(model: nn.Module, state_dict: dict, source: str) -> list[str]:
         what = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
         raise CnnlabError(f"{source} is for a different architecture ({what}); check --model")
     return [_aux_note(source, aux)] if aux else []
+
+
+def _first_conv(state_dict: dict) -> str | None:
+    """The key of the first 4-d weight: the layer whose input width is the image's channel count."""
+    return next((k for k, v in state_dict.items() if isinstance(v, torch.Tensor) and v.ndim == 4), None)
 
 
 def _split_aux(model: nn.Module, missing: list[str]) -> tuple[list[str], list[str]]:
@@ -210,6 +229,7 @@ def read_source(path: str) -> Source:
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:
+        _refuse_other_formats(p)
         raise CnnlabError(f"{p} is corrupt or not a PyTorch weights file ({type(e).__name__})") from None
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         pre = Preprocess.from_dict(obj["preprocess"]) if obj.get("preprocess") else None

@@ -43,9 +43,9 @@ def check_installed(fmt: str) -> None:
         raise CnnlabError(f"--format {fmt} needs {', '.join(missing)}: pip install 'cnnlab[export]'")
 
 
-def default_path(stem: Path, fmt: str, precision: str, input_uint8: bool) -> Path:
-    """``best.pt`` → ``best.onnx``, ``best-uint8.onnx``, ``best-bf16.xml`` … beside it."""
-    tags = ("-uint8" if input_uint8 else "") + ("-bf16" if precision == "bf16" else "")
+def default_path(stem: Path, fmt: str, precision: str, input_uint8: bool, static_batch: int | None = None) -> Path:
+    """``best.pt`` → ``best.onnx``, ``best-uint8.onnx``, ``best-bf16.xml``, ``best-b1.onnx`` … beside it."""
+    tags = ("-uint8" if input_uint8 else "") + ("-bf16" if precision == "bf16" else "") + (f"-b{static_batch}" if static_batch else "")
     return stem.with_name(stem.name + tags + FORMATS[fmt])
 
 
@@ -72,7 +72,8 @@ def export_model(
     from cnnlab.export.torchscript_format import write_torchscript
 
     check_request(fmt, precision)
-    prep = prepare(model, pre, classes=classes, input_uint8=input_uint8, precision=precision, extra_metadata=extra_metadata,
+    metadata = (extra_metadata or {}) | {"batch": str(static_batch) if static_batch else "dynamic"}
+    prep = prepare(model, pre, classes=classes, input_uint8=input_uint8, precision=precision, extra_metadata=metadata,
                    batch=static_batch or 2)  # fmt: skip
     path = Path(path)
     try:
@@ -82,7 +83,8 @@ def export_model(
             return write_openvino(prep, path, static_batch is None), prep
         return write_torchscript(prep, path), prep
     except ExportFailed as e:
-        raise CnnlabError(f"{e}; try --format {'torchscript' if fmt != 'torchscript' else 'onnx'}") from e
+        other = "--precision fp32" if precision == "bf16" else f"--format {'torchscript' if fmt != 'torchscript' else 'onnx'}"
+        raise CnnlabError(f"{e}; try {other}") from e
 
 
 def parity_runner(path: Path, fmt: str, precision: str, threads: int | None = None) -> Runner:

@@ -67,14 +67,10 @@ def compare(reference: list[np.ndarray], exported: list[np.ndarray], what: str, 
     return Parity(diff, top1, len(reference[0]), what, scale)
 
 
-def check(model: nn.Module, pre: Preprocess, runner: Runner, n: int = 32, batch: int | None = None) -> Parity:
-    """``runner`` (an exported file) against ``model`` on up to ``n`` real images; ``batch``: a static-batch
-    export's size, fed exactly that many images a call (at least one call, images repeated if needed)."""
+def check(model: nn.Module, pre: Preprocess, runner: Runner, n: int = 32) -> Parity:
+    """``runner`` (an exported file) against ``model`` on up to ``n`` real images (a static-batch file
+    gets them in its batches: :class:`Runner` splits and fills)."""
     images, what = sample_images(pre, n)
-    if batch:
-        images = images.repeat(-(-batch // len(images)), 1, 1, 1)[: max(batch, len(images) // batch * batch)]
     uint8 = runner.metadata.get("input_dtype") == "uint8"
-    fed = images if uint8 else normalize_uint8(images, pre)
-    calls = [runner(chunk) for chunk in (fed.split(batch) if batch else [fed])]
-    exported = [np.concatenate(outs) for outs in zip(*calls)]
+    exported = runner(images if uint8 else normalize_uint8(images, pre))
     return compare(reference_outputs(model, pre, images), exported, what, runner.metadata.get("task") != "detect")

@@ -66,7 +66,8 @@ def prepare(
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     outputs, heads = _output_names(model)
     folded, n_folded = fold_batchnorm(model)
-    graph = ExportGraph(folded, pre, input_uint8, PRECISIONS[precision]).eval()
+    # no gradients: layers that train differently (darknet heads pass gradients by hand) trace as they infer
+    graph = ExportGraph(folded, pre, input_uint8, PRECISIONS[precision]).eval().requires_grad_(False)
     n_classes = heads[-1]["classes"] if heads else getattr(model, "num_classes", 0)
     classes = list(classes) if classes is not None else [str(i) for i in range(n_classes)]
     net = darknet_net(model)

@@ -32,9 +32,28 @@ class Runner:
     def input_dtype(self) -> np.dtype:
         return np.dtype(self.metadata.get("input_dtype", "float32"))
 
+    @property
+    def static_batch(self) -> int | None:
+        """The batch size the file was exported with (``--static-batch``), None for a dynamic batch."""
+        batch = self.metadata.get("batch", "dynamic")
+        return int(batch) if batch.isdecimal() else None
+
     def __call__(self, images) -> list[np.ndarray]:  # (N, C, H, W) numpy or torch → one array per output
         arr = images.detach().cpu().numpy() if hasattr(images, "detach") else np.asarray(images)
-        return self.run(np.ascontiguousarray(arr, dtype=self.input_dtype))
+        arr = np.ascontiguousarray(arr, dtype=self.input_dtype)
+        fixed = self.static_batch
+        if fixed is None or len(arr) == fixed:
+            return self.run(arr)
+        return _in_batches_of(fixed, self.run, arr)
+
+
+def _in_batches_of(size: int, run: Callable[[np.ndarray], list[np.ndarray]], arr: np.ndarray) -> list[np.ndarray]:
+    """A file with a fixed batch run on any number of images: whole batches, the last filled with
+    copies of the last image, the copies' outputs dropped."""
+    filled = -(-len(arr) // size) * size
+    padded = np.concatenate([arr, np.repeat(arr[-1:], filled - len(arr), axis=0)]) if filled > len(arr) else arr
+    calls = [run(padded[i : i + size]) for i in range(0, filled, size)]
+    return [np.concatenate(outs)[: len(arr)] for outs in zip(*calls)]
 
 
 def _existing(path: str | Path) -> Path:

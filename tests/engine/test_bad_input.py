@@ -279,6 +279,14 @@ def test_darknet_weights_given_as_a_checkpoint_point_to_convert(cli, tmp_path: P
     weights.write_bytes(np.array([0, 2, 0], np.int32).tobytes() + np.zeros(1, np.int64).tobytes() + np.ones(64, np.float32).tobytes())
     (tmp_path / "x.jpg").write_bytes(_jpeg((10, 20, 30)))
     _one_line_error(cli("predict", "-c", weights, tmp_path / "x.jpg"), "is darknet weights", "cnnlab darknet convert CFG")
+    _one_line_error(cli("valid", "--model", "lenet5", "--weights", weights, "--data", "digits"), "is darknet weights")
+
+
+def test_an_exported_model_given_as_a_checkpoint_points_to_the_checkpoint(cli, tiny_run: Path, tmp_path: Path) -> None:
+    onnx = tmp_path / "best.onnx"
+    assert cli("export", tiny_run, "--format", "onnx", "--out", onnx, "--check-images", "0").code == 0
+    (tmp_path / "x.jpg").write_bytes(_jpeg((10, 20, 30)))
+    _one_line_error(cli("predict", "-c", onnx, tmp_path / "x.jpg"), "is an exported model (ONNX)", "--backend onnxruntime")
 
 
 def test_valid_of_a_plain_state_dict_takes_the_class_names_of_its_data(cli, tiny_run: Path, tmp_path: Path) -> None:
@@ -295,3 +303,33 @@ def test_valid_of_a_plain_state_dict_takes_the_class_names_of_its_data(cli, tiny
     assert json.loads((tmp_path / "plain.json").read_text())["top1"] >= 0
     (tmp_path / "three.txt").write_text("a\nb\nc\n")
     _one_line_error(cli(*plain, "--labels", tmp_path / "three.txt"), "names 3 classes but")
+
+
+def test_valid_of_a_plain_state_dict_without_data_asks_for_data(cli, tmp_path: Path) -> None:
+    import torch
+
+    from cnnlab.models import create_model
+
+    torch.save(create_model("lenet5", num_classes=10).state_dict(), tmp_path / "sd.pt")
+    _one_line_error(cli("valid", "--model", "lenet5", "--weights", tmp_path / "sd.pt"), "which data? pass --data")
+
+
+def test_valid_reports_on_other_data_are_kept_apart_and_name_the_backend(cli, tiny_run: Path) -> None:
+    """The run's own set → RUN/valid-val.json; another → RUN/valid-<data>-val.json (it replaced the first)."""
+    assert cli("valid", "-c", tiny_run, "--workers", "0", "--no-progress").code == 0
+    own = json.loads((tiny_run / "valid-val.json").read_text())
+    assert cli("valid", "-c", tiny_run, "--data", "mnist5k", "--workers", "0", "--no-progress").code == 0
+    other = json.loads((tiny_run / "valid-mnist5k-val.json").read_text())
+    assert json.loads((tiny_run / "valid-val.json").read_text()) == own
+    assert own["data"] == "digits" and other["data"] == "mnist5k"
+    assert (own["backend"], own["precision"]) == ("torch", "fp32")
+
+
+def test_weights_for_colour_images_on_grey_data_name_the_channels(cli, tmp_path: Path) -> None:
+    import torch
+
+    from cnnlab.models import create_model
+
+    torch.save(create_model("lenet5", num_classes=10, in_chans=3).state_dict(), tmp_path / "rgb.pt")
+    r = cli("valid", "--model", "lenet5", "--weights", tmp_path / "rgb.pt", "--data", "digits", "--workers", "0", "--no-progress")
+    _one_line_error(r, "was trained on 3-channel images and this model takes 1-channel ones", "use data with 3 channels")

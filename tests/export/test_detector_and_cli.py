@@ -57,6 +57,23 @@ def test_detector_exports_raw_heads(detector, capsys) -> None:
     assert max(np.abs(g - r).max() for g, r in zip(got, ref)) < 1e-4
 
 
+def test_detector_exports_to_bf16_openvino(detector, capsys) -> None:
+    """Its [yolo] heads pass gradients by hand when they train; the export traces them as they infer
+    (with gradients on, torch.jit saw two different graphs and the bf16 export failed)."""
+    tmp, net = detector
+    cfg, w, xml = tmp / "yolo.cfg", tmp / "yolo.weights", tmp / "yolo-bf16.xml"
+    argv = ["export", f"darknet:{cfg}", "--weights", str(w), "--flavor", "alexeyab", "--format", "openvino", "--precision", "bf16", "--out", str(xml)]
+    code = main(argv)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "max |OpenVINO bf16 - PyTorch|" in out
+    images, _ = sample_images(net_pre := _pre(net), 4)
+    ref = reference_outputs(net, net_pre, images)
+    got = load_openvino(xml, "bf16", threads=1)(images.float() / 255)
+    assert max(np.abs(g - r).max() / np.abs(r).max() for g, r in zip(got, ref)) < 0.05
+    assert all(p.requires_grad for p in net.parameters())  # the user's model is left as it was
+
+
 def _pre(net):
     from cnnlab.darknet.model import darknet_preprocess
 
@@ -123,6 +140,7 @@ def test_bf16_openvino_export_is_close(mnist_train, mnist_val, tmp_path) -> None
         (["{run}", "--format", "openvino", "--out", "{run}/m.xml"], "m.bin is a folder; choose another --out"),
         (["{run}", "--format", "onnx", "--check-images", "-1"], "--check-images -1"),
         (["{run}", "--format", "onnx", "--flavor", "alexeyab"], "--flavor goes with darknet:CFG"),
+        (["{run}", "--format", "onnx", "--out", "{run}/checkpoints"], "checkpoints is a folder; name the file to write in it, e.g."),
         (["{run}", "--format", "onnx", "--static-batch", "0"], "--static-batch 0: give the batch size"),
         (["{run}", "--format", "torchscript", "--static-batch", "1"], "a TorchScript module takes any batch"),
     ],
@@ -186,19 +204,36 @@ def test_an_op_the_exporter_lacks_is_named_in_one_line(tmp_path) -> None:
     assert not (tmp_path / "cdist.onnx").exists()
 
 
-@pytest.mark.parametrize(("fmt", "batch", "check", "checked"), [("onnx", 1, 3, 3), ("openvino", 3, 4, 3), ("onnx", 4, 2, 4)])
-def test_static_batch_n_fixes_the_input_at_n_and_checks_whole_batches(fmt, batch, check, checked, tmp_path, capsys) -> None:
+@pytest.mark.parametrize(("fmt", "batch", "check"), [("onnx", 1, 3), ("openvino", 3, 4), ("onnx", 4, 2)])
+def test_static_batch_n_fixes_the_input_at_n_and_runs_any_count_in_batches_of_n(fmt, batch, check, tmp_path, capsys) -> None:
     from cnnlab.export.exporter import parity_runner
     from cnnlab.models import create_model
     from tests.export.conftest import MNIST_32, save_checkpoint
 
-    ckpt = save_checkpoint(create_model("lenet5", num_classes=10), [str(i) for i in range(10)], MNIST_32, tmp_path / "run" / "checkpoints" / "best.pt")
-    out = tmp_path / ("m.onnx" if fmt == "onnx" else "m.xml")
-    argv = ["export", str(ckpt), "--format", fmt, "--static-batch", str(batch), "--check-images", str(check), "--out", str(out)]
-    assert main(argv) == 0
+    model = create_model("lenet5", num_classes=10)
+    ckpt = save_checkpoint(model, [str(i) for i in range(10)], MNIST_32, tmp_path / "run" / "checkpoints" / "best.pt")
+    assert main(["export", str(ckpt), "--format", fmt, "--static-batch", str(batch), "--check-images", str(check)]) == 0
     printed = capsys.readouterr().out
-    assert f"[{batch}, 1, 32, 32]" in printed and f"parity on {checked} held-out" in printed, printed
+    out = ckpt.with_name(f"best-b{batch}" + (".onnx" if fmt == "onnx" else ".xml"))  # a static file has its own name
+    assert f"[{batch}, 1, 32, 32]" in printed and f"parity on {check} held-out" in printed, printed
     runner = parity_runner(out, fmt, "fp32", threads=1)
-    assert runner(np.zeros((batch, 1, 32, 32), np.float32))[0].shape == (batch, 10)
-    with pytest.raises(Exception):  # noqa: B017, PT011 (each runtime raises its own type for a wrong shape)
-        runner(np.zeros((batch + 1, 1, 32, 32), np.float32))
+    assert runner.metadata["batch"] == str(batch) and runner.static_batch == batch
+    images, _ = sample_images(MNIST_32, 2 * batch + 1)
+    with pytest.raises(Exception):  # noqa: B017, PT011 (the file itself takes only N; each runtime raises its own type)
+        runner.run(np.zeros((batch + 1, 1, 32, 32), np.float32))
+    from cnnlab.export.graph import normalize_uint8
+
+    got = runner(normalize_uint8(images, MNIST_32))[0]  # split into batches of N, the last one filled
+    ref = reference_outputs(model, MNIST_32, images)[0]
+    assert got.shape == ref.shape == (2 * batch + 1, 10) and np.abs(got - ref).max() < 1e-4
+
+
+def test_a_static_batch_too_big_to_trace_is_refused(tmp_path, capsys) -> None:
+    from cnnlab.models import create_model
+    from tests.export.conftest import MNIST_32, save_checkpoint
+
+    ckpt = save_checkpoint(create_model("lenet5", num_classes=10), [str(i) for i in range(10)], MNIST_32, tmp_path / "best.pt")
+    assert main(["export", str(ckpt), "--format", "onnx", "--static-batch", "1000000"]) == 2
+    err = capsys.readouterr().err
+    assert "--static-batch 1000000: one batch of 1x32x32 inputs is 3.8 GiB" in err and "at most 262144" in err, err
+    assert not list(tmp_path.glob("*.onnx"))
