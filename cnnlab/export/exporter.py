@@ -72,8 +72,7 @@ def export_model(
     from cnnlab.export.torchscript_format import write_torchscript
 
     check_request(fmt, precision)
-    metadata = (extra_metadata or {}) | {"batch": str(static_batch) if static_batch else "dynamic"}
-    prep = prepare(model, pre, classes=classes, input_uint8=input_uint8, precision=precision, extra_metadata=metadata,
+    prep = prepare(model, pre, classes=classes, input_uint8=input_uint8, precision=precision, extra_metadata=extra_metadata,
                    batch=static_batch or 2)  # fmt: skip
     path = Path(path)
     try:

@@ -20,6 +20,7 @@ def write_onnx(prep: Prepared, path: Path, dynamic_batch: bool = True) -> Path:
     import onnx
 
     dims = ({0: torch.export.Dim("batch", min=1)},) if dynamic_batch else None
+    prep.metadata["batch"] = "dynamic" if dynamic_batch else str(len(prep.example))
     with translating("onnx", prep.metadata["model"]), torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):  # it prints its progress
         program = torch.onnx.export(
             prep.graph, (prep.example,), dynamo=True, input_names=[INPUT_NAME], output_names=prep.output_names,

@@ -67,6 +67,7 @@ def write_openvino(prep: Prepared, xml: Path, dynamic_batch: bool = True) -> Pat
     """``prep`` → ``xml`` + ``.bin``; fp32 through a temporary ONNX file, bf16 from the module."""
     import openvino as ov
 
+    prep.metadata["batch"] = "dynamic" if dynamic_batch else str(len(prep.example))
     if prep.metadata["precision"] == "bf16":
         return _save(_bf16_model(prep, dynamic_batch), prep.metadata, xml)
     onnx_tmp = temp_beside(xml, ".onnx")

@@ -74,7 +74,7 @@ def prepare(
     fallback = f"darknet:{net.source}" if net is not None else type(model).__name__
     meta_name = name or getattr(getattr(model, "meta", None), "name", fallback)
     metadata = build_metadata(meta_name, classes, pre, outputs, input_uint8=input_uint8, precision=precision, bn_folded=n_folded, heads=heads)
-    metadata |= extra_metadata or {}
+    metadata |= {"batch": "dynamic"} | (extra_metadata or {})  # a static batch's writer records its size
     return Prepared(graph, example_input(pre, input_uint8, batch), outputs, metadata)
 
 

@@ -237,3 +237,14 @@ def test_a_static_batch_too_big_to_trace_is_refused(tmp_path, capsys) -> None:
     err = capsys.readouterr().err
     assert "--static-batch 1000000: one batch of 1x32x32 inputs is 3.8 GiB" in err and "at most 262144" in err, err
     assert not list(tmp_path.glob("*.onnx"))
+
+
+def test_a_static_batch_from_the_library_call_is_recorded_too(tmp_path) -> None:
+    from cnnlab.export import export_onnx
+    from cnnlab.models import create_model
+    from tests.export.conftest import MNIST_32
+
+    path = export_onnx(create_model("lenet5", num_classes=10), MNIST_32, tmp_path / "m.onnx", dynamic_batch=False)
+    runner = load_onnxruntime(path, threads=1)
+    assert runner.static_batch == 2 and runner(np.zeros((3, 1, 32, 32), np.float32))[0].shape == (3, 10)
+    assert load_onnxruntime(export_onnx(create_model("lenet5", num_classes=10), MNIST_32, tmp_path / "d.onnx"), threads=1).static_batch is None
