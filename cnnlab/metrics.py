@@ -79,14 +79,24 @@ class ClassificationReport(Report):
     def primary(self) -> float:
         return self.top1
 
+    @property
+    def shows_top5(self) -> bool:
+        # With five classes or fewer every label is in the top five: top-5 is 100 % and says nothing.
+        return len(self.classes) > 5
+
     def record(self) -> dict[str, float]:
-        return {"val_loss": self.loss, "val_top1": self.top1, "val_top5": self.top5}
+        record = {"val_loss": self.loss, "val_top1": self.top1}
+        return record | {"val_top5": self.top5} if self.shows_top5 else record
+
+    def _accuracy(self, sep: str) -> str:
+        top5 = f"{sep}top-5 {self.top5:.2f}%" if self.shows_top5 else ""
+        return f"top-1 {self.top1:.2f}%{top5}"
 
     def line(self) -> str:
-        return f"val loss {self.loss:.4f} top-1 {self.top1:.2f}% top-5 {self.top5:.2f}%"
+        return f"val loss {self.loss:.4f} {self._accuracy(' ')}"
 
     def headline(self) -> str:
-        return f"top-1 {self.top1:.2f}%  top-5 {self.top5:.2f}%  loss {self.loss:.4f}"
+        return f"{self._accuracy('  ')}  loss {self.loss:.4f}"
 
     def summary(self) -> dict[str, float]:
         return {"top1": self.top1, "top5": self.top5, "loss": self.loss, "kappa": self.kappa}
@@ -110,5 +120,5 @@ class ClassificationReport(Report):
         lines.append(
             f"{'macro avg':<{width}}  {sum(self.precision) / n:9.4f}  {sum(self.recall) / n:6.4f}  {sum(self.f1) / n:6.4f}  {self.count:7d}"
         )
-        lines.append(f"top-1 {self.top1:.2f}%  top-5 {self.top5:.2f}%  loss {self.loss:.4f}  Cohen's kappa {self.kappa:.4f}  ({self.count} images)")
+        lines.append(f"{self._accuracy('  ')}  loss {self.loss:.4f}  Cohen's kappa {self.kappa:.4f}  ({self.count} images)")
         return "\n".join(lines)

@@ -5,7 +5,9 @@ The ONNX file is the one exported graph; OpenVINO reads its IR converted from th
 cached beside the checkpoint or weights file they came from (``<name>.<key>.onnx`` / ``.xml``; the key
 hashes what the graph depends on: the weights, the model's class and a darknet net's cfg and flavor),
 or in the user's cache (``~/.cache/cnnlab/exports``) when that folder is not writable. A later run with the same weights
-loads the cache instead of exporting again; a cached file the runtime cannot read is exported again.
+loads the cache instead of exporting again. The key also travels in the file's metadata
+(``cache_key``): a cached file the runtime cannot read, or that holds another graph (copied over it,
+or written by another version), is exported again.
 """
 
 from __future__ import annotations
@@ -36,8 +38,8 @@ def exported_runner(model: nn.Module, example: tuple[int, ...], options, cache_k
         runner = _load_runner(export, model, onnx_path, options)
     except ExportFailed as e:
         raise CnnlabError(f"{e}; use --backend torch") from e
-    except Exception:  # a cached file the runtime cannot read (a run killed while writing it): export it again, once
-        if not cached:
+    except Exception:  # a cached file the runtime cannot read (a run killed while writing it), or another
+        if not cached:  # graph: export it again, once
             raise
         for stale in (onnx_path, onnx_path.with_suffix(".xml"), onnx_path.with_suffix(".bin")):
             stale.unlink(missing_ok=True)
@@ -80,15 +82,24 @@ def _preprocess_of(model: nn.Module):
 
 def _load_runner(export, model: nn.Module, onnx_path: Path, options) -> Callable:
     """The runtime's runner on the cached graph, exported (and converted for OpenVINO) first if absent."""
+    key = _key_of(onnx_path)
     if not onnx_path.is_file():
-        export.export_onnx(model.eval(), _preprocess_of(model), onnx_path)
+        export.export_onnx(model.eval(), _preprocess_of(model), onnx_path, metadata={"cache_key": key})
     threads = torch.get_num_threads()
     if options.backend == "onnxruntime":
-        return export.load_onnxruntime(onnx_path, threads=threads)
-    xml = onnx_path.with_suffix(".xml")
-    if not xml.is_file():
-        export.onnx_to_openvino(onnx_path, xml)
-    return export.load_openvino(xml, precision=OV_PRECISION[options.precision], threads=threads)
+        runner = export.load_onnxruntime(onnx_path, threads=threads)
+    else:
+        xml = onnx_path.with_suffix(".xml")
+        if not xml.is_file():
+            export.onnx_to_openvino(onnx_path, xml)
+        runner = export.load_openvino(xml, precision=OV_PRECISION[options.precision], threads=threads)
+    if runner.metadata.get("cache_key") != key:
+        raise ValueError(f"{onnx_path} holds another graph than its name says")
+    return runner
+
+
+def _key_of(onnx_path: Path) -> str:
+    return onnx_path.name.rsplit(".", 2)[-2]  # <name>.<key>.onnx
 
 
 def _cache_path(model: nn.Module, cache_key: str | None) -> Path:

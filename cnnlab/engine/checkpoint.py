@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -203,6 +204,8 @@ def load_features(model: Classifier, state_dict: dict, source: str = "checkpoint
 
 def model_from_checkpoint(ckpt: dict, use_ema: bool = True) -> tuple[Classifier, list[str], Preprocess]:
     """The model (EMA weights when the run kept them), its class names and preprocessing."""
+    if not use_ema and ckpt.get("ema") is None:  # said, so a user comparing raw with EMA weights knows there is no pair
+        print("--no-ema: this run kept no EMA; its one set of weights is used", file=sys.stderr)
     model = build_model(ckpt["arch"])
     weights = ckpt["ema"] if use_ema and ckpt.get("ema") is not None else ckpt["model"]
     load_weights(model, weights, "checkpoint")

@@ -10,7 +10,7 @@ API (what ``cnnlab export`` and the inference backends call)::
     from cnnlab.export import export_onnx, export_openvino, export_torchscript, onnx_to_openvino
     from cnnlab.export import load_onnxruntime, load_openvino, load_torchscript, load_exported, read_metadata
 
-    export_onnx(model, preprocess, "m.onnx", *, input_uint8=False, dynamic_batch=True, classes=None) -> Path
+    export_onnx(model, preprocess, "m.onnx", *, input_uint8=False, dynamic_batch=True, classes=None, metadata=None) -> Path
     export_openvino(model, preprocess, "m.xml", *, input_uint8=False, dynamic_batch=True,
                     precision="fp32" | "bf16", classes=None) -> Path      # writes m.xml + m.bin
     export_torchscript(model, preprocess, "m.ts", *, input_uint8=False, classes=None) -> Path

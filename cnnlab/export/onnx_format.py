@@ -41,7 +41,10 @@ def export_onnx(
     input_uint8: bool = False,
     dynamic_batch: bool = True,
     classes: list[str] | None = None,
+    metadata: dict[str, str] | None = None,
 ) -> Path:
-    """``model`` (BatchNorm folded on a copy) → an ONNX file with its preprocessing as metadata."""
+    """``model`` (BatchNorm folded on a copy) → an ONNX file with its preprocessing as metadata (and
+    ``metadata``'s keys besides)."""
     prep = prepare(model, preprocess, classes=classes, input_uint8=input_uint8)
+    prep.metadata.update(metadata or {})
     return write_onnx(prep, Path(path), dynamic_batch)

@@ -66,6 +66,19 @@ def test_a_damaged_cached_graph_is_exported_again(backend: str, suffix: str, tmp
     assert "tensorflow" not in capfd.readouterr().err.lower()  # OpenVINO's other parsers tried the damaged file and logged it
 
 
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_a_cached_file_holding_another_graph_is_exported_again(backend: str, tmp_path: Path) -> None:
+    """A file copied over the cache (or left by another version) is not run in place of these weights."""
+    key = tmp_path / "best.pt"
+    key.write_bytes(b"checkpoint")
+    model, other, x = _lenet(0), _lenet(1), torch.rand(2, *SHAPE, generator=torch.Generator().manual_seed(3))
+    _engine(other, backend, key)
+    for theirs in tmp_path.glob("best.pt.*"):
+        theirs.rename(_cache_path(model, str(key)).with_suffix(theirs.suffix))
+    got = _engine(model, backend, key)(x)
+    assert (got - prepare(model, SHAPE, torch.device("cpu"))(x)).abs().max().item() < 1e-4
+
+
 @pytest.mark.parametrize(
     ("options", "says"),
     [

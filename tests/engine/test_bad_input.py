@@ -333,3 +333,12 @@ def test_weights_for_colour_images_on_grey_data_name_the_channels(cli, tmp_path:
     torch.save(create_model("lenet5", num_classes=10, in_chans=3).state_dict(), tmp_path / "rgb.pt")
     r = cli("valid", "--model", "lenet5", "--weights", tmp_path / "rgb.pt", "--data", "digits", "--workers", "0", "--no-progress")
     _one_line_error(r, "was trained on 3-channel images and this model takes 1-channel ones", "use data with 3 channels")
+
+
+def test_no_ema_on_a_run_without_an_ema_says_so(cli, tiny_run: Path, folders: Path) -> None:
+    image = folders / "val" / "cat" / "000.jpg"
+    plain, raw = cli("predict", "-c", tiny_run, image), cli("predict", "-c", tiny_run, image, "--no-ema")
+    assert plain.code == raw.code == 0
+    assert "--no-ema" not in plain.err
+    assert "--no-ema: this run kept no EMA" in raw.err
+    assert raw.out.split("\n", 1)[1] == plain.out.split("\n", 1)[1]  # the same weights: the same top classes
