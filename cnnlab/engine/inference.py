@@ -15,6 +15,8 @@
   builds, so only the first run of a model pays the full compile time;
 * batches on the CPU run in chunks of the size that proves fastest on them, on a single-threaded
   stream per thread when there are several threads and ``batch`` is more than 1 (:mod:`.chunking`);
+  prepared for one image (``batch`` 1), a network runs one image on all threads or on one, whichever
+  timed faster (:mod:`.thread_choice`: waking sleeping threads can cost more than they give);
 * calls run under ``torch.inference_mode``; outputs come back in float32.
 
 The default (fp32, no compile) gives the eager model's outputs up to float rounding (the darknet
@@ -24,9 +26,10 @@ network exported once (:mod:`cnnlab.engine.backends`).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal, TextIO
 
@@ -99,10 +102,15 @@ class InferenceModel(nn.Module):
         on_cpu = device.type == "cpu" and inner is not None and not options.compile
         self.batches = BatchRunner.for_threads(torch.get_num_threads(), options.batch) if on_cpu else None
         self.dtype = torch.bfloat16 if options.precision == "bf16" and options.backend == "torch" else torch.float32
+        self.one_image_threads: int | None = None  # set by prepare() when it timed the count (thread_choice)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         with torch.inference_mode():
-            out = self.batches(self._piece, x) if self.batches is not None and x.shape[0] > 1 else self._piece(x)
+            if self.batches is not None and x.shape[0] > 1:
+                out = self.batches(self._piece, x)
+            else:
+                with _on_threads(self.one_image_threads):
+                    out = self._piece(x)
             if isinstance(out, (list, tuple)):
                 return [o.float() for o in out]
             return out.float()
@@ -138,7 +146,27 @@ def prepare(model: nn.Module, example: tuple[int, ...], device: torch.device, op
     elif device.type == "cpu" and packing_available():
         dtype = torch.bfloat16 if options.precision == "bf16" else torch.float32
         run = fuse_relus(net, torch.zeros(options.batch, *example, dtype=dtype).contiguous(memory_format=torch.channels_last))
-    return InferenceModel(run, options, device, net)
+    engine = InferenceModel(run, options, device, net)
+    if device.type == "cpu" and options.batch == 1 and not options.compile:
+        from cnnlab.engine.thread_choice import one_image_threads
+
+        image = torch.zeros(1, *example, dtype=engine.dtype).contiguous(memory_format=torch.channels_last)
+        engine.one_image_threads = one_image_threads(run, net, image)
+    return engine
+
+
+@contextlib.contextmanager
+def _on_threads(n: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to ``n`` for the body (None or the current count: unchanged)."""
+    before = torch.get_num_threads()
+    if n is None or n == before:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _torch_model(model: nn.Module, input_size: tuple[int, ...], device: torch.device, options: InferenceOptions,

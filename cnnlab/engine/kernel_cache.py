@@ -1,4 +1,5 @@
-"""Which convolution kernel timed fastest for a layer on this machine, remembered between runs.
+"""Which convolution kernel timed fastest for a layer on this machine, remembered between runs
+(and, in the same file, how many threads a one-image forward runs on: :mod:`.thread_choice`).
 
 The engine times a 3×3 convolution's candidates (packed oneDNN, Winograd F(2×2), F(4×4)) at load,
 in the network (:mod:`.kernel_choice`). Done on every run, that costs ResNet-18 about 0.6 s and
@@ -36,7 +37,7 @@ def cache_file() -> Path:
 def layer_key(conv: nn.Conv2d, input_size: tuple[int, ...], activation: str, candidates: list[str]) -> str:
     """One layer's key: what decides its timings (machine, torch, shapes, dtype), not its weights."""
     layer = [list(input_size), list(conv.weight.shape), list(conv.padding), str(conv.weight.dtype), activation]
-    return json.dumps([_machine(), torch.__version__, METHOD, layer, candidates])
+    return json.dumps([machine(), torch.__version__, METHOD, layer, candidates])
 
 
 class Choices:
@@ -73,7 +74,7 @@ def _read() -> dict[str, object]:
 
 
 @functools.cache
-def _machine() -> str:
+def machine() -> str:
     """The CPU's model name (Linux), else what platform knows."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
