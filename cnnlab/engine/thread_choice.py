@@ -9,7 +9,9 @@ against 3.24; in fp32 two threads win (15.5 against 24.1, 6.2 against 7.4). Whic
 on the CPU, the net and the wait policy, so it is timed, at load, for commands that predict one image
 at a time: the counts take turns forward by forward, and one thread is kept only when it is faster by
 :data:`MARGIN`. The choice is cached with the kernel choices (:mod:`.kernel_cache`), keyed by the
-machine, torch, the wait policy, the thread count, the input and the network's layer shapes.
+machine, torch, the wait policy, the thread count, the input and the network's layer shapes, so runs
+of one command agree; one timed while another process held a core favours one thread, and stays until
+that file is deleted.
 """
 
 from __future__ import annotations
