@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from cnnlab.engine import thread_choice
+from cnnlab.engine.kernel_cache import Choices
 from cnnlab.engine.inference import InferenceOptions, prepare
 from cnnlab.engine.thread_choice import LONG, MARGIN, choice_key, faster_count, one_image_threads
 
@@ -84,3 +85,14 @@ def test_a_batch_engine_times_nothing(two_threads, monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(thread_choice, "faster_count", lambda *a, **k: pytest.fail("timed"))
     engine = prepare(nn.Conv2d(1, 4, 3).eval(), (1, 8, 8), torch.device("cpu"), InferenceOptions(batch=8))
     assert engine.one_image_threads is None
+
+
+class _FullBatchOnly(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(4, *x.shape[1:])  # only a batch of 4 fits
+
+
+def test_a_net_that_cannot_run_one_image_keeps_every_thread_and_caches_nothing(two_threads) -> None:
+    net, x = _FullBatchOnly(), torch.zeros(1, 1, 8, 8)
+    assert one_image_threads(net, net, x) == 2
+    assert Choices().get(choice_key(net, x, 2)) is None
