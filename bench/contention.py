@@ -18,8 +18,9 @@ torch loads) and kept for every round, so a round costs seconds rather than a to
   2 spin 30k    OMP_NUM_THREADS=2 GOMP_SPINCOUNT=30000: a brief spin (tens of µs), then sleep
 Training: `cnnlab train --config lenet5_mnist5k --epochs E --train-limit N` called in that process
 (the demo recipe; 1,280 images are 20 steps of 64), images/s as the run's summary.json reports it
-(training steps only). Predict: ResNet-18 at 224x224, one image per forward, fp32 eval under
-inference_mode, right after. Each process's first measurement (start-up, first kernels) is dropped.
+(training steps only). Predict: ResNet-18 at 224x224 through cnnlab's inference engine, as `cnnlab
+predict` runs it (BatchNorm folded, packed convolutions, one image per forward on the thread count it
+timed faster; fp32), right after. Each process's first measurement (start-up, first kernels) is dropped.
 """
 
 from __future__ import annotations
@@ -73,9 +74,12 @@ def worker(tmp: str, epochs: int, train_images: int, predict_images: int, flags:
 
 
 def predict_model():
-    from cnnlab import create_model
+    import torch
 
-    return create_model("resnet18", num_classes=1000).eval()
+    from cnnlab import create_model
+    from cnnlab.engine.inference import prepare
+
+    return prepare(create_model("resnet18", num_classes=1000).eval(), (3, 224, 224), torch.device("cpu"))
 
 
 def predict_speed(model, n: int) -> float:
