@@ -157,16 +157,24 @@ def one_thread() -> Iterator[None]:
     (``workers: 0``): an image's transforms are many small ops, too small to share out, yet each may
     open a parallel region, and with sleeping threads each region is a wake-up. The demo recipe's
     batch of 64 took 28.7 ms to draw on two threads against 15.6 on one (17.2 inside this)."""
+    with on_threads(1):
+        yield
+
+
+@contextlib.contextmanager
+def on_threads(n: int | None) -> Iterator[None]:
+    """The calling thread's torch ops inside run on ``n`` intra-op threads (None: unchanged)."""
     import torch
 
-    n = torch.get_num_threads()
-    if n > 1:
-        torch.set_num_threads(1)
+    before = torch.get_num_threads()
+    if n is None or n == before:
+        yield
+        return
+    torch.set_num_threads(n)
     try:
         yield
     finally:
-        if n > 1:
-            torch.set_num_threads(n)
+        torch.set_num_threads(before)
 
 
 def worker_init(worker_id: int) -> None:

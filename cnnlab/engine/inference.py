@@ -26,10 +26,9 @@ network exported once (:mod:`cnnlab.engine.backends`).
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, TextIO
 
@@ -40,6 +39,7 @@ from cnnlab.engine.chunking import BatchRunner
 from cnnlab.engine.fuse_relu import fuse_relus
 from cnnlab.engine.packed_conv import packing_available
 from cnnlab.errors import CnnlabError
+from cnnlab.threads import on_threads
 
 Precision = Literal["fp32", "bf16"]
 Backend = Literal["torch", "onnxruntime", "openvino"]
@@ -109,7 +109,7 @@ class InferenceModel(nn.Module):
             if self.batches is not None and x.shape[0] > 1:
                 out = self.batches(self._piece, x)
             else:
-                with _on_threads(self.one_image_threads):
+                with on_threads(self.one_image_threads):
                     out = self._piece(x)
             if isinstance(out, (list, tuple)):
                 return [o.float() for o in out]
@@ -153,20 +153,6 @@ def prepare(model: nn.Module, example: tuple[int, ...], device: torch.device, op
         image = torch.zeros(1, *example, dtype=engine.dtype).contiguous(memory_format=torch.channels_last)
         engine.one_image_threads = one_image_threads(run, net, image)
     return engine
-
-
-@contextlib.contextmanager
-def _on_threads(n: int | None) -> Iterator[None]:
-    """torch's intra-op threads set to ``n`` for the body (None or the current count: unchanged)."""
-    before = torch.get_num_threads()
-    if n is None or n == before:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _torch_model(model: nn.Module, input_size: tuple[int, ...], device: torch.device, options: InferenceOptions,

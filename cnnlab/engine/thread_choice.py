@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from cnnlab.engine.kernel_cache import Choices, machine
+from cnnlab.threads import on_threads
 
 ROUNDS = 5  # timed forwards per count, after one untimed each
 MARGIN = 0.05  # one thread must be this much faster to be kept (the timings are noisy; all threads is the default)
@@ -67,16 +68,11 @@ def faster_count(seconds_at: Callable[[int], float], threads: int, rounds: int =
 
 
 def _forward_seconds(run: Callable[[torch.Tensor], object], example: torch.Tensor, n: int) -> float:
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        time.sleep(PAUSE)
-        with torch.inference_mode():
-            start = time.perf_counter()
-            run(example)
-            return time.perf_counter() - start
-    finally:
-        torch.set_num_threads(before)
+    time.sleep(PAUSE)
+    with on_threads(n), torch.inference_mode():
+        start = time.perf_counter()
+        run(example)
+        return time.perf_counter() - start
 
 
 def choice_key(net: nn.Module, example: torch.Tensor, threads: int) -> str:
