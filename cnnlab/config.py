@@ -13,6 +13,7 @@ import difflib
 import math
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -89,7 +90,7 @@ class TrainConfig:
     sync_bn: bool = False  # SyncBatchNorm across processes (CUDA only; on the CPU statistics are averaged per epoch)
 
     # --- augmentation (train only; evaluation uses the model's resize + center crop)
-    crop: str = "rrc"  # rrc (random resized crop) | center (resize + center crop, as in eval)
+    crop: Literal["rrc", "center"] = "rrc"  # rrc (random resized crop) | center (resize + center crop, as in eval)
     rrc_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # rrc: range of the crop's area, as a fraction of the image
     rrc_ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])  # rrc: range of the crop's aspect ratio
     hflip: float = 0.5  # probability
@@ -122,6 +123,49 @@ class TrainConfig:
             raise CnnlabError(f"--head-lr-mult must be a finite number >= 0, got {self.head_lr_mult}")
         if not 0 < self.layer_decay <= 1:
             raise CnnlabError(f"--layer-decay must be in (0, 1], got {self.layer_decay}")
+        self._check_ranges()
+
+    def _check_ranges(self) -> None:
+        """Numbers torch, torchvision or the optimizer would refuse with a traceback, refused first in one line."""
+        for key, (ok, what) in _RANGES.items():
+            value = getattr(self, key)
+            if not (math.isfinite(value) and ok(value)):
+                raise CnnlabError(f"--{key.replace('_', '-')} must be {what}, got {value}")
+        for key, lo, hi in (("rrc_scale", 0.0, 1.0), ("rrc_ratio", 0.0, math.inf), ("scale", 0.0, math.inf)):
+            pair = getattr(self, key)
+            if len(pair) != 2 or not lo < pair[0] <= pair[1] <= hi:
+                bound = f" at most {hi:g}" if math.isfinite(hi) else ""
+                raise CnnlabError(f"--{key.replace('_', '-')} takes two numbers MIN MAX with 0 < MIN <= MAX{bound}, got {pair}")
+
+
+_RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "lr": (lambda v: v > 0, "a number > 0"),
+    "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "weight_decay": (lambda v: v >= 0, "0 or more"),
+    "clip_grad": (lambda v: v >= 0, "0 (off) or more"),
+    "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "ema_decay": (lambda v: 0 <= v < 1, "in [0, 1) (0 = off)"),
+    "balance_alpha": (lambda v: v >= 0, "0 or more"),
+    "warmup_epochs": (lambda v: v >= 0, "0 or more"),
+    "warmup_factor": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "gamma": (lambda v: v > 0, "a number > 0"),
+    "min_lr_factor": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "pct_start": (lambda v: 0 < v < 1, "in (0, 1)"),
+    "hflip": (lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
+    "rotation": (lambda v: v >= 0, "0 or more degrees (the angle is drawn in ±rotation)"),
+    "translate": (lambda v: 0 <= v <= 1, "a fraction of the size in [0, 1]"),
+    "color_jitter": (lambda v: v >= 0, "0 (off) or more"),
+    "pca_lighting": (lambda v: v >= 0, "0 (off) or more"),
+    "max_bad_fraction": (lambda v: 0 <= v <= 1, "a fraction in [0, 1]"),
+    "accum_steps": (lambda v: v >= 1, "1 or more"),
+    "step_size": (lambda v: v >= 1, "1 or more epochs"),
+    "train_limit": (lambda v: v >= 0, "0 (all) or more"),
+    "val_limit": (lambda v: v >= 0, "0 (all) or more"),
+    "workers": (lambda v: v >= 0, "0 or more"),
+    "ckpt_every": (lambda v: v >= 0, "0 or more"),
+    "log_every": (lambda v: v >= 1, "1 or more"),
+    "embedding_dim": (lambda v: v >= 1, "1 or more"),
+}
 
 
 def _field_types() -> dict[str, Any]:
@@ -173,7 +217,7 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
             if not isinstance(value, dict):
                 raise ValueError
             return dict(value)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, yaml.YAMLError):
         pass
     name = getattr(typ, "__name__", str(typ))
     raise CnnlabError(f"config key {key!r} must be {name}, got {value!r}")

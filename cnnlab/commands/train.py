@@ -28,12 +28,15 @@ def run(args: argparse.Namespace) -> int:
 
         return launch(args.nproc, args._argv[1:], args.max_restarts)
 
+    from cnnlab.errors import CnnlabError
+
     overrides = config.overrides_from_args(args)
     if args.resume:
         saved = Path(args.resume) / "config.yaml"
+        if args.config:  # its keys would be ignored: the run's own recipe is its config.yaml
+            raise CnnlabError(f"--config with --resume: a resumed run keeps its own recipe ({saved}); drop --config, and give "
+                              "what may change as flags (e.g. --epochs N)")  # fmt: skip
         if not saved.is_file():
-            from cnnlab.errors import CnnlabError
-
             raise CnnlabError(f"{args.resume} is not a run directory (no config.yaml); start a new run without --resume")
         if (Path(args.resume) / "checkpoints" / "last.pt").is_file():  # a run stopped before its first checkpoint may change anything
             config.check_resume_overrides(config.load_saved(saved), overrides, Path(args.resume))

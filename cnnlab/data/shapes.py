@@ -142,4 +142,5 @@ def make_shapes(out: str | Path, spec: ShapesSpec = ShapesSpec(), force: bool = 
     data = out / "shapes.data"
     root = os.fspath(out.resolve())
     _write_text(data, f"classes={len(CLASSES)}\ntrain={root}/train.txt\nvalid={root}/valid.txt\nnames={root}/shapes.names\nbackup={root}/backup/\n")
+    (out / "backup").mkdir(exist_ok=True)  # darknet's trainers write there and refuse a missing folder
     return data

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from cnnlab.errors import CnnlabError
 from cnnlab.models._base import Classifier, ModelMeta, Preprocess
 from cnnlab.registry import Registry
 
@@ -19,8 +20,24 @@ def create_model(name: str, num_classes: int | None = None, in_chans: int | None
         kwargs["num_classes"] = num_classes
     if in_chans is not None:
         kwargs["in_chans"] = in_chans
-    model = builder(**kwargs)
-    return model
+    _check_arguments(name, builder, kwargs)
+    return builder(**kwargs)
+
+
+def _check_arguments(name: str, builder, kwargs: dict) -> None:
+    """An argument the builder does not take is one line naming what it takes (``--model-kwargs``)."""
+    import inspect
+
+    try:
+        params = inspect.signature(builder).parameters
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = [k for k in kwargs if k not in params]
+    if unknown:
+        takes = ", ".join(k for k, p in params.items() if p.kind is not p.VAR_POSITIONAL) or "no arguments"
+        raise CnnlabError(f"model {name!r} takes no argument {unknown[0]!r} (--model-kwargs); it takes: {takes}")
 
 
 def list_models(pattern: str | None = None) -> list[str]:

@@ -21,10 +21,11 @@ RECIPE = Path(__file__).parents[2] / "cnnlab" / "recipes" / "yolov3-tiny-shapes.
 
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small shapes set (its .data file), with its backup folder."""
+    """A small shapes set (its .data file), with the backup folder its backup= names (the README's
+    walkthrough trains into it next)."""
     out = tmp_path_factory.mktemp("shapes")
     data = make_shapes(out, ShapesSpec(train=24, valid=8, size=96, seed=3))
-    (out / "backup").mkdir()
+    assert (out / "backup").is_dir()
     return data
 
 

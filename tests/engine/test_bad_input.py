@@ -342,3 +342,19 @@ def test_no_ema_on_a_run_without_an_ema_says_so(cli, tiny_run: Path, folders: Pa
     assert "--no-ema" not in plain.err
     assert "--no-ema: this run kept no EMA" in raw.err
     assert raw.out.split("\n", 1)[1] == plain.out.split("\n", 1)[1]  # the same weights: the same top classes
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [(("--lr", "-1"), "--lr must be a number > 0"), (("--momentum", "-3"), "--momentum must be in [0, 1)"),
+     (("--hflip", "2"), "--hflip must be a probability"), (("--label-smoothing", "2"), "--label-smoothing must be in [0, 1)"),
+     (("--ema-decay", "1.5"), "--ema-decay must be in [0, 1)"), (("--weight-decay", "-1"), "--weight-decay must be 0 or more"),
+     (("--lr", "nan"), "--lr must be"), (("--crop", "foo"), "must be one of rrc, center"),
+     (("--rrc-scale", "0.5"), "--rrc-scale takes two numbers"), (("--scale", "1.2", "0.8"), "--scale takes two numbers"),
+     (("--model-kwargs", "{bogus: 1}"), "takes no argument 'bogus' (--model-kwargs); it takes: num_classes, in_chans"),
+     (("--model-kwargs", "{bad yaml"), "'model_kwargs' must be dict")],
+)  # fmt: skip
+def test_training_numbers_torch_would_refuse_are_one_line_before_the_run_folder(cli, tmp_path: Path, args: tuple[str, ...], says: str) -> None:
+    r = cli("train", *TINY, *args, "--out", tmp_path / "r")
+    _one_line_error(r, says)
+    assert not (tmp_path / "r").exists()

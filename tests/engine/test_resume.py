@@ -69,3 +69,7 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path: Path) -> None:
 def test_resume_errors_are_one_line(cli, tmp_path: Path) -> None:
     r = cli("train", "--resume", tmp_path)
     assert r.code == 2 and "not a run directory" in r.err and len(r.err.splitlines()) == 1
+    recipe = tmp_path / "my.yaml"
+    recipe.write_text("epochs: 4\nsched: step\n")
+    r = cli("train", "--resume", tmp_path, "--config", recipe)  # its keys were silently ignored
+    assert r.code == 2 and "--config with --resume" in r.err and "--epochs N" in r.err and len(r.err.splitlines()) == 1
