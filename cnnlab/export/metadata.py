@@ -4,13 +4,14 @@ The same dict goes into ONNX ``metadata_props``, OpenVINO ``rt_info`` (under ``c
 TorchScript extra file (``cnnlab_metadata.json``), so one reader (:func:`cnnlab.export.read_metadata`)
 serves all three. Lists and dicts are JSON strings. Keys:
 
-``model``, ``task`` (classify | detect), ``outputs`` (JSON names: ``logits``, ``log_probs`` or
+``model``, ``task`` (classify | detect | embedding), ``outputs`` (JSON names: ``logits``, ``log_probs``, ``embedding`` or
 ``head0``…), ``classes`` (JSON list), ``input`` (``uint8 NCHW, normalised in the graph`` or
 ``float32 NCHW, normalised``), ``input_dtype``, ``input_size`` (JSON [C, H, W]), ``mean``, ``std``
 (per channel, for pixels in [0, 1]), ``resize``, ``resize_mode``, ``interpolation``, ``color_order``
 (RGB, or GRAY for one channel), ``preprocess`` (the whole :class:`~cnnlab.model_meta.Preprocess` as
 JSON), ``precision``, ``batchnorm_folded``, ``cnnlab_version``; detectors add ``heads`` (JSON, one
-entry per [yolo]/[region] layer: what :mod:`cnnlab.export.yolo_decode` needs) and ``decode``.
+entry per [yolo]/[region] layer: what :mod:`cnnlab.export.yolo_decode` needs) and ``decode``; an
+embedding run's network adds ``embedding`` (how to use its raw output).
 """
 
 from __future__ import annotations

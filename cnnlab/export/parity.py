@@ -73,4 +73,5 @@ def check(model: nn.Module, pre: Preprocess, runner: Runner, n: int = 32) -> Par
     images, what = sample_images(pre, n)
     uint8 = runner.metadata.get("input_dtype") == "uint8"
     exported = runner(images if uint8 else normalize_uint8(images, pre))
-    return compare(reference_outputs(model, pre, images), exported, what, runner.metadata.get("task") != "detect")
+    classify = runner.metadata.get("task") not in ("detect", "embedding")
+    return compare(reference_outputs(model, pre, images), exported, what, classify)

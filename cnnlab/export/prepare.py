@@ -61,10 +61,13 @@ def prepare(
     batch: int = 2,
 ) -> Prepared:
     """Fold BatchNorm (on a copy), wrap, and describe ``model`` for export; ``batch``: the example's
-    (a static-batch export's size; 2 for a dynamic one)."""
+    (a static-batch export's size; 2 for a dynamic one). ``extra_metadata`` with ``task: embedding``
+    (an embedding run's network) names the output ``embedding``."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     outputs, heads = _output_names(model)
+    if (extra_metadata or {}).get("task") == "embedding":
+        outputs = ["embedding"]
     folded, n_folded = fold_batchnorm(model)
     # no gradients: layers that train differently (darknet heads pass gradients by hand) trace as they infer
     graph = ExportGraph(folded, pre, input_uint8, PRECISIONS[precision]).eval().requires_grad_(False)

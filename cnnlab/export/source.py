@@ -82,4 +82,12 @@ def load_source(spec: str, *, weights: str | None = None, data: str | None = Non
     model, classes, pre = ckpt_mod.model_from_checkpoint(ckpt, use_ema=use_ema)
     if data:
         classes = _names_from_data(data, len(classes), str(path))
-    return ExportSource(model.eval(), classes, pre, path.with_suffix(""), (path,))
+    return ExportSource(model.eval(), classes, pre, path.with_suffix(""), (path,), _task_metadata(ckpt))
+
+
+def _task_metadata(ckpt: dict) -> dict[str, str]:
+    """An embedding run's network outputs an embedding, not class scores: the file says so."""
+    if (ckpt.get("config") or {}).get("task") != "embedding":
+        return {}
+    return {"task": "embedding", "embedding": "the network's raw output; L2-normalise it before comparing (cosine "
+            "similarity), as cnnlab predict does; classes: the classes it was trained on"}  # fmt: skip

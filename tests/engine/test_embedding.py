@@ -147,6 +147,16 @@ def test_short_run_learns_and_valid_and_predict_report_embeddings(cli, tmp_path)
     r = cli("predict", "-c", run, "-t", "2", image)
     assert r.code == 0 and len(r.out.splitlines()) == 3 and r.out.splitlines()[1].startswith(f"{sims[0]:6.4f}: ")
 
+    # exported, the file says it holds an embedding network (it said: classify, logits, top-1 equal)
+    r = cli("export", run, "--format", "onnx", "--check-images", "4")
+    assert r.code == 0, r.err
+    assert "outputs embedding" in r.out and "parity on 4" in r.out and "top-1" not in r.out
+    from cnnlab.export import load_onnxruntime
+
+    onnx = load_onnxruntime(run / "checkpoints" / "best.onnx")
+    assert onnx.metadata["task"] == "embedding" and json.loads(onnx.metadata["outputs"]) == ["embedding"]
+    assert onnx(np.zeros((1, 1, 32, 32), np.float32))[0].shape == (1, 16)
+
     # --init from it at another width names the width, not a class count
     r = cli("train", "--task", "embedding", "--model", "lenet5", "--data", "mnist5k", "--embedding-dim", "8",
             "--init", run / "checkpoints" / "best.pt", "--out", tmp_path / "wider")  # fmt: skip
