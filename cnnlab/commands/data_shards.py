@@ -29,15 +29,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from cnnlab.data.datasets import open_split
     from cnnlab.data.shards import format as fmt
-    from cnnlab.data.shards.writer import write_shards
+    from cnnlab.data.shards.writer import check_out, write_shards
 
     splits = ["train", "val"] if args.split == "both" else [args.split]
+    jobs = []
     for split in splits:
         source = open_split(args.source, split, seed=args.seed)
         settings = fmt.Settings(
             source=args.source, split=split, samples=len(source), classes=list(source.classes), resize=args.resize,
             quality=args.quality, image_format=args.image_format, shard_size=args.shard_size, seed=args.seed, boxes=args.boxes,
         )  # fmt: skip
-        write_shards(source, args.out / split, settings, workers=args.workers, progress=args.progress)
+        check_out(args.out / split, settings)  # every split's folder before the first is written
+        jobs.append((source, settings))
+    for source, settings in jobs:
+        write_shards(source, args.out / settings.split, settings, workers=args.workers, progress=args.progress)
     print(f"train from them with: cnnlab train --data shards:{args.out} --model MODEL")
     return 0

@@ -57,3 +57,13 @@ def test_write_train_valid_predict_from_shards(folders, tmp_path, capsys, monkey
 def test_missing_shards_is_one_line(tmp_path, capsys):
     code, _, err = run(capsys, "train", "--model", "lenet5", "--data", f"shards:{tmp_path / 'nope'}", "--epochs", "1")
     assert code == 2 and "does not exist" in err and "cnnlab data shards" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_foreign_split_folder_is_refused_before_any_split_is_written(folders, tmp_path, capsys):
+    out = tmp_path / "mine"
+    (out / "val").mkdir(parents=True)
+    (out / "val" / "notes.txt").write_text("keep me")
+    code, _, err = run(capsys, "data", "shards", folders, "--out", out, "--no-progress")
+    assert code == 2 and "holds other files" in err and len(err.strip().splitlines()) == 1
+    assert not (out / "train").exists()  # train was written first, then val refused: the folder left half-filled
+    assert (out / "val" / "notes.txt").read_text() == "keep me"

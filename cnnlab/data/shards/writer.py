@@ -103,10 +103,18 @@ def _init_worker(job: dict) -> None:
 
 def _check_out(out: Path, settings: fmt.Settings) -> None:
     """Refuse to touch a folder that holds something else; accept our own (resume)."""
+    check_out(out, settings)
     if not out.exists():
         out.mkdir(parents=True)
         return
     remove_stale_temps(out)  # a killed run's half shard, under a hidden temporary name
+
+
+def check_out(out: Path, settings: fmt.Settings) -> None:
+    """What :func:`write_shards` would refuse about ``out``, checked without writing (a command
+    writing several splits checks them all before it writes the first)."""
+    if not out.exists():
+        return
     if not out.is_dir():
         raise CnnlabError(f"--out {out} is a file: give a folder (new, or one this command wrote)")
     saved = out / fmt.SETTINGS
@@ -121,7 +129,7 @@ def _check_out(out: Path, settings: fmt.Settings) -> None:
                 f"use another --out, or delete {out} to rewrite it"
             )
         return
-    if any(out.iterdir()):
+    if any(p for p in out.iterdir() if not (p.name.startswith(".") and p.name.endswith(".tmp"))):  # temps: ours
         raise CnnlabError(f"{out} exists and holds other files: give a new or empty folder as --out (nothing there is overwritten)")
 
 
