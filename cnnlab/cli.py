@@ -64,12 +64,20 @@ def _add_threads(p: argparse.ArgumentParser) -> None:
 
 def _unknown_options(parser: Parser, args: argparse.Namespace, extras: list[str]) -> NoReturn:
     """``--lerning-rate 0.1`` → one line naming it and the closest real option."""
-    sub: Parser = getattr(args, "_parser", parser)
+    sub: Parser = _leaf_parser(getattr(args, "_parser", parser), args)
     options = [o for a in sub._actions for o in a.option_strings if o.startswith("--")]
     flag = next((e.split("=")[0] for e in extras if e.startswith("-")), extras[0])
     close = difflib.get_close_matches(flag, options, n=1, cutoff=0.6)
     hint = f"; did you mean {close[0]}?" if close else ""
     sub.error(f"unrecognized argument {' '.join(extras)!r}{hint}")
+
+
+def _leaf_parser(p: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The innermost sub-command's parser (``cnnlab darknet detector map``), whose help lists its options."""
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction) and getattr(args, action.dest or "", None) in action.choices:
+            return _leaf_parser(action.choices[getattr(args, action.dest)], args)
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -74,3 +74,11 @@ def test_every_option_and_argument_of_every_command_has_help() -> None:
         if not action.help and not isinstance(action, (argparse._HelpAction, argparse._SubParsersAction))
     ]
     assert missing == []
+
+
+def test_an_unknown_option_of_a_sub_command_points_to_that_sub_commands_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["darknet", "detector", "map", "a.data", "b.cfg", "c.weights", "--flavor", "alexeyab"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "unrecognized argument '--flavor alexeyab'" in err
+    assert "cnnlab darknet detector map --help" in err and len(err.strip().splitlines()) == 1

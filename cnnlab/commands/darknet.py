@@ -12,7 +12,8 @@
     cnnlab darknet convert CFG WEIGHTS OUT.pt [--data FILE | --names FILE] [--force]
     cnnlab darknet layers CFG                 (the layer table darknet prints)
 
-Every command takes ``--flavor pjreddie|alexeyab`` (default pjreddie).
+Every command takes ``--flavor pjreddie|alexeyab`` (default pjreddie), but ``detector map | valid |
+calc_anchors`` (AlexeyAB's own programs).
 """
 
 from __future__ import annotations

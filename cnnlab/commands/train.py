@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     if summary is None:  # not the main process of a distributed run
         return 0
     print(
-        f"held-out {summary['headline']}  ({summary['val_images']} images; {summary['epochs']} epochs in "
+        f"held-out {summary['headline']}  ({summary['val_images']} images; {summary['epochs']} epoch{'s' if summary['epochs'] != 1 else ''} in "
         f"{summary['train_seconds']:.1f} s, {summary['images_per_second']:.0f} img/s)"
     )
     if summary["bad_images"]:

@@ -78,8 +78,8 @@ class DarknetClassifier(Classifier):
         net = DarknetNet(cfg_text, flavor, source)
         if net.is_detector:
             raise CnnlabError(
-                f"{source} is a detector ([yolo]/[region]); cnnlab train/valid/predict take classifiers "
-                "(run detectors with `cnnlab darknet detector test`)"
+                f"{source} is a detector ([yolo]/[region]): train it with `cnnlab train --task detect --model darknet:CFG`, "
+                "run it with `cnnlab darknet detector test` (a classifier is what this takes: convert, --task classify)"
             )
         if in_chans is not None and in_chans != net.channels:
             raise CnnlabError(f"{source} takes {net.channels}-channel input ([net] channels=); edit the cfg for {in_chans}")
