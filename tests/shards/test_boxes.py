@@ -133,3 +133,17 @@ def test_open_split_of_the_csv_images_matches_class_folders(folders: Path, tmp_p
     direct = open_bbox_csv(csv, str(folders), "train")
     base = open_split(str(folders), "train")
     assert direct.classes == base.classes and [direct.describe(i) for i in range(len(base))] == [base.describe(i) for i in range(len(base))]
+
+
+def test_a_row_goes_to_the_image_of_its_class_when_class_folders_share_file_names(tmp_path: Path) -> None:
+    from .conftest import make_folders
+
+    folders = make_folders(tmp_path / "f", per_class=2)
+    for wnid in CLASSES:  # every class gets an img_b.JPEG
+        (folders / "train" / wnid / f"{wnid}_1.JPEG").rename(folders / "train" / wnid / "img_b.JPEG")
+    csv = tmp_path / "boxes.csv"
+    csv.write_text(f"filename,wnid,xmin,ymin,xmax,ymax\nimg_b.JPEG,{CLASSES[2]},5,5,40,40\n")
+    write_split(folders, tmp_path / "s", boxes=str(csv), resize=64)
+    shards = ShardSource(tmp_path / "s")
+    with_boxes = {shards.sidecar(i).class_name for i in range(len(shards)) if len(shards.stored_boxes(i))}
+    assert with_boxes == {CLASSES[2]}  # the row was stored on every class's img_b

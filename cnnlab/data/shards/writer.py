@@ -70,7 +70,7 @@ def _write_shard(k: int) -> None:
 def _sidecar(source: ImageSource, i: int, label: int, img: torch.Tensor, image_field: ImageField, table: BboxCsv | None) -> Sidecar:
     original = source.describe(i)
     width, height = int(img.shape[2]), int(img.shape[1])
-    corners = table.corners(PurePath(original).stem) if table else []
+    corners = table.corners(PurePath(original).stem, source.classes[label], source.classes) if table else []
     if table and table.relative:  # fractions of the image (`cnnlab data bbox --relative`) → its pixels
         corners = [[c[0] * width, c[1] * height, c[2] * width, c[3] * height] for c in corners]
     boxes = BoxesCodec.encode(corners, image_field.scale(width, height))

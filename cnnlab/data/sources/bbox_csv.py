@@ -39,8 +39,11 @@ class BboxCsv:
     relative: bool  # coordinates are fractions of the image size (``cnnlab data bbox --relative``)
     rows: dict[str, list[tuple[str, list[float]]]] = field(default_factory=dict)  # stem → [(wnid, [x0, y0, x1, y1])]
 
-    def corners(self, stem: str) -> list[list[float]]:
-        return [c for _, c in self.rows.get(stem, [])]
+    def corners(self, stem: str, cls: str, classes: list[str]) -> list[list[float]]:
+        """The boxes of the image ``stem`` of class ``cls``: rows whose ``wnid`` is that class, or names
+        no class of ``classes`` (a CSV keyed otherwise; the stem alone joins). Class folders may share
+        file names (``cat/img_1.jpg``, ``dog/img_1.jpg``): a row of another class is not this image's."""
+        return [c for wnid, c in self.rows.get(stem, []) if wnid == cls or wnid not in classes]
 
 
 def read_bbox_csv(path: str | Path) -> BboxCsv:
