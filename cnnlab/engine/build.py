@@ -14,6 +14,7 @@ from cnnlab.config import TrainConfig
 from cnnlab.data.loader import make_loader
 from cnnlab.data.samplers import ClassBalancedSampler
 from cnnlab.data.sources.base import ImageSource
+from cnnlab.data.sources.detection import DetectionSource
 from cnnlab.data.sources.subset import ClassSubset, SubsetSource, per_class, pick_classes
 from cnnlab.data.transforms import DeviceNormalize, eval_transform, train_transform
 from cnnlab.engine import finetune
@@ -55,10 +56,13 @@ def load_sources(cfg: TrainConfig) -> Data:
         val = open_detection_split(cfg.data, "val", seed=cfg.seed, classes=train.classes)  # numbered as train's
     else:
         train, val = open_split(cfg.data, "train", seed=cfg.seed), open_split(cfg.data, "val", seed=cfg.seed)
+    notes = []
+    if cfg.task != "detect" and isinstance(train, DetectionSource):  # said: a forgotten --task detect trained silently
+        notes.append(f"{cfg.data} is detection data (boxes): each image is labelled by its first box's class for "
+                     f"--task {cfg.task}; pass --task detect to train a detector")  # fmt: skip
     if cfg.classes:
         keep = pick_classes(train, cfg.classes)
         train, val = ClassSubset(train, keep), ClassSubset(val, keep)
-    notes = []
     if cfg.per_class:
         train, short = per_class(train, cfg.per_class, cfg.seed)
         if short:

@@ -156,3 +156,13 @@ def test_a_detector_trains_with_its_cfgs_learning_rate_unless_told(tmp_path: Pat
     assert "--lr" not in capsys.readouterr().out.split("(set them")[0].split("[net]")[-1]
     saved = yaml.safe_load((tmp_path / "b" / "config.yaml").read_text())
     assert (saved["lr"], saved["batch_size"], saved["weight_decay"]) == (0.002, 4, 0.0005)
+
+
+def test_detection_data_without_task_detect_says_how_it_is_read(tmp_path: Path, shapes: Path, capsys) -> None:
+    """A forgotten --task detect trained a classifier on each image's first box without a word."""
+    code = main(["train", "--model", "lenet5", "--data", str(shapes), "--epochs", "1", "--batch-size", "8", "--workers", "0",
+                 "--no-progress", "--out", str(tmp_path / "cls")])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0
+    assert "is detection data (boxes): each image is labelled by its first box's class" in captured.out + captured.err
+    assert "pass --task detect" in captured.out + captured.err
