@@ -82,3 +82,12 @@ def test_an_unknown_option_of_a_sub_command_points_to_that_sub_commands_help(cap
     err = capsys.readouterr().err
     assert e.value.code == 2 and "unrecognized argument '--flavor alexeyab'" in err
     assert "cnnlab darknet detector map --help" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_run_says_which_epoch_best_pt_holds_when_it_is_not_the_last() -> None:
+    from cnnlab.commands.train import best_checkpoint_line
+
+    assert best_checkpoint_line({"best_epoch": 20, "epochs": 20, "best": 98.8}) is None
+    assert best_checkpoint_line({"best_epoch": -1, "epochs": 3, "best": 0.0}) is None
+    line = best_checkpoint_line({"best_epoch": 17, "epochs": 20, "best": 98.9})
+    assert line is not None and "epoch 17's (held-out 98.9, the best)" in line and "valid" in line

@@ -51,10 +51,21 @@ def run(args: argparse.Namespace) -> int:
         f"held-out {summary['headline']}  ({summary['val_images']} images; {summary['epochs']} epoch{'s' if summary['epochs'] != 1 else ''} in "
         f"{summary['train_seconds']:.1f} s, {summary['images_per_second']:.0f} img/s)"
     )
+    if line := best_checkpoint_line(summary):
+        print(line)
     if summary["bad_images"]:
         print(f"skipped {len(summary['bad_images'])} unreadable image(s); they are listed in {summary['run_dir']}/summary.json")
     print(f"run directory: {summary['run_dir']}")
     return 0
+
+
+def best_checkpoint_line(summary: dict) -> str | None:
+    """When the best epoch was not the last: ``valid -c RUN`` reads best.pt, so its figure differs from
+    the last epoch's printed above; say which epoch it holds."""
+    if not 0 < summary["best_epoch"] != summary["epochs"]:
+        return None
+    return (f"checkpoints/best.pt is epoch {summary['best_epoch']}'s (held-out {summary['best']:.4g}, the best); "
+            "cnnlab valid and predict -c RUN use it")  # fmt: skip
 
 
 def _task_defaults(chosen: dict) -> dict:
