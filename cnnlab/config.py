@@ -115,18 +115,11 @@ class TrainConfig:
                 raise CnnlabError(f"config key {name!r} must be one of {choices}, got {getattr(self, name)!r}")
         if self.freeze not in ("", "features") and not self.freeze.isdecimal():
             raise CnnlabError(f"--freeze takes a number of stages or 'features', got {self.freeze!r}")
-        if self.per_class < 0:
-            raise CnnlabError(f"--per-class must be 0 or more, got {self.per_class}")
-        if self.unfreeze_at < 0:
-            raise CnnlabError(f"--unfreeze-at must be 0 or more, got {self.unfreeze_at}")
-        if not (math.isfinite(self.head_lr_mult) and self.head_lr_mult >= 0):
-            raise CnnlabError(f"--head-lr-mult must be a finite number >= 0, got {self.head_lr_mult}")
-        if not 0 < self.layer_decay <= 1:
-            raise CnnlabError(f"--layer-decay must be in (0, 1], got {self.layer_decay}")
         self._check_ranges()
 
     def _check_ranges(self) -> None:
-        """Numbers torch, torchvision or the optimizer would refuse with a traceback, refused first in one line."""
+        """Numbers out of range — ones torch, torchvision or the optimizer would refuse with a traceback
+        among them — refused first, in one line naming the flag."""
         for key, (ok, what) in _RANGES.items():
             value = getattr(self, key)
             if not (math.isfinite(value) and ok(value)):
@@ -138,7 +131,11 @@ class TrainConfig:
                 raise CnnlabError(f"--{key.replace('_', '-')} takes two numbers MIN MAX with 0 < MIN <= MAX{bound}, got {pair}")
 
 
-_RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
+_RANGES: dict[str, tuple[Callable[[float], bool], str]] = {  # key -> (accepts, what it must be); NaN/inf never
+    "per_class": (lambda v: v >= 0, "0 or more"),
+    "unfreeze_at": (lambda v: v >= 0, "0 or more"),
+    "head_lr_mult": (lambda v: v >= 0, "a finite number >= 0"),
+    "layer_decay": (lambda v: 0 < v <= 1, "in (0, 1]"),
     "lr": (lambda v: v > 0, "a number > 0"),
     "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "weight_decay": (lambda v: v >= 0, "0 or more"),
@@ -164,7 +161,6 @@ _RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "workers": (lambda v: v >= 0, "0 or more"),
     "ckpt_every": (lambda v: v >= 0, "0 or more"),
     "log_every": (lambda v: v >= 1, "1 or more"),
-    "embedding_dim": (lambda v: v >= 1, "1 or more"),
 }
 
 

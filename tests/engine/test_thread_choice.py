@@ -68,7 +68,7 @@ class _Probe(nn.Module):
         return x
 
 
-def test_the_engine_runs_one_image_on_the_chosen_count_and_batches_on_all(two_threads) -> None:
+def test_the_engine_runs_one_image_on_the_chosen_count_and_restores_torchs(two_threads) -> None:
     engine = prepare(nn.Sequential(nn.Conv2d(1, 4, 3), _Probe()).eval(), (1, 8, 8), torch.device("cpu"), InferenceOptions())
     assert engine.one_image_threads in (1, 2)
     engine.one_image_threads = 1
